@@ -1,0 +1,1 @@
+//! The Mesos master: flags, leader election over the log, the registry, the HTTP API.

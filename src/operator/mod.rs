@@ -1,0 +1,2 @@
+//! The operator: the `MesosMasterCluster` CRD, the quorum-procedure planner, the
+//! reconcile loop and the local runtime.
