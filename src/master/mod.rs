@@ -1,1 +1,12 @@
 //! The Mesos master: flags, leader election over the log, the registry, the HTTP API.
+//!
+//! What is here so far is the shell that does not depend on the log's internals:
+//! [`flags`] (startup validation into a [`flags::MasterConfig`]), the live
+//! [`view::MasterView`] the log driver will publish, the HTTP [`http::router`] with
+//! its [`api`] types, and [`metrics`].
+
+pub mod api;
+pub mod flags;
+pub mod http;
+pub mod metrics;
+pub mod view;

@@ -1,0 +1,750 @@
+//! The master's flags, with Mesos' names and spelling, and their validation into a
+//! typed [`MasterConfig`].
+//!
+//! Every flag is also read from `MESOS_<FLAG>` (uppercase), as Mesos does, so an
+//! operator's existing environment files keep working. Validation is split in two:
+//! [`validate`] is pure (addresses, quorum arithmetic, the whitelist) and unit
+//! tested; [`load`] adds the two checks that need the file system (the work
+//! directory and the ensemble token).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, ValueEnum};
+
+/// The only registry Mesos (and we) support: the Paxos replicated log.
+pub const REGISTRY_REPLICATED_LOG: &str = "replicated_log";
+
+/// The directory under `--work_dir` that holds the replicated log, as in Mesos; the
+/// operational guide's "wipe" procedure removes exactly this directory.
+pub const REPLICATED_LOG_DIR_NAME: &str = "replicated_log";
+
+/// A follower stands for election only after this many heartbeat intervals without
+/// one, so a single delayed or lost heartbeat does not depose a healthy leader.
+pub const MIN_HEARTBEATS_PER_ELECTION_TIMEOUT: u64 = 2;
+
+/// How the master writes its `tracing` events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line, for log collectors.
+    Json,
+}
+
+/// A Mesos master: one replica of the ensemble's Paxos replicated log, with leader
+/// election over the log and the registry on top.
+///
+/// Every flag can also be given as `MESOS_<FLAG>` in the environment (for example
+/// `MESOS_QUORUM=2`); a flag on the command line wins over the environment.
+#[derive(Debug, Clone, Parser)]
+///
+/// A flag given twice takes its last value, so a wrapper (a container entrypoint,
+/// the operator's local runtime) can append overrides to a base command line.
+#[command(name = "mesos-master", version, args_override_self = true)]
+pub struct Flags {
+    /// IP address to listen on, for HTTP and the replica protocol (one port).
+    /// Mesos binds all interfaces by default; we default to loopback so an
+    /// unconfigured master is never reachable from the network, and require a
+    /// routable address (this flag or --advertise_ip) that appears in --masters.
+    #[arg(long = "ip", env = "MESOS_IP", default_value = "127.0.0.1")]
+    pub ip: String,
+
+    /// Port to listen on.
+    #[arg(long = "port", env = "MESOS_PORT", default_value_t = 5050)]
+    pub port: u16,
+
+    /// IP address other members and clients use to reach this master, when it
+    /// differs from --ip (NAT, a Kubernetes Service). Identifies this member in
+    /// --masters.
+    #[arg(long = "advertise_ip", env = "MESOS_ADVERTISE_IP")]
+    pub advertise_ip: Option<String>,
+
+    /// Port other members and clients use to reach this master, when it differs
+    /// from --port.
+    #[arg(long = "advertise_port", env = "MESOS_ADVERTISE_PORT")]
+    pub advertise_port: Option<u16>,
+
+    /// Size of a majority of the masters: the number of replicas that must accept a
+    /// write. With N masters use (N / 2) + 1. Required.
+    #[arg(long = "quorum", env = "MESOS_QUORUM")]
+    pub quorum: Option<u32>,
+
+    /// Directory for the master's persistent state; the log lives in
+    /// <work_dir>/replicated_log. Created if missing. Required.
+    #[arg(long = "work_dir", env = "MESOS_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+
+    /// Where the registry is stored. Only `replicated_log` is supported.
+    #[arg(long = "registry", env = "MESOS_REGISTRY", default_value = REGISTRY_REPLICATED_LOG)]
+    pub registry: String,
+
+    /// Whether to initialize the replicated log automatically when every member of
+    /// --masters reports an empty log (true or false).
+    #[arg(
+        long = "log_auto_initialize",
+        env = "MESOS_LOG_AUTO_INITIALIZE",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+    )]
+    pub log_auto_initialize: bool,
+
+    /// The static whitelist of the ensemble (MESOS-1546): every member's advertised
+    /// address as a comma-separated list of ip:port, e.g.
+    /// 10.0.0.1:5050,10.0.0.2:5050,10.0.0.3:5050 (IPv6 as [::1]:5050). It must
+    /// include this master and hold at most 2*quorum-1 members. Required.
+    #[arg(long = "masters", env = "MESOS_MASTERS")]
+    pub masters: Option<String>,
+
+    /// File holding the ensemble token shared by all members; replica messages
+    /// prove knowledge of it. Surrounding whitespace is ignored. Without it, the
+    /// replica protocol cannot tell members from strangers that learn the whitelist.
+    #[arg(long = "ensemble_token_file", env = "MESOS_ENSEMBLE_TOKEN_FILE")]
+    pub ensemble_token_file: Option<PathBuf>,
+
+    /// Milliseconds a follower waits without hearing the leader before standing
+    /// for election (randomized up to twice this, so candidates rarely collide).
+    #[arg(
+        long = "election_timeout_ms",
+        env = "MESOS_ELECTION_TIMEOUT_MS",
+        default_value_t = 2_000
+    )]
+    pub election_timeout_ms: u64,
+
+    /// Milliseconds between the leader's heartbeats through the log. At most half of
+    /// --election_timeout_ms.
+    #[arg(
+        long = "heartbeat_interval_ms",
+        env = "MESOS_HEARTBEAT_INTERVAL_MS",
+        default_value_t = 500
+    )]
+    pub heartbeat_interval_ms: u64,
+
+    /// Format of the master's logs: text for people, json for machines. The
+    /// verbosity follows RUST_LOG (default: info).
+    #[arg(long = "log_format", env = "MESOS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The ensemble token, kept out of `Debug` output so it never reaches the logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EnsembleToken(String);
+
+impl EnsembleToken {
+    /// The token's text, for the transport to derive its proof from.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for EnsembleToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EnsembleToken(<{} bytes>)", self.0.len())
+    }
+}
+
+/// The master's configuration, once every flag has been checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterConfig {
+    /// Where the master listens (`--ip`:`--port`).
+    pub listen_addr: SocketAddr,
+    /// This member's identity in the ensemble and the address clients are
+    /// redirected to (`--advertise_ip`/`--advertise_port`, else the listen address).
+    pub advertise_addr: SocketAddr,
+    /// Replicas that must accept a write (`--quorum`), at least 1.
+    pub quorum: usize,
+    /// The ensemble's whitelist (`--masters`), in the order given, without duplicates.
+    pub masters: Vec<SocketAddr>,
+    /// `--work_dir`.
+    pub work_dir: PathBuf,
+    /// `<work_dir>/replicated_log`, where the log's storage lives.
+    pub replicated_log_dir: PathBuf,
+    /// `--log_auto_initialize`.
+    pub log_auto_initialize: bool,
+    /// `--ensemble_token_file`, read by [`load`].
+    pub ensemble_token_file: Option<PathBuf>,
+    /// `--election_timeout_ms`.
+    pub election_timeout_ms: u64,
+    /// `--heartbeat_interval_ms`.
+    pub heartbeat_interval_ms: u64,
+    /// `--log_format`.
+    pub log_format: LogFormat,
+}
+
+/// Why the master refuses to start. Each message is one line naming the flag.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{flag} is required (or set {env_var})")]
+    Missing {
+        flag: &'static str,
+        env_var: &'static str,
+    },
+
+    #[error("--registry={0} is not supported: only --registry=replicated_log is accepted")]
+    UnsupportedRegistry(String),
+
+    #[error("--quorum must be at least 1, got {0}")]
+    QuorumBelowOne(u32),
+
+    #[error("{flag} value '{value}' is not a valid address: {reason}")]
+    BadAddress {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
+
+    #[error("--masters lists {0} more than once")]
+    DuplicateMaster(SocketAddr),
+
+    #[error("--quorum={quorum} is larger than the {members} member(s) in --masters: no quorum could ever form")]
+    QuorumLargerThanEnsemble { quorum: usize, members: usize },
+
+    #[error(
+        "quorums could fail to intersect: --masters lists {members} members but --quorum={quorum} \
+         allows at most {max_members} (2*quorum-1)"
+    )]
+    QuorumsMayNotIntersect {
+        quorum: usize,
+        members: usize,
+        max_members: usize,
+    },
+
+    #[error(
+        "{addr} cannot identify this member to the others; \
+         set --advertise_ip to this master's address in --masters"
+    )]
+    UnspecifiedAdvertiseAddress { addr: IpAddr },
+
+    #[error("member {member} is not in --masters ({masters})")]
+    NotAMember { member: SocketAddr, masters: String },
+
+    #[error(
+        "--heartbeat_interval_ms={heartbeat_interval_ms} must be at most half of \
+         --election_timeout_ms={election_timeout_ms}, or one late heartbeat deposes the leader"
+    )]
+    HeartbeatTooSlow {
+        heartbeat_interval_ms: u64,
+        election_timeout_ms: u64,
+    },
+
+    #[error("--work_dir {path} is not writable: {source}")]
+    WorkDirNotWritable { path: PathBuf, source: io::Error },
+
+    #[error("--ensemble_token_file {path} cannot be read: {source}")]
+    TokenUnreadable { path: PathBuf, source: io::Error },
+
+    #[error("--ensemble_token_file {path} is empty")]
+    TokenEmpty { path: PathBuf },
+}
+
+/// Checks the flags that need no I/O and builds the configuration.
+///
+/// The quorum rules are the operational guide's: with `--quorum=q`, at most
+/// `2q-1` masters may run, or two disjoint groups of `q` could each accept writes
+/// and the log diverges. The whitelist makes that count checkable at startup.
+pub fn validate(flags: &Flags) -> Result<MasterConfig, ConfigError> {
+    if flags.registry != REGISTRY_REPLICATED_LOG {
+        return Err(ConfigError::UnsupportedRegistry(flags.registry.clone()));
+    }
+
+    let quorum = flags.quorum.ok_or(ConfigError::Missing {
+        flag: "--quorum",
+        env_var: "MESOS_QUORUM",
+    })?;
+    if quorum < 1 {
+        return Err(ConfigError::QuorumBelowOne(quorum));
+    }
+    // A u32 always fits a usize on the platforms we build for (32 and 64 bit).
+    let quorum = quorum as usize;
+
+    let work_dir = flags.work_dir.clone().ok_or(ConfigError::Missing {
+        flag: "--work_dir",
+        env_var: "MESOS_WORK_DIR",
+    })?;
+    let masters_flag = flags.masters.as_deref().ok_or(ConfigError::Missing {
+        flag: "--masters",
+        env_var: "MESOS_MASTERS",
+    })?;
+
+    let ip = parse_ip("--ip", &flags.ip)?;
+    let listen_addr = SocketAddr::new(ip, flags.port);
+    let advertise_ip = match &flags.advertise_ip {
+        Some(value) => parse_ip("--advertise_ip", value)?,
+        None => ip,
+    };
+    let advertise_addr = SocketAddr::new(advertise_ip, flags.advertise_port.unwrap_or(flags.port));
+
+    let masters = parse_masters(masters_flag)?;
+    check_quorum_against_whitelist(quorum, masters.len())?;
+
+    // 0.0.0.0 is a fine address to listen on but tells the other members nothing.
+    if advertise_addr.ip().is_unspecified() {
+        return Err(ConfigError::UnspecifiedAdvertiseAddress {
+            addr: advertise_addr.ip(),
+        });
+    }
+    if !masters.contains(&advertise_addr) {
+        return Err(ConfigError::NotAMember {
+            member: advertise_addr,
+            masters: join_addrs(&masters),
+        });
+    }
+
+    if flags
+        .heartbeat_interval_ms
+        .saturating_mul(MIN_HEARTBEATS_PER_ELECTION_TIMEOUT)
+        > flags.election_timeout_ms
+        || flags.heartbeat_interval_ms == 0
+    {
+        return Err(ConfigError::HeartbeatTooSlow {
+            heartbeat_interval_ms: flags.heartbeat_interval_ms,
+            election_timeout_ms: flags.election_timeout_ms,
+        });
+    }
+
+    Ok(MasterConfig {
+        listen_addr,
+        advertise_addr,
+        quorum,
+        masters,
+        replicated_log_dir: work_dir.join(REPLICATED_LOG_DIR_NAME),
+        work_dir,
+        log_auto_initialize: flags.log_auto_initialize,
+        ensemble_token_file: flags.ensemble_token_file.clone(),
+        election_timeout_ms: flags.election_timeout_ms,
+        heartbeat_interval_ms: flags.heartbeat_interval_ms,
+        log_format: flags.log_format,
+    })
+}
+
+/// Everything [`validate`] checks, then the file system: creates `--work_dir` if
+/// missing and proves it writable, and reads the ensemble token.
+pub fn load(flags: &Flags) -> Result<(MasterConfig, Option<EnsembleToken>), ConfigError> {
+    let config = validate(flags)?;
+    prepare_work_dir(&config.work_dir)?;
+    let token = match &config.ensemble_token_file {
+        Some(path) => Some(read_ensemble_token(path)?),
+        None => None,
+    };
+    Ok((config, token))
+}
+
+/// Creates the work directory if needed and writes (then removes) a probe file:
+/// permissions, a read-only mount or a full disk show up now, not at the first
+/// log write after the member has already joined a quorum.
+pub fn prepare_work_dir(work_dir: &Path) -> Result<(), ConfigError> {
+    let not_writable = |source| ConfigError::WorkDirNotWritable {
+        path: work_dir.to_path_buf(),
+        source,
+    };
+    fs::create_dir_all(work_dir).map_err(not_writable)?;
+    let probe = work_dir.join(".mesos-master-write-probe");
+    fs::write(&probe, b"probe").map_err(not_writable)?;
+    fs::remove_file(&probe).map_err(not_writable)?;
+    Ok(())
+}
+
+/// Reads the ensemble token; surrounding whitespace is dropped because secrets
+/// mounted from files usually end with a newline.
+pub fn read_ensemble_token(path: &Path) -> Result<EnsembleToken, ConfigError> {
+    let text = fs::read_to_string(path).map_err(|source| ConfigError::TokenUnreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(ConfigError::TokenEmpty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(EnsembleToken(token.to_owned()))
+}
+
+fn check_quorum_against_whitelist(quorum: usize, members: usize) -> Result<(), ConfigError> {
+    if quorum > members {
+        return Err(ConfigError::QuorumLargerThanEnsemble { quorum, members });
+    }
+    let max_members = 2 * quorum - 1;
+    if members > max_members {
+        return Err(ConfigError::QuorumsMayNotIntersect {
+            quorum,
+            members,
+            max_members,
+        });
+    }
+    Ok(())
+}
+
+fn parse_ip(flag: &'static str, value: &str) -> Result<IpAddr, ConfigError> {
+    let trimmed = value.trim();
+    // Accept the bracketed IPv6 form too, since that is how it appears in --masters.
+    let bare = trimmed
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .unwrap_or(trimmed);
+    bare.parse()
+        .map_err(|err: std::net::AddrParseError| ConfigError::BadAddress {
+            flag,
+            value: value.to_owned(),
+            reason: format!("{err} (expected an IPv4 or IPv6 address, not a hostname)"),
+        })
+}
+
+fn parse_masters(value: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+    let mut masters = Vec::new();
+    let mut seen = HashSet::new();
+    for entry in value.split(',') {
+        let entry = entry.trim();
+        let addr: SocketAddr =
+            entry
+                .parse()
+                .map_err(|err: std::net::AddrParseError| ConfigError::BadAddress {
+                    flag: "--masters",
+                    value: entry.to_owned(),
+                    reason: format!("{err} (expected ip:port, e.g. 10.0.0.1:5050 or [::1]:5050)"),
+                })?;
+        if !seen.insert(addr) {
+            return Err(ConfigError::DuplicateMaster(addr));
+        }
+        masters.push(addr);
+    }
+    Ok(masters)
+}
+
+fn join_addrs(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[&str]) -> Flags {
+        let mut argv = vec!["mesos-master"];
+        argv.extend_from_slice(args);
+        Flags::try_parse_from(argv).expect("test flags parse")
+    }
+
+    fn three_members(extra: &[&str]) -> Flags {
+        let mut args = vec![
+            "--ip=127.0.0.1",
+            "--port=5050",
+            "--quorum=2",
+            "--work_dir=/tmp/unused",
+            "--masters=127.0.0.1:5050,127.0.0.2:5050,127.0.0.3:5050",
+        ];
+        args.extend_from_slice(extra);
+        flags(&args)
+    }
+
+    #[test]
+    fn three_members_with_quorum_two_is_accepted() {
+        let config = validate(&three_members(&[])).expect("valid");
+        assert_eq!(config.quorum, 2);
+        assert_eq!(config.masters.len(), 3);
+        assert_eq!(config.advertise_addr, "127.0.0.1:5050".parse().unwrap());
+        assert_eq!(
+            config.replicated_log_dir,
+            PathBuf::from("/tmp/unused/replicated_log")
+        );
+        assert!(config.log_auto_initialize);
+    }
+
+    #[test]
+    fn single_master_with_quorum_one_is_accepted() {
+        let config = validate(&flags(&[
+            "--quorum=1",
+            "--work_dir=/w",
+            "--masters=127.0.0.1:5050",
+        ]))
+        .expect("valid");
+        assert_eq!(
+            config.masters,
+            vec!["127.0.0.1:5050".parse::<SocketAddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn whitelist_longer_than_two_quorums_minus_one_is_refused() {
+        let err = validate(&flags(&[
+            "--quorum=2",
+            "--work_dir=/w",
+            "--masters=127.0.0.1:5050,127.0.0.2:5050,127.0.0.3:5050,127.0.0.4:5050",
+        ]))
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::QuorumsMayNotIntersect {
+                quorum: 2,
+                members: 4,
+                max_members: 3
+            }
+        ));
+        assert!(err
+            .to_string()
+            .starts_with("quorums could fail to intersect"));
+    }
+
+    #[test]
+    fn every_whitelist_size_up_to_nine_is_checked_against_the_quorum() {
+        let all: Vec<String> = (1..=9).map(|i| format!("127.0.0.{i}:5050")).collect();
+        for members in 1..=9usize {
+            for quorum in 1..=9usize {
+                let list = all[..members].join(",");
+                let f = flags(&[
+                    &format!("--quorum={quorum}"),
+                    "--work_dir=/w",
+                    &format!("--masters={list}"),
+                ]);
+                let ok = validate(&f).is_ok();
+                // Intersecting and formable: q <= n <= 2q - 1.
+                assert_eq!(
+                    ok,
+                    quorum <= members && members < 2 * quorum,
+                    "n={members} q={quorum}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn quorum_larger_than_whitelist_is_refused() {
+        let err = validate(&three_members(&["--quorum=4"])).unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::QuorumLargerThanEnsemble {
+                quorum: 4,
+                members: 3
+            }
+        ));
+    }
+
+    #[test]
+    fn quorum_zero_is_refused() {
+        let err = validate(&three_members(&["--quorum=0"])).unwrap_err();
+        assert!(matches!(err, ConfigError::QuorumBelowOne(0)));
+    }
+
+    #[test]
+    fn missing_quorum_names_the_flag_and_its_env_var() {
+        let err = validate(&flags(&["--work_dir=/w", "--masters=127.0.0.1:5050"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--quorum is required (or set MESOS_QUORUM)"
+        );
+    }
+
+    #[test]
+    fn own_address_missing_from_whitelist_is_refused() {
+        let err = validate(&three_members(&["--ip=127.0.0.9"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "member 127.0.0.9:5050 is not in --masters (127.0.0.1:5050,127.0.0.2:5050,127.0.0.3:5050)"
+        );
+    }
+
+    #[test]
+    fn advertised_address_is_the_member_identity() {
+        let config = validate(&three_members(&[
+            "--ip=0.0.0.0",
+            "--port=6000",
+            "--advertise_ip=127.0.0.2",
+            "--advertise_port=5050",
+        ]))
+        .expect("valid");
+        assert_eq!(config.listen_addr, "0.0.0.0:6000".parse().unwrap());
+        assert_eq!(config.advertise_addr, "127.0.0.2:5050".parse().unwrap());
+
+        let err = validate(&three_members(&["--advertise_port=5051"])).unwrap_err();
+        assert!(matches!(err, ConfigError::NotAMember { .. }));
+    }
+
+    #[test]
+    fn unspecified_address_without_advertise_ip_is_refused() {
+        let err = validate(&three_members(&["--ip=0.0.0.0"])).unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::UnspecifiedAdvertiseAddress { .. }
+        ));
+    }
+
+    #[test]
+    fn registry_other_than_replicated_log_is_refused() {
+        let err = validate(&three_members(&["--registry=in_memory"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--registry=in_memory is not supported: only --registry=replicated_log is accepted"
+        );
+    }
+
+    #[test]
+    fn duplicate_whitelist_entries_are_refused_even_when_spelled_differently() {
+        let err = validate(&flags(&[
+            "--quorum=2",
+            "--work_dir=/w",
+            "--masters=127.0.0.1:5050, 127.0.0.1:05050,127.0.0.2:5050",
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--masters lists 127.0.0.1:5050 more than once"
+        );
+    }
+
+    #[test]
+    fn unparsable_addresses_are_refused() {
+        for bad in [
+            "localhost:5050",
+            "127.0.0.1",
+            "127.0.0.1:notaport",
+            "",
+            "::1:5050",
+        ] {
+            let err = validate(&flags(&[
+                "--quorum=1",
+                "--work_dir=/w",
+                &format!("--masters={bad}"),
+            ]))
+            .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::BadAddress {
+                        flag: "--masters",
+                        ..
+                    }
+                ),
+                "{bad}: {err}"
+            );
+        }
+        let err = validate(&three_members(&["--ip=master-0"])).unwrap_err();
+        assert!(matches!(err, ConfigError::BadAddress { flag: "--ip", .. }));
+    }
+
+    #[test]
+    fn ipv6_members_are_accepted() {
+        let config = validate(&flags(&[
+            "--ip=::1",
+            "--quorum=2",
+            "--work_dir=/w",
+            "--masters=[::1]:5050,[::2]:5050,[::3]:5050",
+        ]))
+        .expect("valid");
+        assert_eq!(config.advertise_addr, "[::1]:5050".parse().unwrap());
+        let bracketed = validate(&flags(&[
+            "--ip=[::1]",
+            "--quorum=1",
+            "--work_dir=/w",
+            "--masters=[::1]:5050",
+        ]));
+        assert!(bracketed.is_ok());
+    }
+
+    #[test]
+    fn log_auto_initialize_accepts_true_and_false() {
+        assert!(
+            !validate(&three_members(&["--log_auto_initialize=false"]))
+                .unwrap()
+                .log_auto_initialize
+        );
+        assert!(
+            validate(&three_members(&["--log_auto_initialize=true"]))
+                .unwrap()
+                .log_auto_initialize
+        );
+        assert!(
+            validate(&three_members(&["--log_auto_initialize"]))
+                .unwrap()
+                .log_auto_initialize
+        );
+    }
+
+    #[test]
+    fn heartbeat_must_fit_twice_in_the_election_timeout() {
+        let err = validate(&three_members(&[
+            "--election_timeout_ms=1000",
+            "--heartbeat_interval_ms=600",
+        ]))
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::HeartbeatTooSlow { .. }));
+        assert!(validate(&three_members(&[
+            "--election_timeout_ms=1000",
+            "--heartbeat_interval_ms=500"
+        ]))
+        .is_ok());
+        assert!(validate(&three_members(&["--heartbeat_interval_ms=0"])).is_err());
+    }
+
+    #[test]
+    fn every_error_message_is_one_line() {
+        let cases = [
+            three_members(&["--quorum=0"]),
+            three_members(&["--quorum=4"]),
+            three_members(&["--ip=127.0.0.9"]),
+            three_members(&["--registry=zk"]),
+            three_members(&["--ip=0.0.0.0"]),
+            three_members(&["--heartbeat_interval_ms=5000"]),
+        ];
+        for f in cases {
+            let message = validate(&f).unwrap_err().to_string();
+            assert!(!message.contains('\n'), "{message}");
+        }
+    }
+
+    #[test]
+    fn token_is_trimmed_and_empty_or_missing_token_files_are_refused() {
+        let dir =
+            std::env::temp_dir().join(format!("mesos-master-flags-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("token");
+        fs::write(&good, "s3cret\n").unwrap();
+        assert_eq!(read_ensemble_token(&good).unwrap().expose(), "s3cret");
+        assert!(!format!("{:?}", read_ensemble_token(&good).unwrap()).contains("s3cret"));
+
+        let empty = dir.join("empty");
+        fs::write(&empty, " \n").unwrap();
+        assert!(matches!(
+            read_ensemble_token(&empty),
+            Err(ConfigError::TokenEmpty { .. })
+        ));
+        assert!(matches!(
+            read_ensemble_token(&dir.join("missing")),
+            Err(ConfigError::TokenUnreadable { .. })
+        ));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn work_dir_is_created_when_missing() {
+        let dir = std::env::temp_dir().join(format!(
+            "mesos-master-workdir-test-{}/nested",
+            std::process::id()
+        ));
+        prepare_work_dir(&dir).expect("creatable");
+        assert!(dir.is_dir());
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0, "probe file removed");
+        fs::remove_dir_all(dir.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_file_in_place_of_the_work_dir_is_not_writable() {
+        let file =
+            std::env::temp_dir().join(format!("mesos-master-workdir-file-{}", std::process::id()));
+        fs::write(&file, "x").unwrap();
+        assert!(matches!(
+            prepare_work_dir(&file),
+            Err(ConfigError::WorkDirNotWritable { .. })
+        ));
+        fs::remove_file(&file).unwrap();
+    }
+}

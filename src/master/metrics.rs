@@ -1,0 +1,222 @@
+//! The master's metrics, served two ways from the same figures: Mesos' flat JSON
+//! (`/metrics/snapshot`, which existing Mesos dashboards read) and Prometheus text
+//! (`/metrics`).
+//!
+//! Figures that describe the master's state (elected, recovered, ...) are read from
+//! the [`MasterView`] at scrape time, so they can never disagree with `/log/status`.
+//! Counters are owned by the modules that count (the transport's refused frames,
+//! ...): they ask [`Metrics::counter`] for one and increment it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::view::MasterView;
+
+/// Prefix of every Prometheus metric name, so the master's series are easy to find.
+pub const PROMETHEUS_PREFIX: &str = "mesos";
+
+/// The master's metrics registry.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    counters: Mutex<BTreeMap<String, Counter>>,
+    elected: Gauge,
+    uptime_secs: Gauge<f64, AtomicU64>,
+    recovered: Gauge,
+    ensemble_size: Gauge,
+    quorum: Gauge,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A scrape never fails because some other thread panicked while holding a lock:
+/// the registry and counters stay valid (every update is a single atomic store).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let metrics = Self {
+            registry: Mutex::new(Registry::with_prefix(PROMETHEUS_PREFIX)),
+            counters: Mutex::new(BTreeMap::new()),
+            elected: Gauge::default(),
+            uptime_secs: Gauge::default(),
+            recovered: Gauge::default(),
+            ensemble_size: Gauge::default(),
+            quorum: Gauge::default(),
+        };
+        {
+            let mut registry = lock(&metrics.registry);
+            registry.register(
+                "master_elected",
+                "Whether this master is the elected leader (1) or not (0)",
+                metrics.elected.clone(),
+            );
+            registry.register(
+                "master_uptime_seconds",
+                "Seconds since this master started serving",
+                metrics.uptime_secs.clone(),
+            );
+            registry.register(
+                "registrar_log_recovered",
+                "Whether this master's log replica is VOTING (1) or not yet (0)",
+                metrics.recovered.clone(),
+            );
+            registry.register(
+                "registrar_log_ensemble_size",
+                "Members in the --masters whitelist",
+                metrics.ensemble_size.clone(),
+            );
+            registry.register(
+                "registrar_log_quorum",
+                "The --quorum this master runs with",
+                metrics.quorum.clone(),
+            );
+        }
+        metrics
+    }
+
+    /// A counter under the Mesos-style `key` (e.g. `log/refused_frames`), also
+    /// exported to Prometheus as `mesos_<key with '/' as '_'>_total`. Asking twice
+    /// for the same key returns the same counter, so modules need not coordinate.
+    pub fn counter(&self, key: &str, help: &str) -> Counter {
+        let mut counters = lock(&self.counters);
+        if let Some(counter) = counters.get(key) {
+            return counter.clone();
+        }
+        let counter = Counter::default();
+        lock(&self.registry).register(prometheus_name(key), help, counter.clone());
+        counters.insert(key.to_owned(), counter.clone());
+        counter
+    }
+
+    /// The Mesos `/metrics/snapshot` object: flat keys, numeric values.
+    pub fn snapshot(&self, view: &MasterView, uptime: Duration) -> BTreeMap<String, f64> {
+        let mut snapshot = BTreeMap::new();
+        snapshot.insert(
+            "master/elected".to_owned(),
+            f64::from(u8::from(view.elected)),
+        );
+        snapshot.insert("master/uptime_secs".to_owned(), uptime.as_secs_f64());
+        snapshot.insert(
+            "registrar/log/recovered".to_owned(),
+            f64::from(u8::from(view.recovered())),
+        );
+        snapshot.insert(
+            "registrar/log/ensemble_size".to_owned(),
+            view.masters.len() as f64,
+        );
+        snapshot.insert("registrar/log/quorum".to_owned(), view.quorum as f64);
+        for (key, counter) in lock(&self.counters).iter() {
+            // Counters beyond 2^53 lose precision in JSON either way.
+            snapshot.insert(key.clone(), counter.get() as f64);
+        }
+        snapshot
+    }
+
+    /// The Prometheus text exposition of every registered metric.
+    pub fn encode_prometheus(
+        &self,
+        view: &MasterView,
+        uptime: Duration,
+    ) -> Result<String, fmt::Error> {
+        self.elected.set(i64::from(view.elected));
+        self.uptime_secs.set(uptime.as_secs_f64());
+        self.recovered.set(i64::from(view.recovered()));
+        self.ensemble_size.set(saturating_i64(view.masters.len()));
+        self.quorum.set(saturating_i64(view.quorum));
+        let mut text = String::new();
+        encode(&mut text, &lock(&self.registry))?;
+        Ok(text)
+    }
+}
+
+fn saturating_i64(value: usize) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Prometheus names allow `[a-zA-Z0-9_:]`; everything else (the `/` of Mesos keys)
+/// becomes `_`.
+fn prometheus_name(key: &str) -> String {
+    key.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::master::api::ReplicaStatus;
+
+    fn view() -> MasterView {
+        MasterView {
+            replica_status: ReplicaStatus::Voting,
+            log_id: Some(7),
+            begin_position: 0,
+            end_position: 10,
+            learned_position: 10,
+            quorum: 2,
+            masters: vec![
+                "127.0.0.1:5050".parse().unwrap(),
+                "127.0.0.2:5050".parse().unwrap(),
+            ],
+            advertise_addr: "127.0.0.1:5050".parse().unwrap(),
+            leader: Some("127.0.0.1:5050".parse().unwrap()),
+            elected: true,
+        }
+    }
+
+    #[test]
+    fn snapshot_has_the_mesos_keys() {
+        let metrics = Metrics::new();
+        let snapshot = metrics.snapshot(&view(), Duration::from_secs(3));
+        assert_eq!(snapshot["master/elected"], 1.0);
+        assert_eq!(snapshot["master/uptime_secs"], 3.0);
+        assert_eq!(snapshot["registrar/log/recovered"], 1.0);
+        assert_eq!(snapshot["registrar/log/ensemble_size"], 2.0);
+    }
+
+    #[test]
+    fn counters_appear_in_both_formats_and_are_shared_by_key() {
+        let metrics = Metrics::new();
+        metrics
+            .counter("log/refused_frames", "Frames refused")
+            .inc();
+        metrics
+            .counter("log/refused_frames", "Frames refused")
+            .inc();
+        let snapshot = metrics.snapshot(&view(), Duration::ZERO);
+        assert_eq!(snapshot["log/refused_frames"], 2.0);
+        let text = metrics.encode_prometheus(&view(), Duration::ZERO).unwrap();
+        assert!(text.contains("mesos_log_refused_frames_total 2"), "{text}");
+        assert!(text.contains("mesos_master_elected 1"), "{text}");
+        assert!(
+            text.contains("mesos_registrar_log_ensemble_size 2"),
+            "{text}"
+        );
+    }
+}
