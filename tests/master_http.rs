@@ -50,9 +50,7 @@ fn start_server(state: MasterState) -> SocketAddr {
             addr_tx
                 .send(listener.local_addr().expect("local addr"))
                 .expect("send addr");
-            http::serve(listener, http::router(state), std::future::pending())
-                .await
-                .expect("serve");
+            http::serve(listener, http::router(state), std::future::pending()).await;
         });
     });
     addr_rx.recv().expect("server address")
@@ -265,4 +263,52 @@ fn a_single_handed_over_connection_is_served() {
     assert_eq!(get(server, "/health").status, 200);
     assert_eq!(get(server, "/master/redirect").status, 503);
     assert_eq!(get(server, "/nope").status, 404);
+}
+
+#[test]
+fn a_client_that_never_finishes_its_headers_does_not_block_others() {
+    use std::io::Write;
+    let server = start_server(state(empty_view()));
+    let mut stalled = std::net::TcpStream::connect(server).expect("connect");
+    stalled
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .expect("partial write");
+    assert_eq!(get(server, "/health").status, 200);
+    drop(stalled);
+}
+
+#[test]
+fn serve_stops_accepting_and_returns_on_shutdown() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("test runtime");
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let server = listener.local_addr().expect("local addr");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(http::serve(
+            listener,
+            http::router(state(empty_view())),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        let health = tokio::task::spawn_blocking(move || get(server, "/health").status);
+        assert_eq!(health.await.expect("client"), 200);
+
+        stop_tx.send(()).expect("stop");
+        tokio::time::timeout(std::time::Duration::from_secs(10), serving)
+            .await
+            .expect("serve returned in time")
+            .expect("serve task");
+        let refused = tokio::task::spawn_blocking(move || request(server, "GET", "/health"));
+        assert!(
+            refused.await.expect("client").is_err(),
+            "listener closed after shutdown"
+        );
+    });
 }

@@ -108,7 +108,7 @@ async fn serve(config: MasterConfig) -> anyhow::Result<()> {
 
     tokio::select! {
         finished = &mut server => {
-            finished.context("HTTP server task failed")?.context("HTTP server stopped")?;
+            finished.context("HTTP server task failed")?;
             anyhow::bail!("HTTP server stopped without being asked to");
         }
         signal = shutdown_signal() => tracing::info!(signal, "shutting down"),
@@ -116,9 +116,7 @@ async fn serve(config: MasterConfig) -> anyhow::Result<()> {
     // notify_one keeps a permit if the server is not waiting yet, so none is lost.
     stop.notify_one();
     match tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), server).await {
-        Ok(finished) => finished
-            .context("HTTP server task failed")?
-            .context("HTTP server failed while stopping")?,
+        Ok(finished) => finished.context("HTTP server task failed")?,
         Err(_) => tracing::warn!(
             grace_ms = SHUTDOWN_GRACE_MS,
             "requests still in flight after the grace period; exiting"

@@ -233,6 +233,9 @@ pub enum ConfigError {
         election_timeout_ms: u64,
     },
 
+    #[error("--heartbeat_interval_ms must be at least 1")]
+    HeartbeatZero,
+
     #[error("--work_dir {path} is not writable: {source}")]
     WorkDirNotWritable { path: PathBuf, source: io::Error },
 
@@ -274,9 +277,10 @@ pub fn validate(flags: &Flags) -> Result<MasterConfig, ConfigError> {
 
     let ip = parse_ip("--ip", &flags.ip)?;
     let listen_addr = SocketAddr::new(ip, flags.port);
-    let advertise_ip = match &flags.advertise_ip {
-        Some(value) => parse_ip("--advertise_ip", value)?,
-        None => ip,
+    // An empty MESOS_ADVERTISE_IP is how templates usually say "not set".
+    let advertise_ip = match flags.advertise_ip.as_deref().map(str::trim) {
+        Some(value) if !value.is_empty() => parse_ip("--advertise_ip", value)?,
+        _ => ip,
     };
     let advertise_addr = SocketAddr::new(advertise_ip, flags.advertise_port.unwrap_or(flags.port));
 
@@ -296,11 +300,13 @@ pub fn validate(flags: &Flags) -> Result<MasterConfig, ConfigError> {
         });
     }
 
+    if flags.heartbeat_interval_ms == 0 {
+        return Err(ConfigError::HeartbeatZero);
+    }
     if flags
         .heartbeat_interval_ms
         .saturating_mul(MIN_HEARTBEATS_PER_ELECTION_TIMEOUT)
         > flags.election_timeout_ms
-        || flags.heartbeat_interval_ms == 0
     {
         return Err(ConfigError::HeartbeatTooSlow {
             heartbeat_interval_ms: flags.heartbeat_interval_ms,
@@ -570,6 +576,18 @@ mod tests {
     }
 
     #[test]
+    fn empty_advertise_ip_means_unset() {
+        let config = validate(&three_members(&["--advertise_ip="])).expect("valid");
+        assert_eq!(config.advertise_addr, "127.0.0.1:5050".parse().unwrap());
+    }
+
+    #[test]
+    fn a_flag_given_twice_takes_its_last_value() {
+        let config = validate(&three_members(&["--quorum=3", "--quorum=2"])).expect("valid");
+        assert_eq!(config.quorum, 2);
+    }
+
+    #[test]
     fn unspecified_address_without_advertise_ip_is_refused() {
         let err = validate(&three_members(&["--ip=0.0.0.0"])).unwrap_err();
         assert!(matches!(
@@ -682,7 +700,10 @@ mod tests {
             "--heartbeat_interval_ms=500"
         ]))
         .is_ok());
-        assert!(validate(&three_members(&["--heartbeat_interval_ms=0"])).is_err());
+        assert!(matches!(
+            validate(&three_members(&["--heartbeat_interval_ms=0"])),
+            Err(ConfigError::HeartbeatZero)
+        ));
     }
 
     #[test]

@@ -1,18 +1,21 @@
 //! The master's HTTP API: an axum [`Router`] over the master's live view, and two
 //! ways to serve it — a whole `TcpListener` ([`serve`]) or one connection at a time
 //! ([`serve_connection`]), for the port sniffer that splits HTTP from the replica
-//! protocol on the shared port.
+//! protocol on the shared port. Both run the same hyper connection
+//! ([`http1_connection`]), so limits set there hold on both paths.
 
 use std::future::Future;
-use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use hyper_util::rt::TokioIo;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -22,6 +25,14 @@ use super::view::SharedMasterView;
 
 /// Content type of the Prometheus exposition written by `prometheus-client`.
 const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// How long a client may take to send a request's headers on a handed-over
+/// connection; the figure hyper applies by default when it has a timer.
+pub const HEADER_READ_TIMEOUT_MS: u64 = 30_000;
+
+/// Pause after a failed accept, so a persistent failure (no file descriptors left)
+/// does not spin a core while connections drain.
+const ACCEPT_ERROR_BACKOFF_MS: u64 = 100;
 
 /// What the handlers read: the live view and the metrics registry.
 #[derive(Debug, Clone)]
@@ -43,27 +54,65 @@ pub fn router(state: MasterState) -> Router {
         .with_state(state)
 }
 
+/// A hyper HTTP/1.1 connection serving the master's router; a caller that owns
+/// connections (the port sniffer) can await it, or hand it to a
+/// [`GracefulShutdown`] to have it finish its request and close on shutdown.
+pub type Http1Connection<I> = http1::Connection<TokioIo<I>, TowerToHyperService<Router>>;
+
 /// Serves `router` on every connection `listener` accepts until `shutdown`
-/// completes, then lets requests in flight finish.
+/// completes; then stops accepting, lets each connection finish the request it is
+/// serving, and returns once all are closed. Accepting goes on after an accept error
+/// (e.g. out of file descriptors): one bad moment must not stop the master serving.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+) {
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let connection = graceful.watch(http1_connection(stream, router.clone()));
+                    tokio::spawn(async move {
+                        if let Err(err) = connection.await {
+                            tracing::debug!(%peer, error = %err, "HTTP connection ended with an error");
+                        }
+                    });
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "accepting an HTTP connection failed");
+                    tokio::time::sleep(Duration::from_millis(ACCEPT_ERROR_BACKOFF_MS)).await;
+                }
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
-/// Serves `router` on one already-accepted connection (HTTP/1.1), as the port
-/// sniffer hands them over. Returns when the client closes the connection.
+/// Serves `router` on one already-accepted connection, as the port sniffer hands
+/// them over. Returns when the connection closes.
 pub async fn serve_connection<I>(io: I, router: Router) -> Result<(), hyper::Error>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    hyper::server::conn::http1::Builder::new()
+    http1_connection(io, router).await
+}
+
+/// The connection [`serve`] and [`serve_connection`] run, with the master's limits.
+pub fn http1_connection<I>(io: I, router: Router) -> Http1Connection<I>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    http1::Builder::new()
+        // A client that never finishes its headers must not hold the connection
+        // (and its task) forever.
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(HEADER_READ_TIMEOUT_MS))
         .serve_connection(TokioIo::new(io), TowerToHyperService::new(router))
-        .await
 }
 
 /// 200 for as long as the process serves, as Mesos' `/health`: liveness, not
