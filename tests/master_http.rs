@@ -88,6 +88,10 @@ fn redirect_with_a_leader_is_307_to_its_advertised_address() {
     let response = get(server, "/master/redirect");
     assert_eq!(response.status, 307);
     assert_eq!(response.header("location"), Some("http://127.0.0.2:5050"));
+    assert_eq!(
+        get(server, "/redirect").header("location"),
+        Some("http://127.0.0.2:5050")
+    );
 
     state
         .view
@@ -105,6 +109,7 @@ fn log_status_is_the_operator_s_log_status_type_and_follows_the_view() {
 
     let status: LogStatus =
         serde_json::from_str(&get(server, "/log/status").body).expect("LogStatus JSON");
+    assert_eq!(status.member, addr("127.0.0.1:5050"));
     assert_eq!(status.status, ReplicaStatus::Empty);
     assert_eq!(status.log_id, None);
     assert_eq!(status.quorum, 2);

@@ -351,6 +351,7 @@ fn a_valid_master_serves_reports_itself_honestly_and_stops_on_sigterm() {
     assert_eq!(status.leader, None);
     assert_eq!(status.quorum, 1);
     assert_eq!(status.masters, vec![server]);
+    assert_eq!(status.member, server);
     assert_eq!(get(server, "/master/redirect").status, 503);
     let snapshot: serde_json::Value =
         serde_json::from_str(&get(server, "/metrics/snapshot").body).expect("JSON");

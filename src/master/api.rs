@@ -35,6 +35,9 @@ impl fmt::Display for ReplicaStatus {
 /// `GET /log/status`: this member's view of its replica and of the ensemble.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogStatus {
+    /// The answering member's advertised address (its entry in `masters`), so a
+    /// reader behind a Service still knows whom it asked.
+    pub member: SocketAddr,
     /// This member's replica status.
     pub status: ReplicaStatus,
     /// The log's identity, drawn at initialization; `None` while the replica is

@@ -46,7 +46,9 @@ pub struct MasterState {
 pub fn router(state: MasterState) -> Router {
     Router::new()
         .route("/health", get(health))
+        // Mesos serves the redirect under both names.
         .route("/master/redirect", get(redirect_to_leader))
+        .route("/redirect", get(redirect_to_leader))
         .route("/log/status", get(log_status))
         .route("/metrics/snapshot", get(metrics_snapshot))
         .route("/metrics", get(prometheus_metrics))

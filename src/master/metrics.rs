@@ -23,6 +23,15 @@ use super::view::MasterView;
 /// Prefix of every Prometheus metric name, so the master's series are easy to find.
 pub const PROMETHEUS_PREFIX: &str = "mesos";
 
+/// The figures the master reports itself; a module's counter must not reuse a key.
+pub const BUILT_IN_KEYS: [&str; 5] = [
+    "master/elected",
+    "master/uptime_secs",
+    "registrar/log/recovered",
+    "registrar/log/ensemble_size",
+    "registrar/log/quorum",
+];
+
 /// The master's metrics registry.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -98,6 +107,10 @@ impl Metrics {
     /// exported to Prometheus as `mesos_<key with '/' as '_'>_total`. Asking twice
     /// for the same key returns the same counter, so modules need not coordinate.
     pub fn counter(&self, key: &str, help: &str) -> Counter {
+        debug_assert!(
+            !BUILT_IN_KEYS.contains(&key),
+            "{key} is one of the master's own figures, not a counter"
+        );
         let mut counters = lock(&self.counters);
         if let Some(counter) = counters.get(key) {
             return counter.clone();
@@ -198,6 +211,15 @@ mod tests {
         assert_eq!(snapshot["master/uptime_secs"], 3.0);
         assert_eq!(snapshot["registrar/log/recovered"], 1.0);
         assert_eq!(snapshot["registrar/log/ensemble_size"], 2.0);
+    }
+
+    #[test]
+    fn snapshot_reports_exactly_the_built_in_keys_without_counters() {
+        let snapshot = Metrics::new().snapshot(&view(), Duration::ZERO);
+        let keys: Vec<&str> = snapshot.keys().map(String::as_str).collect();
+        let mut expected = BUILT_IN_KEYS.to_vec();
+        expected.sort_unstable();
+        assert_eq!(keys, expected);
     }
 
     #[test]

@@ -59,6 +59,7 @@ impl MasterView {
     /// The `/log/status` answer.
     pub fn log_status(&self) -> LogStatus {
         LogStatus {
+            member: self.advertise_addr,
             status: self.replica_status,
             log_id: self.log_id,
             begin: self.begin_position,
