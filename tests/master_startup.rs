@@ -399,3 +399,44 @@ fn json_logs_and_sigint_also_stop_cleanly() {
     }
     assert!(stderr.contains("effective configuration"));
 }
+
+#[test]
+fn three_masters_on_loopback_addresses_each_report_themselves() {
+    let dir = scratch("three");
+    let members: Vec<SocketAddr> = (1..=3)
+        .map(|i| {
+            let ip = format!("127.0.0.{i}");
+            format!("{ip}:{}", free_port(&ip)).parse().expect("member")
+        })
+        .collect();
+    let whitelist: Vec<String> = members.iter().map(ToString::to_string).collect();
+    let mut running = Vec::new();
+    for (index, member) in members.iter().enumerate() {
+        let mut child = master()
+            .args([
+                format!("--ip={}", member.ip()),
+                format!("--port={}", member.port()),
+                "--quorum=2".to_owned(),
+                format!("--work_dir={}", dir.join(index.to_string()).display()),
+                format!("--masters={}", whitelist.join(",")),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn mesos-master");
+        wait_until_healthy(*member, &mut child);
+        running.push(Running(child));
+    }
+    for member in &members {
+        let status: LogStatus =
+            serde_json::from_str(&get(*member, "/log/status").body).expect("LogStatus");
+        assert_eq!(status.member, *member);
+        assert_eq!(status.masters, members);
+        assert_eq!(status.quorum, 2);
+        assert!(dir.join("0").is_dir());
+    }
+    for child in &mut running {
+        send_signal(&child.0, "TERM");
+        assert!(wait_for_exit(&mut child.0).success());
+    }
+}

@@ -722,6 +722,39 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever arrives in the address flags, validation answers with a value
+        /// or an error, never a panic.
+        #[test]
+        fn validation_never_panics_on_any_address_text(
+            masters in "\\PC{0,60}",
+            ip in "\\PC{0,20}",
+            advertise_ip in proptest::option::of("\\PC{0,20}"),
+            quorum in proptest::option::of(0u32..12),
+        ) {
+            let mut f = three_members(&[]);
+            f.masters = Some(masters);
+            f.ip = ip;
+            f.advertise_ip = advertise_ip;
+            f.quorum = quorum;
+            let _ = validate(&f);
+        }
+
+        /// Accepted configurations always satisfy the intersection rule.
+        #[test]
+        fn accepted_configurations_have_intersecting_quorums(members in 1usize..=9, quorum in 0u32..=10) {
+            let list: Vec<String> = (1..=members).map(|i| format!("127.0.0.{i}:5050")).collect();
+            let mut f = three_members(&[]);
+            f.masters = Some(list.join(","));
+            f.quorum = Some(quorum);
+            if let Ok(config) = validate(&f) {
+                proptest::prop_assert!(2 * config.quorum > config.masters.len());
+                proptest::prop_assert!(config.quorum <= config.masters.len());
+                proptest::prop_assert!(config.masters.contains(&config.advertise_addr));
+            }
+        }
+    }
+
     #[test]
     fn token_is_trimmed_and_empty_or_missing_token_files_are_refused() {
         let dir =

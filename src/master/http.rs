@@ -26,8 +26,8 @@ use super::view::SharedMasterView;
 /// Content type of the Prometheus exposition written by `prometheus-client`.
 const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// How long a client may take to send a request's headers on a handed-over
-/// connection; the figure hyper applies by default when it has a timer.
+/// How long a client may take to send a request's headers before its connection is
+/// closed; hyper's own default once it has a timer.
 pub const HEADER_READ_TIMEOUT_MS: u64 = 30_000;
 
 /// Pause after a failed accept, so a persistent failure (no file descriptors left)
