@@ -315,14 +315,18 @@ fn send_signal(child: &Child, signal: &str) {
 }
 
 fn start_single_master(name: &str, extra: &[&str]) -> (Running, SocketAddr) {
+    start_single_master_on("127.0.0.1", name, extra)
+}
+
+fn start_single_master_on(ip: &str, name: &str, extra: &[&str]) -> (Running, SocketAddr) {
     let dir = scratch(name);
-    let port = free_port("127.0.0.1");
-    let member = format!("127.0.0.1:{port}");
+    let port = free_port(ip);
+    let member = SocketAddr::new(ip.parse().expect("test ip"), port);
     let token = dir.join("token");
     fs::write(&token, "ensemble-secret\n").expect("token");
     let mut child = master()
         .args([
-            "--ip=127.0.0.1".to_owned(),
+            format!("--ip={ip}"),
             format!("--port={port}"),
             "--quorum=1".to_owned(),
             format!("--work_dir={}", dir.join("work").display()),
@@ -334,9 +338,8 @@ fn start_single_master(name: &str, extra: &[&str]) -> (Running, SocketAddr) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn mesos-master");
-    let server: SocketAddr = member.parse().expect("member address");
-    wait_until_healthy(server, &mut child);
-    (Running(child), server)
+    wait_until_healthy(member, &mut child);
+    (Running(child), member)
 }
 
 #[test]
@@ -439,4 +442,19 @@ fn three_masters_on_loopback_addresses_each_report_themselves() {
         send_signal(&child.0, "TERM");
         assert!(wait_for_exit(&mut child.0).success());
     }
+}
+
+#[test]
+fn an_ipv6_master_serves_on_its_bracketed_address() {
+    if TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: this machine has no IPv6 loopback");
+        return;
+    }
+    let (mut running, server) = start_single_master_on("::1", "ipv6", &[]);
+    let body = get(server, "/log/status").body;
+    let raw: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(raw["member"], server.to_string());
+    assert!(server.to_string().starts_with("[::1]:"));
+    send_signal(&running.0, "TERM");
+    assert!(wait_for_exit(&mut running.0).success());
 }
