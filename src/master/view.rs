@@ -17,8 +17,11 @@ pub struct MasterView {
     pub replica_status: ReplicaStatus,
     /// The log's identity, once the replica belongs to one.
     pub log_id: Option<u64>,
+    /// First position still held (earlier ones were truncated).
     pub begin_position: u64,
+    /// Last position this replica holds.
     pub end_position: u64,
+    /// Highest position this replica knows to be learned.
     pub learned_position: u64,
     /// The `--quorum` this member runs with.
     pub quorum: usize,
