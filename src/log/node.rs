@@ -1,0 +1,998 @@
+//! One member: a replica, an optional coordinator (leader or recovery), election
+//! timers and the status probe. This is the API a driver uses; see the module
+//! docs of [`crate::log`] for the loop.
+
+use serde::{Deserialize, Serialize};
+
+use super::coordinator::{Coordinator, Effects, Mode, Phase, Signal};
+use super::message::{Envelope, Message, PromiseOutcome, ReadReply};
+use super::recovery::{decide, Decision, Incarnations, PeerStatus, Probe, MAX_CATCHUP_ENTRIES};
+use super::replica::{Replica, VoteRefusal};
+use super::types::{
+    Action, DurableState, LogId, MemberId, PersistOp, Position, Proposal, ReplicaStatus, SplitMix64,
+};
+
+/// Default election timeout range in ticks. With a 100 ms tick: 1–2 s, the
+/// range etcd uses, wide enough that two followers rarely campaign together.
+pub const DEFAULT_ELECTION_TIMEOUT_MIN_TICKS: u64 = 10;
+pub const DEFAULT_ELECTION_TIMEOUT_MAX_TICKS: u64 = 20;
+/// Heartbeat every 2 ticks: several heartbeats per minimum election timeout, so
+/// one or two lost heartbeats never trigger an election.
+pub const DEFAULT_HEARTBEAT_INTERVAL_TICKS: u64 = 2;
+/// Lease length in ticks; must stay below the minimum election timeout (the
+/// margin covers clock-rate drift between members).
+pub const DEFAULT_LEASE_TICKS: u64 = 7;
+/// A non-voting replica re-probes its peers this often.
+pub const DEFAULT_STATUS_RETRY_TICKS: u64 = 5;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("quorum must be at least 1")]
+    ZeroQuorum,
+    #[error("quorum {quorum} is larger than the whitelist ({members} members)")]
+    QuorumTooLarge { quorum: usize, members: usize },
+    #[error("{members} members with quorum {quorum}: quorums may not intersect (need members <= 2*quorum-1)")]
+    QuorumsMayNotIntersect { quorum: usize, members: usize },
+    #[error("member {0} is not in the whitelist")]
+    NotAMember(MemberId),
+    #[error("lease ({lease_ticks} ticks) must be shorter than the minimum election timeout ({min_ticks} ticks), and the timeout range non-empty")]
+    BadTimers { lease_ticks: u64, min_ticks: u64 },
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: MemberId,
+    /// The static whitelist (`--masters`), including `id`.
+    pub members: Vec<MemberId>,
+    pub quorum: usize,
+    /// Mesos `--log_auto_initialize`.
+    pub auto_initialize: bool,
+    /// Seeds the node's PRNG (election timeouts, log id, nonces). The driver
+    /// passes fresh entropy per process start; it is also the incarnation.
+    pub seed: u64,
+    pub election_timeout_min_ticks: u64,
+    pub election_timeout_max_ticks: u64,
+    pub heartbeat_interval_ticks: u64,
+    pub lease_ticks: u64,
+    pub status_retry_ticks: u64,
+    /// Hidden knob for the simulator's self-test: learns on one ack (a bug).
+    #[doc(hidden)]
+    pub planted_minority_learn: bool,
+}
+
+impl NodeConfig {
+    pub fn new(id: MemberId, members: Vec<MemberId>, quorum: usize, seed: u64) -> Self {
+        NodeConfig {
+            id,
+            members,
+            quorum,
+            auto_initialize: true,
+            seed,
+            election_timeout_min_ticks: DEFAULT_ELECTION_TIMEOUT_MIN_TICKS,
+            election_timeout_max_ticks: DEFAULT_ELECTION_TIMEOUT_MAX_TICKS,
+            heartbeat_interval_ticks: DEFAULT_HEARTBEAT_INTERVAL_TICKS,
+            lease_ticks: DEFAULT_LEASE_TICKS,
+            status_retry_ticks: DEFAULT_STATUS_RETRY_TICKS,
+            planted_minority_learn: false,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let n = self.members.len();
+        if self.quorum == 0 {
+            return Err(ConfigError::ZeroQuorum);
+        }
+        if self.quorum > n {
+            return Err(ConfigError::QuorumTooLarge {
+                quorum: self.quorum,
+                members: n,
+            });
+        }
+        if n > 2 * self.quorum - 1 {
+            return Err(ConfigError::QuorumsMayNotIntersect {
+                quorum: self.quorum,
+                members: n,
+            });
+        }
+        if !self.members.contains(&self.id) {
+            return Err(ConfigError::NotAMember(self.id.clone()));
+        }
+        if self.lease_ticks >= self.election_timeout_min_ticks
+            || self.election_timeout_max_ticks < self.election_timeout_min_ticks
+            || self.heartbeat_interval_ticks == 0
+        {
+            return Err(ConfigError::BadTimers {
+                lease_ticks: self.lease_ticks,
+                min_ticks: self.election_timeout_min_ticks,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why a client proposal failed. `Demoted` means the outcome is unknown: the
+/// value may still be chosen later.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ProposeError {
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<MemberId> },
+    #[error("demoted before the proposal was chosen; it may still be chosen")]
+    Demoted,
+    #[error("too many proposals pending")]
+    Busy,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProposalOutcome {
+    pub ticket: u64,
+    /// The position the value was chosen at.
+    pub result: Result<Position, ProposeError>,
+}
+
+/// Notable transitions, for logs, metrics and the simulator's checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// `Empty → Starting` (auto-initialization, phase one).
+    Starting,
+    /// This node originated the log id (auto-initialization, phase two).
+    Initialized(LogId),
+    /// `Starting → Voting` by adopting a voting member's id.
+    Adopted(LogId),
+    /// `Empty → Recovering` against this log id.
+    RecoveryStarted(LogId),
+    /// `Recovering → Voting`.
+    Recovered,
+    BecameLeader(Proposal),
+    Demoted,
+}
+
+/// What the driver must do, in order: persist `persist` durably, then send
+/// `messages`, then hand `learned` to the application and `outcomes` to clients.
+#[derive(Clone, Debug, Default)]
+pub struct Ready {
+    pub persist: Vec<PersistOp>,
+    pub messages: Vec<Envelope>,
+    /// Newly learned entries, contiguous, in position order. After a restart the
+    /// node delivers again from its truncation point.
+    pub learned: Vec<(Position, Action)>,
+    pub outcomes: Vec<ProposalOutcome>,
+    pub events: Vec<NodeEvent>,
+}
+
+impl Ready {
+    pub fn is_empty(&self) -> bool {
+        self.persist.is_empty()
+            && self.messages.is_empty()
+            && self.learned.is_empty()
+            && self.outcomes.is_empty()
+            && self.events.is_empty()
+    }
+}
+
+/// Counters of refused input.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub refused_non_member: u64,
+    pub refused_foreign_log: u64,
+    pub refused_uninitialized: u64,
+    pub misaddressed: u64,
+}
+
+pub struct Node {
+    cfg: NodeConfig,
+    rng: SplitMix64,
+    incarnation: u64,
+    replica: Replica,
+    now: u64,
+    coordinator: Option<Coordinator>,
+    probe: Option<Probe>,
+    incarnations: Incarnations,
+    leader: Option<(MemberId, Proposal)>,
+    last_leader_contact_tick: u64,
+    /// A recovering member's proposal we promised, and when it last asked us:
+    /// while it progresses, candidates are refused so recovery can finish
+    /// instead of being outbid forever (a livelock the simulator found).
+    recovery_contact: Option<(Proposal, u64)>,
+    election_deadline_tick: u64,
+    highest_round_seen: u64,
+    applied: Position,
+    last_catchup_tick: Option<u64>,
+    next_ticket: u64,
+    messages: Vec<Envelope>,
+    outcomes: Vec<ProposalOutcome>,
+    events: Vec<NodeEvent>,
+    counters: Counters,
+}
+
+impl Node {
+    /// Starts a member from its durable state.
+    pub fn new(cfg: NodeConfig, durable: DurableState) -> Result<Node, ConfigError> {
+        cfg.validate()?;
+        let mut rng = SplitMix64::new(cfg.seed);
+        let incarnation = rng.next_u64();
+        let replica = Replica::from_durable(durable);
+        let applied = replica.begin();
+        let highest_round_seen = replica.promised().map_or(0, |p| p.round);
+        let mut node = Node {
+            cfg,
+            rng,
+            incarnation,
+            replica,
+            now: 0,
+            coordinator: None,
+            probe: None,
+            incarnations: Incarnations::default(),
+            leader: None,
+            // After a restart, behave as if a leader was just heard: the node may
+            // have acked a lease before crashing and must not promise to another
+            // proposer before that lease ran out.
+            last_leader_contact_tick: 0,
+            recovery_contact: None,
+            election_deadline_tick: 0,
+            highest_round_seen,
+            applied,
+            last_catchup_tick: None,
+            next_ticket: 0,
+            messages: Vec::new(),
+            outcomes: Vec::new(),
+            events: Vec::new(),
+            counters: Counters::default(),
+        };
+        node.reset_election_timer();
+        Ok(node)
+    }
+
+    pub fn id(&self) -> &MemberId {
+        &self.cfg.id
+    }
+    pub fn config(&self) -> &NodeConfig {
+        &self.cfg
+    }
+    pub fn status(&self) -> ReplicaStatus {
+        self.replica.status()
+    }
+    pub fn log_id(&self) -> Option<LogId> {
+        self.replica.log_id()
+    }
+    pub fn begin(&self) -> Position {
+        self.replica.begin()
+    }
+    pub fn end(&self) -> Position {
+        self.replica.end()
+    }
+    pub fn learned_end(&self) -> Position {
+        self.replica.learned_end()
+    }
+    pub fn promised(&self) -> Option<&Proposal> {
+        self.replica.promised()
+    }
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+    pub fn conflicting_learns(&self) -> u64 {
+        self.replica.conflicting_learns
+    }
+    /// The current status probe's answers (diagnostics).
+    pub fn probe_answers(&self) -> Vec<(MemberId, ReplicaStatus)> {
+        self.probe
+            .as_ref()
+            .map(|p| {
+                p.answers
+                    .iter()
+                    .map(|(m, s)| (m.clone(), s.status))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+    /// A one-line summary for diagnostics.
+    pub fn debug_summary(&self) -> String {
+        format!(
+            "{} {:?} promised={:?} begin={} end={} learned_end={} leader={:?} coord={}",
+            self.cfg.id,
+            self.replica.status(),
+            self.replica
+                .promised()
+                .map(|p| (p.round, p.proposer.0.clone())),
+            self.replica.begin(),
+            self.replica.end(),
+            self.replica.learned_end(),
+            self.leader.as_ref().map(|(m, _)| m.0.clone()),
+            self.coordinator
+                .as_ref()
+                .map_or("none".to_string(), |c| c.debug_summary()),
+        )
+    }
+    pub fn now_tick(&self) -> u64 {
+        self.now
+    }
+    /// The leader this node last heard from (or itself).
+    pub fn leader(&self) -> Option<&MemberId> {
+        if self.is_leader() {
+            return Some(&self.cfg.id);
+        }
+        self.leader.as_ref().map(|(m, _)| m)
+    }
+    /// Elected: won the promise round (it may still be filling).
+    pub fn is_leader(&self) -> bool {
+        self.coordinator
+            .as_ref()
+            .is_some_and(|c| c.mode == Mode::Leader && c.phase() != Phase::Promising)
+    }
+    /// True while reads served from this node's learned state cannot be stale: it
+    /// leads, everything up to its fill end is learned here, and a quorum acked a
+    /// heartbeat sent less than `lease_ticks` ago. Followers refuse to promise to
+    /// another proposer for `election_timeout_min_ticks > lease_ticks` after
+    /// acking, so no other leader can be elected before the lease runs out.
+    pub fn has_read_lease(&self) -> bool {
+        self.coordinator.as_ref().is_some_and(|c| {
+            c.mode == Mode::Leader
+                && c.fill_learned(&self.replica)
+                && self.now < c.lease_until_tick()
+        })
+    }
+
+    fn reset_election_timer(&mut self) {
+        let t = self.rng.range(
+            self.cfg.election_timeout_min_ticks,
+            self.cfg.election_timeout_max_ticks,
+        );
+        self.election_deadline_tick = self.now + t;
+    }
+
+    /// Proposes an append; the outcome arrives in a later [`Ready`].
+    pub fn propose(&mut self, data: Vec<u8>) -> u64 {
+        self.propose_action(Action::Append(data))
+    }
+
+    /// Proposes dropping every position below `to` once learned.
+    pub fn propose_truncate(&mut self, to: Position) -> u64 {
+        self.propose_action(Action::Truncate { to })
+    }
+
+    fn propose_action(&mut self, action: Action) -> u64 {
+        self.next_ticket += 1;
+        let ticket = self.next_ticket;
+        let leader_hint = self.leader.as_ref().map(|(m, _)| m.clone());
+        let result = match self.coordinator.take() {
+            Some(mut c) if c.mode == Mode::Leader => {
+                let r = {
+                    let mut fx = self.effects();
+                    c.enqueue(&mut fx, ticket, action)
+                };
+                self.coordinator = Some(c);
+                r
+            }
+            other => {
+                self.coordinator = other;
+                Err(ProposeError::NotLeader {
+                    leader: leader_hint,
+                })
+            }
+        };
+        if let Err(e) = result {
+            self.outcomes.push(ProposalOutcome {
+                ticket,
+                result: Err(e),
+            });
+        }
+        ticket
+    }
+
+    fn effects(&mut self) -> Effects<'_> {
+        Effects {
+            me: &self.cfg.id,
+            members: &self.cfg.members,
+            log_id: self.replica.log_id(),
+            now: self.now,
+            replica: &mut self.replica,
+            messages: &mut self.messages,
+            outcomes: &mut self.outcomes,
+            planted_minority_learn: self.cfg.planted_minority_learn,
+        }
+    }
+
+    fn send(&mut self, to: &MemberId, message: Message) {
+        self.messages.push(Envelope {
+            from: self.cfg.id.clone(),
+            to: to.clone(),
+            log_id: self.replica.log_id(),
+            message,
+        });
+    }
+
+    /// Runs `f` on the coordinator (if any) and handles its signal.
+    fn with_coordinator(&mut self, f: impl FnOnce(&mut Coordinator, &mut Effects) -> Signal) {
+        let Some(mut c) = self.coordinator.take() else {
+            return;
+        };
+        let was_leader = c.mode == Mode::Leader && c.phase() != Phase::Promising;
+        let signal = {
+            let mut fx = self.effects();
+            f(&mut c, &mut fx)
+        };
+        match signal {
+            Signal::None => {
+                if !was_leader && c.mode == Mode::Leader && c.phase() != Phase::Promising {
+                    self.events
+                        .push(NodeEvent::BecameLeader(c.proposal.clone()));
+                    self.leader = Some((self.cfg.id.clone(), c.proposal.clone()));
+                }
+                self.coordinator = Some(c);
+            }
+            Signal::Demoted(p) => {
+                if let Some(p) = p {
+                    self.highest_round_seen = self.highest_round_seen.max(p.round);
+                }
+                c.abandon(&mut self.outcomes);
+                if c.mode == Mode::Leader {
+                    self.events.push(NodeEvent::Demoted);
+                    if self.leader.as_ref().is_some_and(|(m, _)| m == &self.cfg.id) {
+                        self.leader = None;
+                    }
+                }
+                self.reset_election_timer();
+            }
+            Signal::RecoveryDone => {
+                debug_assert_eq!(self.replica.status(), ReplicaStatus::Recovering);
+                debug_assert!(self.replica.learned_end() >= c.fill_end());
+                // Adopt P* (above every promise the promisers held) before voting.
+                self.replica.raise_promise(&c.proposal);
+                self.replica.set_status(ReplicaStatus::Voting, None);
+                self.events.push(NodeEvent::Recovered);
+                self.probe = None;
+                self.last_leader_contact_tick = self.now;
+                self.reset_election_timer();
+            }
+        }
+    }
+
+    /// One tick of logical time.
+    pub fn tick(&mut self) {
+        self.now += 1;
+        let hb = self.cfg.heartbeat_interval_ticks;
+        let stall_ticks = 2 * self.cfg.election_timeout_max_ticks;
+        match self.replica.status() {
+            ReplicaStatus::Voting => {
+                if self.coordinator.is_some() {
+                    let stalled = self.coordinator.as_ref().is_some_and(|c| {
+                        c.phase() != Phase::Serving
+                            && self.now - c.last_progress_tick() > stall_ticks
+                    });
+                    if stalled {
+                        self.with_coordinator(|_, _| Signal::Demoted(None));
+                    } else {
+                        self.with_coordinator(|c, fx| c.tick(fx, hb));
+                    }
+                } else if self.now >= self.election_deadline_tick {
+                    self.campaign();
+                }
+            }
+            _ => {
+                if let Some(c) = &self.coordinator {
+                    if self.now - c.last_progress_tick() > stall_ticks {
+                        // Recovery made no progress (e.g. outbid): start over.
+                        let mut c = self.coordinator.take();
+                        if let Some(c) = c.as_mut() {
+                            c.abandon(&mut self.outcomes);
+                        }
+                    } else {
+                        self.with_coordinator(|c, fx| c.tick(fx, hb));
+                    }
+                    return;
+                }
+                let due = self
+                    .probe
+                    .as_ref()
+                    .is_none_or(|p| self.now - p.sent_tick >= self.cfg.status_retry_ticks);
+                if due {
+                    self.send_probe();
+                }
+            }
+        }
+    }
+
+    fn send_probe(&mut self) {
+        let probe = match self.probe.take() {
+            Some(mut p) => {
+                p.round += 1;
+                p
+            }
+            None => Probe {
+                base: self.rng.next_u64(),
+                ..Probe::default()
+            },
+        };
+        let nonce = probe.nonce();
+        self.probe = Some(Probe {
+            sent_tick: self.now,
+            ..probe
+        });
+        for m in self.cfg.members.clone() {
+            if m != self.cfg.id {
+                self.send(
+                    &m,
+                    Message::StatusRequest {
+                        nonce,
+                        incarnation: self.incarnation,
+                    },
+                );
+            }
+        }
+        self.evaluate_probe();
+    }
+
+    fn campaign(&mut self) {
+        let round = self
+            .highest_round_seen
+            .max(self.replica.promised().map_or(0, |p| p.round))
+            + 1;
+        self.highest_round_seen = round;
+        let proposal = Proposal {
+            round,
+            proposer: self.cfg.id.clone(),
+        };
+        let peers: Vec<MemberId> = self
+            .cfg
+            .members
+            .iter()
+            .filter(|m| **m != self.cfg.id)
+            .cloned()
+            .collect();
+        let c = Coordinator::new(proposal, Mode::Leader, peers, self.cfg.quorum, self.now);
+        self.coordinator = Some(c);
+        self.leader = None;
+        self.reset_election_timer();
+        self.with_coordinator(|c, fx| c.start(fx));
+    }
+
+    fn evaluate_probe(&mut self) {
+        let Some(probe) = &self.probe else {
+            return;
+        };
+        if self.coordinator.is_some() {
+            return;
+        }
+        let d = decide(
+            &self.cfg.id,
+            &self.cfg.members,
+            self.cfg.quorum,
+            self.replica.status(),
+            self.replica.log_id(),
+            self.cfg.auto_initialize,
+            &probe.answers,
+        );
+        match d {
+            Decision::Wait => {}
+            Decision::Start => {
+                debug_assert_eq!(self.replica.status(), ReplicaStatus::Empty);
+                self.replica.set_status(ReplicaStatus::Starting, None);
+                self.events.push(NodeEvent::Starting);
+            }
+            Decision::Initialize => {
+                debug_assert_eq!(self.replica.status(), ReplicaStatus::Starting);
+                let log_id = LogId(self.rng.next_u64());
+                self.replica.set_status(ReplicaStatus::Voting, Some(log_id));
+                self.events.push(NodeEvent::Initialized(log_id));
+                self.become_follower();
+            }
+            Decision::Adopt(log_id) => {
+                debug_assert_eq!(self.replica.status(), ReplicaStatus::Starting);
+                self.replica.set_status(ReplicaStatus::Voting, Some(log_id));
+                self.events.push(NodeEvent::Adopted(log_id));
+                self.become_follower();
+            }
+            Decision::Recover {
+                log_id,
+                above_round,
+            } => {
+                if self.replica.status() == ReplicaStatus::Empty {
+                    self.replica
+                        .set_status(ReplicaStatus::Recovering, Some(log_id));
+                }
+                self.events.push(NodeEvent::RecoveryStarted(log_id));
+                let round = above_round.max(self.highest_round_seen) + 1;
+                self.highest_round_seen = round;
+                let proposal = Proposal {
+                    round,
+                    proposer: self.cfg.id.clone(),
+                };
+                let peers: Vec<MemberId> = self
+                    .cfg
+                    .members
+                    .iter()
+                    .filter(|m| **m != self.cfg.id)
+                    .cloned()
+                    .collect();
+                self.coordinator = Some(Coordinator::new(
+                    proposal,
+                    Mode::Recovery,
+                    peers,
+                    self.cfg.quorum,
+                    self.now,
+                ));
+                self.with_coordinator(|c, fx| c.start(fx));
+            }
+        }
+    }
+
+    fn become_follower(&mut self) {
+        self.probe = None;
+        self.last_leader_contact_tick = self.now;
+        self.reset_election_timer();
+    }
+
+    /// Feeds one message from the network. Never panics on bad input: refused
+    /// messages are counted.
+    pub fn step(&mut self, env: Envelope) {
+        if env.to != self.cfg.id {
+            self.counters.misaddressed += 1;
+            return;
+        }
+        if env.from == self.cfg.id || !self.cfg.members.contains(&env.from) {
+            self.counters.refused_non_member += 1;
+            return;
+        }
+        let mine = self.replica.log_id();
+        if let (Some(a), Some(b)) = (env.log_id, mine) {
+            if a != b {
+                self.counters.refused_foreign_log += 1;
+                return;
+            }
+        }
+        if !env.message.is_status() && (env.log_id.is_none() || mine.is_none()) {
+            self.counters.refused_uninitialized += 1;
+            return;
+        }
+        let from = env.from;
+        match env.message {
+            Message::StatusRequest { nonce, incarnation } => {
+                if !self.incarnations.observe(&from, incarnation) {
+                    return;
+                }
+                // A new incarnation of `from` invalidates what it told us before.
+                if let Some(p) = self.probe.as_mut() {
+                    p.forget(&from);
+                }
+                let reply = Message::StatusResponse {
+                    nonce,
+                    incarnation: self.incarnation,
+                    status: self.replica.status(),
+                    log_id: self.replica.log_id(),
+                    promised: self.replica.promised().cloned(),
+                    begin: self.replica.begin(),
+                    end: self.replica.end(),
+                };
+                self.send(&from, reply);
+            }
+            Message::StatusResponse {
+                nonce,
+                incarnation,
+                status,
+                log_id,
+                promised,
+                begin,
+                end,
+            } => {
+                if !self.incarnations.observe(&from, incarnation) {
+                    return;
+                }
+                if let Some(r) = &promised {
+                    self.highest_round_seen = self.highest_round_seen.max(r.round);
+                }
+                let Some(p) = self.probe.as_mut() else {
+                    return;
+                };
+                if self.replica.status() == ReplicaStatus::Voting {
+                    return;
+                }
+                if p.record(
+                    &from,
+                    nonce,
+                    PeerStatus {
+                        status,
+                        log_id,
+                        promised,
+                        begin,
+                        end,
+                    },
+                ) {
+                    self.evaluate_probe();
+                }
+            }
+            Message::PromiseRequest { proposal, recovery } => {
+                self.highest_round_seen = self.highest_round_seen.max(proposal.round);
+                let outcome = self.on_promise_request(&from, &proposal, recovery);
+                self.send(&from, Message::PromiseResponse { proposal, outcome });
+            }
+            Message::PromiseResponse { proposal, outcome } => {
+                if let PromiseOutcome::Rejected { promised: Some(p) } = &outcome {
+                    self.highest_round_seen = self.highest_round_seen.max(p.round);
+                }
+                self.with_coordinator(|c, fx| {
+                    c.on_promise_response(fx, &from, &proposal, &outcome)
+                });
+            }
+            Message::ReadRequest {
+                proposal,
+                from: lo,
+                to,
+            } => {
+                self.note_recovery_contact(&proposal);
+                let hi = to.min(lo.saturating_add(super::coordinator::MAX_BATCH_ENTRIES as u64));
+                let result = match self.replica.read(&proposal, lo, hi) {
+                    Ok(entries) => Ok(ReadReply {
+                        begin: self.replica.begin(),
+                        entries,
+                    }),
+                    Err(VoteRefusal::Promised(p)) => Err(p),
+                    Err(VoteRefusal::NotVoting) => Err(None),
+                };
+                self.send(
+                    &from,
+                    Message::ReadResponse {
+                        proposal,
+                        from: lo,
+                        to,
+                        result,
+                    },
+                );
+            }
+            Message::ReadResponse {
+                proposal,
+                from: lo,
+                to,
+                result,
+            } => {
+                self.with_coordinator(|c, fx| {
+                    c.on_read_response(fx, &from, &proposal, (lo, to), &result)
+                });
+            }
+            Message::AcceptRequest { proposal, entries } => {
+                self.note_recovery_contact(&proposal);
+                self.on_accept_request(&from, proposal, entries);
+            }
+            Message::AcceptResponse {
+                proposal,
+                result,
+                begin: _,
+            } => {
+                self.with_coordinator(|c, fx| c.on_accept_response(fx, &from, &proposal, &result));
+            }
+            Message::Learned { entries } => {
+                for (pos, action) in entries.iter().take(super::coordinator::MAX_BATCH_ENTRIES) {
+                    self.replica.learn(*pos, action, None);
+                }
+            }
+            Message::Heartbeat {
+                proposal,
+                seq,
+                learned_end,
+            } => {
+                self.on_heartbeat(&from, proposal, seq, learned_end);
+            }
+            Message::HeartbeatResponse {
+                proposal,
+                seq,
+                result,
+            } => {
+                let lease = self.cfg.lease_ticks;
+                self.with_coordinator(|c, _| {
+                    c.on_heartbeat_response(&from, &proposal, seq, &result, lease)
+                });
+            }
+            Message::CatchupRequest { from: lo, to } => {
+                let hi = to.min(lo.saturating_add(MAX_CATCHUP_ENTRIES));
+                let entries = self.replica.learned_range(lo, hi);
+                let begin = self.replica.begin();
+                self.send(&from, Message::CatchupResponse { begin, entries });
+            }
+            Message::CatchupResponse { begin, entries } => {
+                // The peer truncated at `begin` only after learning a truncate
+                // there; positions below are dead, so skip them.
+                if begin > self.replica.learned_end()
+                    && self.replica.status() == ReplicaStatus::Voting
+                {
+                    self.replica.truncate_below(begin);
+                }
+                for (pos, action) in entries.iter().take(MAX_CATCHUP_ENTRIES as usize) {
+                    self.replica.learn(*pos, action, None);
+                }
+            }
+        }
+    }
+
+    fn note_recovery_contact(&mut self, proposal: &Proposal) {
+        if let Some((p, t)) = self.recovery_contact.as_mut() {
+            if p == proposal {
+                *t = self.now;
+            }
+        }
+    }
+
+    fn on_promise_request(
+        &mut self,
+        from: &MemberId,
+        proposal: &Proposal,
+        recovery: bool,
+    ) -> PromiseOutcome {
+        if self.replica.status() != ReplicaStatus::Voting {
+            return PromiseOutcome::Refused;
+        }
+        // Lease: while a live leader was heard within the minimum election
+        // timeout, promise to nobody else (recovery rounds excepted, see
+        // recovery.rs). A leader counts itself as live.
+        // An elected leader refuses; a mere candidate does not (candidates that
+        // refuse each other split the vote forever — found by the simulator).
+        let leading = self.is_leader();
+        let recent = self.now.saturating_sub(self.last_leader_contact_tick)
+            < self.cfg.election_timeout_min_ticks;
+        let from_leader = self.leader.as_ref().is_some_and(|(m, _)| m == from);
+        let recovering_peer = self.recovery_contact.as_ref().is_some_and(|(p, t)| {
+            self.now.saturating_sub(*t) < self.cfg.election_timeout_min_ticks && p.proposer != *from
+        });
+        if !recovery && (leading || (recent && !from_leader) || recovering_peer) {
+            return PromiseOutcome::Refused;
+        }
+        match self.replica.promise(proposal) {
+            Ok((begin, end)) => {
+                // Promised someone higher than our own coordinator: stand down.
+                if self
+                    .coordinator
+                    .as_ref()
+                    .is_some_and(|c| &c.proposal < proposal)
+                {
+                    self.with_coordinator(|_, _| Signal::Demoted(None));
+                }
+                if recovery {
+                    self.recovery_contact = Some((proposal.clone(), self.now));
+                } else {
+                    self.reset_election_timer();
+                }
+                PromiseOutcome::Promised { begin, end }
+            }
+            Err(VoteRefusal::Promised(p)) => PromiseOutcome::Rejected { promised: p },
+            Err(VoteRefusal::NotVoting) => PromiseOutcome::Refused,
+        }
+    }
+
+    fn on_accept_request(
+        &mut self,
+        from: &MemberId,
+        proposal: Proposal,
+        entries: Vec<(Position, Action)>,
+    ) {
+        if self.replica.status() != ReplicaStatus::Voting {
+            return;
+        }
+        let mut accepted = Vec::new();
+        let mut refusal = None;
+        for (pos, action) in entries.iter().take(super::coordinator::MAX_BATCH_ENTRIES) {
+            match self.replica.accept(&proposal, *pos, action) {
+                Ok(true) => accepted.push(*pos),
+                Ok(false) => {}
+                Err(VoteRefusal::Promised(p)) => {
+                    refusal = Some(p);
+                    break;
+                }
+                Err(VoteRefusal::NotVoting) => return,
+            }
+        }
+        if refusal.is_none()
+            && self
+                .coordinator
+                .as_ref()
+                .is_some_and(|c| c.proposal < proposal)
+        {
+            self.with_coordinator(|_, _| Signal::Demoted(None));
+        }
+        let result = match refusal {
+            Some(p) => Err(p),
+            None => {
+                if self
+                    .leader
+                    .as_ref()
+                    .is_some_and(|(m, p)| m == from && p == &proposal)
+                {
+                    self.last_leader_contact_tick = self.now;
+                    self.reset_election_timer();
+                }
+                Ok(accepted)
+            }
+        };
+        let begin = self.replica.begin();
+        self.send(
+            from,
+            Message::AcceptResponse {
+                proposal,
+                result,
+                begin,
+            },
+        );
+    }
+
+    fn on_heartbeat(
+        &mut self,
+        from: &MemberId,
+        proposal: Proposal,
+        seq: u64,
+        learned_end: Position,
+    ) {
+        if self.replica.status() != ReplicaStatus::Voting {
+            return;
+        }
+        self.highest_round_seen = self.highest_round_seen.max(proposal.round);
+        if self.replica.promised() > Some(&proposal) {
+            let promised = self.replica.promised().cloned();
+            self.send(
+                from,
+                Message::HeartbeatResponse {
+                    proposal,
+                    seq,
+                    result: Err(promised),
+                },
+            );
+            return;
+        }
+        if self
+            .coordinator
+            .as_ref()
+            .is_some_and(|c| c.proposal < proposal)
+        {
+            self.with_coordinator(|_, _| Signal::Demoted(None));
+        }
+        self.leader = Some((from.clone(), proposal.clone()));
+        self.last_leader_contact_tick = self.now;
+        self.reset_election_timer();
+        let mine = self.replica.learned_end();
+        let due = self
+            .last_catchup_tick
+            .is_none_or(|t| self.now.saturating_sub(t) >= super::coordinator::RETRY_TICKS);
+        if learned_end > mine && due {
+            self.last_catchup_tick = Some(self.now);
+            let to = learned_end.min(mine + MAX_CATCHUP_ENTRIES);
+            self.send(from, Message::CatchupRequest { from: mine, to });
+        }
+        self.send(
+            from,
+            Message::HeartbeatResponse {
+                proposal,
+                seq,
+                result: Ok(()),
+            },
+        );
+    }
+
+    /// True if [`Node::ready`] has something to hand out.
+    pub fn has_ready(&self) -> bool {
+        !self.messages.is_empty()
+            || !self.outcomes.is_empty()
+            || !self.events.is_empty()
+            || self.replica.learned_end() > self.applied
+    }
+
+    /// Takes everything the node produced since the last call.
+    pub fn ready(&mut self) -> Ready {
+        let mut learned = Vec::new();
+        self.applied = self.applied.max(self.replica.begin());
+        while self.applied < self.replica.learned_end() {
+            let pos = self.applied;
+            let Some(e) = self.replica.entry(pos) else {
+                break;
+            };
+            let action = e.action.clone();
+            self.applied += 1;
+            if let Action::Truncate { to } = action {
+                // Applied in order: everything below is learned and delivered.
+                self.replica.truncate_below(to.min(pos));
+            }
+            learned.push((pos, action));
+        }
+        Ready {
+            persist: self.replica.take_pending(),
+            messages: std::mem::take(&mut self.messages),
+            learned,
+            outcomes: std::mem::take(&mut self.outcomes),
+            events: std::mem::take(&mut self.events),
+        }
+    }
+}
