@@ -2,4 +2,5 @@
 //! messages and ticks in and hands back what to persist and what to send, plus the
 //! storage and transport that drive it.
 
+pub mod frame;
 pub mod wal;
