@@ -3,4 +3,5 @@
 //! storage and transport that drive it.
 
 pub mod frame;
+pub mod tcp;
 pub mod wal;
