@@ -40,6 +40,8 @@ pub const SNIFF_TIMEOUT: Duration = Duration::from_secs(5);
 const SNIFF_POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// Bounds each step of the handshake, so a silent peer cannot hold a slot.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// An accepted replica connection must authenticate with a first frame this soon.
+pub const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A write stalled this long means the peer is not reading: reconnect.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -391,8 +393,26 @@ pub async fn serve_replica(
 
     let decoder = FrameDecoder::new(config.key.clone(), nonce, config.max_payload_bytes);
     let mut reader = FramedReader::new(stream, decoder, peer_name.clone());
+    let mut authenticated = false;
     loop {
-        let frame = match reader.next_frame().await {
+        let next = if authenticated {
+            reader.next_frame().await
+        } else {
+            // Until a frame proves the token, the peer is anyone: it gets a bounded
+            // wait, not a connection held open forever. A PeerSender connects only
+            // when it has a message, so its first frame follows at once.
+            match tokio::time::timeout(FIRST_FRAME_TIMEOUT, reader.next_frame()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    return Err(LinkError::Timeout {
+                        peer: peer_name,
+                        what: "waiting for the first frame",
+                        timeout: FIRST_FRAME_TIMEOUT,
+                    })
+                }
+            }
+        };
+        let frame = match next {
             Ok(Some(frame)) => frame,
             Ok(None) => return Ok(()),
             Err(error) => {
@@ -428,6 +448,7 @@ pub async fn serve_replica(
                 ours,
             });
         }
+        authenticated = true;
         bump(&counters.frames_received);
         let inbound_frame = InboundFrame {
             sender: frame.sender,

@@ -399,3 +399,18 @@ async fn a_queued_message_is_delivered_once_the_peer_comes_up() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_closed_after_the_first_frame_timeout() {
+    bounded(async {
+        let (listener, a) = bind().await;
+        let mut acceptor = accept_on(listener, config(&a, TOKEN, &[&a]));
+        let started = tokio::time::Instant::now();
+        let mut stream = raw_replica_connection(&a).await;
+        assert_closed_by_peer(&mut stream).await;
+        assert!(started.elapsed() >= FIRST_FRAME_TIMEOUT);
+        let refusal = acceptor.refusals.recv().await.unwrap();
+        assert!(matches!(refusal, LinkError::Timeout { .. }), "{refusal}");
+    })
+    .await
+}
