@@ -58,6 +58,29 @@
 //! records are copied to the active segment (one batch, fdatasynced) and the segment
 //! is deleted. Disk usage therefore stays within about `COMPACTION_GARBAGE_RATIO`
 //! times the live data plus one segment.
+//!
+//! # Measured (`wal_bench`, 256-byte puts, real fdatasync, 2-core VM, virtio disk)
+//!
+//! | what                         | appends/s | p50      |
+//! | ---------------------------- | --------- | -------- |
+//! | raw write + fdatasync, 1     | ~3,200    | ~0.25 ms |
+//! | this store, 1 writer         | ~3,100    | ~0.29 ms |
+//! | this store, 64 writers       | 48k–70k   | ~1 ms    |
+//! | redb 2.6, 1 writer           | ~2,750    | ~0.32 ms |
+//! | redb 2.6, 64 writers         | ~2,600    | ~24 ms   |
+//!
+//! One writer sits on the fdatasync floor; 64 writers share ~50 batches per
+//! fdatasync. redb (Durability::Immediate, one transaction per batch) serializes
+//! writers and syncs each commit, so concurrency buys it nothing; it would need the
+//! same group commit on top. Hence a purpose-built log: append-only, group-committed,
+//! and with recovery rules (torn tail vs corruption) we state and test ourselves.
+//!
+//! # Limits
+//!
+//! - A bit flip inside the payload of the very last record of the last segment is
+//!   indistinguishable from a torn write and is cut as a torn tail (reported).
+//! - Dropping the last [`Wal`] handle joins the writer thread; from async code, drop
+//!   it on a blocking thread if the queue may be long.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
