@@ -3,14 +3,17 @@
 //! storage and transport that drive it.
 
 pub mod coordinator;
+pub mod frame;
 pub mod message;
 pub mod node;
 pub mod recovery;
 pub mod replica;
 pub mod simulator;
 pub mod storage;
+pub mod tcp;
 pub mod transport;
 pub mod types;
+pub mod wal;
 
 pub use message::{Envelope, Message};
 pub use node::{Node, NodeConfig, NodeEvent, ProposalOutcome, ProposeError, Ready};

@@ -1,0 +1,649 @@
+//! Replica-protocol connections over TCP, on the master's HTTP port.
+//!
+//! - [`sniff`] peeks at an accepted connection's first bytes and hands it back as a
+//!   [`ReplicaConn`] (it starts with [`PREAMBLE`]) or as plain HTTP for hyper/axum,
+//!   with nothing consumed.
+//! - [`serve_replica`] runs an accepted replica connection: handshake (our nonce),
+//!   then each frame is authenticated, checked against the whitelist and the log
+//!   id, and forwarded to a bounded channel for the driver.
+//! - [`PeerSender`] is the outbound side for one remote member: a bounded queue
+//!   (full: the message is dropped and counted, since Paxos tolerates loss and a
+//!   slow peer must not grow our memory), a task that connects, reconnects with
+//!   capped exponential backoff, and writes frames.
+//! - [`LinkCounters`] are plain atomics for the master's metrics.
+//!
+//! The frame format and the handshake are in [`crate::log::frame`].
+
+use std::collections::BTreeSet;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::log::frame::{
+    check_preamble, match_preamble, ConnectionNonce, Frame, FrameDecoder, FrameEncoder, FrameError,
+    FrameKey, PreambleMatch, HANDSHAKE_REPLY_BYTES, NONCE_BYTES, PREAMBLE, PREAMBLE_BYTES,
+};
+
+/// How long an accepted connection may take to send its first bytes before it is
+/// handed to HTTP anyway (HTTP is client-first; the HTTP server applies its own
+/// timeouts from there).
+pub const SNIFF_TIMEOUT: Duration = Duration::from_secs(5);
+/// Poll interval while a connection has sent a proper prefix of the preamble.
+const SNIFF_POLL_INTERVAL: Duration = Duration::from_millis(5);
+/// Bounds each step of the handshake, so a silent peer cannot hold a slot.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// An accepted replica connection must authenticate with a first frame this soon.
+pub const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A write stalled this long means the peer is not reading: reconnect.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reconnect backoff doubles from the minimum up to the cap. The cap stays well
+/// below a typical election timeout so a returning member is heard from quickly.
+pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
+pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Messages waiting for one peer. A Paxos round has at most a few messages per
+/// position in flight; 1024 covers a pipelined batch, beyond it the peer is behind.
+pub const DEFAULT_PEER_QUEUE_CAPACITY: usize = 1024;
+/// Frames written with one system call at most, so one write stays bounded.
+const MAX_FRAMES_PER_WRITE: usize = 64;
+/// Bytes read from the socket at a time.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("replica connection with {peer}: {source}")]
+    Io {
+        peer: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("replica connection with {peer}: {source}")]
+    Frame {
+        peer: String,
+        #[source]
+        source: FrameError,
+    },
+    #[error("replica connection with {peer}: {what} timed out after {timeout:?}")]
+    Timeout {
+        peer: String,
+        what: &'static str,
+        timeout: Duration,
+    },
+    #[error("replica connection with {peer}: member {sender} is not in the whitelist")]
+    NotWhitelisted { peer: String, sender: String },
+    #[error("replica connection with {peer}: member {sender} is on log {theirs:#x}, this replica on log {ours:#x}")]
+    WrongLogId {
+        peer: String,
+        sender: String,
+        theirs: u64,
+        ours: u64,
+    },
+    #[error("replica connection with {peer}: connection closed in the middle of a frame ({buffered_bytes} bytes buffered)")]
+    TruncatedFrame { peer: String, buffered_bytes: usize },
+    #[error("replica connection from {peer}: bytes after the preamble prefix do not match")]
+    NotReplicaProtocol { peer: String },
+}
+
+/// What this member needs to speak the protocol. Shared (`Arc`) by all links.
+#[derive(Debug)]
+pub struct LinkConfig {
+    /// Our member address as the others know it (`--advertise_ip:--advertise_port`).
+    pub self_address: String,
+    pub key: FrameKey,
+    /// The member addresses of the ensemble (`--masters`).
+    pub whitelist: BTreeSet<String>,
+    /// Our log id, 0 until initialized; read for every frame sent and received.
+    pub log_id: AtomicU64,
+    pub max_payload_bytes: u32,
+    pub peer_queue_capacity: usize,
+}
+
+impl LinkConfig {
+    pub fn new(self_address: String, key: FrameKey, whitelist: BTreeSet<String>) -> LinkConfig {
+        LinkConfig {
+            self_address,
+            key,
+            whitelist,
+            log_id: AtomicU64::new(0),
+            max_payload_bytes: crate::log::frame::DEFAULT_MAX_PAYLOAD_BYTES,
+            peer_queue_capacity: DEFAULT_PEER_QUEUE_CAPACITY,
+        }
+    }
+}
+
+/// Counters for metrics. Relaxed atomics: each is independent.
+#[derive(Debug, Default)]
+pub struct LinkCounters {
+    pub frames_sent: AtomicU64,
+    pub frames_received: AtomicU64,
+    pub refused_not_whitelisted: AtomicU64,
+    pub refused_bad_mac: AtomicU64,
+    pub refused_wrong_log_id: AtomicU64,
+    /// Frames or handshakes that are not the protocol: bad magic, version, length,
+    /// sequence, truncation. The connection is closed.
+    pub malformed_frames: AtomicU64,
+    /// Outbound messages dropped because the peer's queue was full.
+    pub dropped_queue_full: AtomicU64,
+    /// Outbound messages dropped for exceeding the maximum payload.
+    pub dropped_too_large: AtomicU64,
+    /// Outbound messages lost with a connection that failed while writing them.
+    pub dropped_in_flight: AtomicU64,
+    /// Inbound frames dropped because the driver's channel was full.
+    pub dropped_inbound_full: AtomicU64,
+    pub connects: AtomicU64,
+    pub connect_failures: AtomicU64,
+    pub sniffed_http: AtomicU64,
+    pub sniffed_replica: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// An accepted connection, classified by its first bytes.
+#[derive(Debug)]
+pub enum Sniffed {
+    Replica(ReplicaConn),
+    /// Untouched: give it to the HTTP server.
+    Http(TcpStream),
+}
+
+/// An accepted connection that started with the replica preamble (not yet read).
+#[derive(Debug)]
+pub struct ReplicaConn {
+    stream: TcpStream,
+    peer: SocketAddr,
+}
+
+impl ReplicaConn {
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+}
+
+/// Classifies an accepted connection by peeking; consumes nothing.
+pub async fn sniff(stream: TcpStream, counters: &LinkCounters) -> Result<Sniffed, LinkError> {
+    let peer = stream.peer_addr().map_err(|source| LinkError::Io {
+        peer: "unknown peer".into(),
+        source,
+    })?;
+    let peek = async {
+        let mut first = [0u8; PREAMBLE_BYTES];
+        loop {
+            let seen = stream.peek(&mut first).await?;
+            if seen == 0 {
+                // Closed before a byte: let HTTP see the EOF.
+                return Ok(PreambleMatch::Other);
+            }
+            match match_preamble(&first[..seen]) {
+                PreambleMatch::NeedMore => tokio::time::sleep(SNIFF_POLL_INTERVAL).await,
+                decided => return Ok(decided),
+            }
+        }
+    };
+    let decided = match tokio::time::timeout(SNIFF_TIMEOUT, peek).await {
+        Ok(Ok(decided)) => decided,
+        Ok(Err(source)) => {
+            return Err(LinkError::Io {
+                peer: peer.to_string(),
+                source,
+            })
+        }
+        // Silent: HTTP is client-first, but the HTTP server owns that timeout.
+        Err(_) => PreambleMatch::Other,
+    };
+    Ok(match decided {
+        PreambleMatch::Replica => {
+            bump(&counters.sniffed_replica);
+            Sniffed::Replica(ReplicaConn { stream, peer })
+        }
+        _ => {
+            bump(&counters.sniffed_http);
+            Sniffed::Http(stream)
+        }
+    })
+}
+
+/// Reads frames from one connection into a bounded buffer.
+pub struct FramedReader<R> {
+    reader: R,
+    decoder: FrameDecoder,
+    buffer: Vec<u8>,
+    peer: String,
+}
+
+impl<R: AsyncRead + Unpin> FramedReader<R> {
+    pub fn new(reader: R, decoder: FrameDecoder, peer: String) -> Self {
+        FramedReader {
+            reader,
+            decoder,
+            buffer: Vec::new(),
+            peer,
+        }
+    }
+
+    /// The next authenticated frame; `Ok(None)` at a clean end of stream.
+    pub async fn next_frame(&mut self) -> Result<Option<Frame>, LinkError> {
+        loop {
+            match self.decoder.decode(&self.buffer) {
+                Ok(Some((frame, used))) => {
+                    self.buffer.drain(..used);
+                    return Ok(Some(frame));
+                }
+                Ok(None) => {}
+                Err(source) => {
+                    return Err(LinkError::Frame {
+                        peer: self.peer.clone(),
+                        source,
+                    })
+                }
+            }
+            // Read no further than the current frame needs (its length was checked
+            // against the maximum), so the buffer never exceeds one frame + a chunk.
+            let wanted = match self.decoder.frame_bytes(&self.buffer) {
+                Ok(Some(total)) => total.saturating_sub(self.buffer.len()),
+                _ => READ_CHUNK_BYTES,
+            }
+            .clamp(1, READ_CHUNK_BYTES);
+            let start = self.buffer.len();
+            self.buffer.resize(start + wanted, 0);
+            let read = self.reader.read(&mut self.buffer[start..]).await;
+            let read = match read {
+                Ok(read) => read,
+                Err(source) => {
+                    self.buffer.truncate(start);
+                    return Err(LinkError::Io {
+                        peer: self.peer.clone(),
+                        source,
+                    });
+                }
+            };
+            self.buffer.truncate(start + read);
+            if read == 0 {
+                if self.buffer.is_empty() {
+                    return Ok(None);
+                }
+                return Err(LinkError::TruncatedFrame {
+                    peer: self.peer.clone(),
+                    buffered_bytes: self.buffer.len(),
+                });
+            }
+        }
+    }
+}
+
+/// Writes frames to one connection.
+pub struct FramedWriter<W> {
+    writer: W,
+    encoder: FrameEncoder,
+    buffer: Vec<u8>,
+    peer: String,
+}
+
+impl<W: AsyncWrite + Unpin> FramedWriter<W> {
+    pub fn new(writer: W, encoder: FrameEncoder, peer: String) -> Self {
+        FramedWriter {
+            writer,
+            encoder,
+            buffer: Vec::new(),
+            peer,
+        }
+    }
+
+    /// Encodes the payloads as consecutive frames and writes them in one go.
+    pub async fn send_all(&mut self, log_id: u64, payloads: &[Vec<u8>]) -> Result<(), LinkError> {
+        self.buffer.clear();
+        for payload in payloads {
+            self.encoder
+                .encode(log_id, payload, &mut self.buffer)
+                .map_err(|source| LinkError::Frame {
+                    peer: self.peer.clone(),
+                    source,
+                })?;
+        }
+        let write = async {
+            self.writer.write_all(&self.buffer).await?;
+            self.writer.flush().await
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(LinkError::Io {
+                peer: self.peer.clone(),
+                source,
+            }),
+            Err(_) => Err(LinkError::Timeout {
+                peer: self.peer.clone(),
+                what: "writing frames",
+                timeout: WRITE_TIMEOUT,
+            }),
+        }
+    }
+}
+
+/// A frame that passed every check, for the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundFrame {
+    /// The member address the frame claims (authenticated by the MAC).
+    pub sender: String,
+    pub log_id: u64,
+    pub payload: Vec<u8>,
+    /// The socket address it came from (may differ from `sender` behind NAT).
+    pub peer: SocketAddr,
+}
+
+async fn with_timeout<T>(
+    peer: &str,
+    what: &'static str,
+    future: impl std::future::Future<Output = io::Result<T>>,
+) -> Result<T, LinkError> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, future).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(source)) => Err(LinkError::Io {
+            peer: peer.to_string(),
+            source,
+        }),
+        Err(_) => Err(LinkError::Timeout {
+            peer: peer.to_string(),
+            what,
+            timeout: HANDSHAKE_TIMEOUT,
+        }),
+    }
+}
+
+/// Runs one accepted replica connection until it closes or misbehaves, forwarding
+/// frames that pass every check to `inbound` (dropped and counted when it is full:
+/// the driver is behind, and Paxos tolerates loss). A refusal closes the connection
+/// and is returned as the error (and counted).
+pub async fn serve_replica(
+    conn: ReplicaConn,
+    config: Arc<LinkConfig>,
+    counters: Arc<LinkCounters>,
+    inbound: mpsc::Sender<InboundFrame>,
+) -> Result<(), LinkError> {
+    let ReplicaConn { mut stream, peer } = conn;
+    let peer_name = peer.to_string();
+    let _ = stream.set_nodelay(true);
+    let mut preamble = [0u8; PREAMBLE_BYTES];
+    with_timeout(
+        &peer_name,
+        "reading the preamble",
+        stream.read_exact(&mut preamble),
+    )
+    .await?;
+    if let Err(source) = check_preamble(&preamble) {
+        bump(&counters.malformed_frames);
+        return Err(LinkError::Frame {
+            peer: peer_name,
+            source,
+        });
+    }
+    let nonce = ConnectionNonce::generate();
+    let mut reply = [0u8; HANDSHAKE_REPLY_BYTES];
+    reply[..PREAMBLE_BYTES].copy_from_slice(&PREAMBLE);
+    reply[PREAMBLE_BYTES..].copy_from_slice(&nonce.0);
+    with_timeout(&peer_name, "sending the nonce", stream.write_all(&reply)).await?;
+
+    let decoder = FrameDecoder::new(config.key.clone(), nonce, config.max_payload_bytes);
+    let mut reader = FramedReader::new(stream, decoder, peer_name.clone());
+    let mut authenticated = false;
+    loop {
+        let next = if authenticated {
+            reader.next_frame().await
+        } else {
+            // Until a frame proves the token, the peer is anyone: it gets a bounded
+            // wait, not a connection held open forever. A PeerSender connects only
+            // when it has a message, so its first frame follows at once.
+            match tokio::time::timeout(FIRST_FRAME_TIMEOUT, reader.next_frame()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    return Err(LinkError::Timeout {
+                        peer: peer_name,
+                        what: "waiting for the first frame",
+                        timeout: FIRST_FRAME_TIMEOUT,
+                    })
+                }
+            }
+        };
+        let frame = match next {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Ok(()),
+            Err(error) => {
+                match &error {
+                    LinkError::Frame {
+                        source: FrameError::BadMac,
+                        ..
+                    } => bump(&counters.refused_bad_mac),
+                    LinkError::Frame { .. } | LinkError::TruncatedFrame { .. } => {
+                        bump(&counters.malformed_frames)
+                    }
+                    _ => {}
+                }
+                return Err(error);
+            }
+        };
+        if !config.whitelist.contains(&frame.sender) {
+            bump(&counters.refused_not_whitelisted);
+            return Err(LinkError::NotWhitelisted {
+                peer: peer_name,
+                sender: frame.sender,
+            });
+        }
+        // 0 on either side means "not initialized yet": recovery and
+        // auto-initialization must talk before a log id exists.
+        let ours = config.log_id.load(Ordering::Relaxed);
+        if ours != 0 && frame.log_id != 0 && frame.log_id != ours {
+            bump(&counters.refused_wrong_log_id);
+            return Err(LinkError::WrongLogId {
+                peer: peer_name,
+                sender: frame.sender,
+                theirs: frame.log_id,
+                ours,
+            });
+        }
+        authenticated = true;
+        bump(&counters.frames_received);
+        let inbound_frame = InboundFrame {
+            sender: frame.sender,
+            log_id: frame.log_id,
+            payload: frame.payload,
+            peer,
+        };
+        match inbound.try_send(inbound_frame) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => bump(&counters.dropped_inbound_full),
+            // The driver is gone: nothing left to serve.
+            Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
+        }
+    }
+}
+
+/// Connects to `remote` and performs the connector's side of the handshake. The
+/// read half carries nothing after the handshake; it becomes readable when the peer
+/// closes (for instance after refusing a frame), which tells the sender to
+/// reconnect before it writes into a dead connection.
+pub async fn connect(
+    remote: &str,
+    config: &LinkConfig,
+) -> Result<(FramedWriter<OwnedWriteHalf>, OwnedReadHalf), LinkError> {
+    let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(remote)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(source)) => {
+            return Err(LinkError::Io {
+                peer: remote.to_string(),
+                source,
+            })
+        }
+        Err(_) => {
+            return Err(LinkError::Timeout {
+                peer: remote.to_string(),
+                what: "connecting",
+                timeout: CONNECT_TIMEOUT,
+            })
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    with_timeout(remote, "sending the preamble", stream.write_all(&PREAMBLE)).await?;
+    let mut reply = [0u8; HANDSHAKE_REPLY_BYTES];
+    with_timeout(remote, "reading the nonce", stream.read_exact(&mut reply)).await?;
+    check_preamble(&reply[..PREAMBLE_BYTES]).map_err(|source| LinkError::Frame {
+        peer: remote.to_string(),
+        source,
+    })?;
+    let mut nonce = [0u8; NONCE_BYTES];
+    nonce.copy_from_slice(&reply[PREAMBLE_BYTES..]);
+    let encoder = FrameEncoder::new(
+        config.key.clone(),
+        ConnectionNonce(nonce),
+        config.self_address.clone(),
+        config.max_payload_bytes,
+    )
+    .map_err(|source| LinkError::Frame {
+        peer: remote.to_string(),
+        source,
+    })?;
+    let (read_half, write_half) = stream.into_split();
+    Ok((
+        FramedWriter::new(write_half, encoder, remote.to_string()),
+        read_half,
+    ))
+}
+
+/// The outbound link to one remote member. Dropping it stops its task.
+#[derive(Debug)]
+pub struct PeerSender {
+    remote: String,
+    queue: mpsc::Sender<Vec<u8>>,
+    counters: Arc<LinkCounters>,
+    max_payload_bytes: u32,
+    task: JoinHandle<()>,
+}
+
+impl Drop for PeerSender {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl PeerSender {
+    /// Starts the link's task on the current tokio runtime.
+    pub fn spawn(
+        remote: String,
+        config: Arc<LinkConfig>,
+        counters: Arc<LinkCounters>,
+    ) -> PeerSender {
+        let (queue, receiver) = mpsc::channel(config.peer_queue_capacity.max(1));
+        let max_payload_bytes = config.max_payload_bytes;
+        let task = tokio::spawn(run_peer(remote.clone(), config, counters.clone(), receiver));
+        PeerSender {
+            remote,
+            queue,
+            counters,
+            max_payload_bytes,
+            task,
+        }
+    }
+
+    pub fn remote(&self) -> &str {
+        &self.remote
+    }
+
+    /// Queues `payload` for the peer; returns false if it was dropped (queue full,
+    /// or larger than the maximum payload), which the counters record.
+    pub fn send(&self, payload: Vec<u8>) -> bool {
+        if payload.len() as u64 > u64::from(self.max_payload_bytes) {
+            bump(&self.counters.dropped_too_large);
+            return false;
+        }
+        match self.queue.try_send(payload) {
+            Ok(()) => true,
+            Err(_) => {
+                bump(&self.counters.dropped_queue_full);
+                false
+            }
+        }
+    }
+}
+
+async fn run_peer(
+    remote: String,
+    config: Arc<LinkConfig>,
+    counters: Arc<LinkCounters>,
+    mut queue: mpsc::Receiver<Vec<u8>>,
+) {
+    let mut backoff = RECONNECT_BACKOFF_MIN;
+    let mut batch: Vec<Vec<u8>> = Vec::with_capacity(MAX_FRAMES_PER_WRITE);
+    loop {
+        // Connect only when there is something to say, so an idle link to a member
+        // that is down costs nothing.
+        if batch.is_empty() {
+            match queue.recv().await {
+                Some(payload) => batch.push(payload),
+                None => return,
+            }
+        }
+        let (mut writer, mut closed_probe) = match connect(&remote, &config).await {
+            Ok(link) => {
+                bump(&counters.connects);
+                backoff = RECONNECT_BACKOFF_MIN;
+                link
+            }
+            Err(error) => {
+                bump(&counters.connect_failures);
+                tracing::debug!(%remote, %error, ?backoff, "replica link: connect failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        loop {
+            while batch.len() < MAX_FRAMES_PER_WRITE {
+                match queue.try_recv() {
+                    Ok(payload) => batch.push(payload),
+                    Err(_) => break,
+                }
+            }
+            let log_id = config.log_id.load(Ordering::Relaxed);
+            match writer.send_all(log_id, &batch).await {
+                Ok(()) => {
+                    counters
+                        .frames_sent
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    batch.clear();
+                }
+                Err(error) => {
+                    // Whether the peer got them is unknown; Paxos retries what matters.
+                    counters
+                        .dropped_in_flight
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    batch.clear();
+                    tracing::debug!(%remote, %error, "replica link: write failed, reconnecting");
+                    break;
+                }
+            }
+            let mut probe = [0u8; 1];
+            tokio::select! {
+                payload = queue.recv() => match payload {
+                    Some(payload) => batch.push(payload),
+                    None => return,
+                },
+                // End of stream, an error, or bytes the protocol never sends: the
+                // connection is over either way.
+                _ = closed_probe.read(&mut probe) => {
+                    tracing::debug!(%remote, "replica link: peer closed the connection");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1209 @@
+//! A durable, checksummed write-ahead store with group commit: the bytes under a
+//! replica's promises and accepted actions.
+//!
+//! The store is byte-level on purpose: it knows three operations and nothing of the
+//! Paxos core's types, so the core and the store can change independently.
+//!
+//! - `WalOp::Meta(bytes)`: the replica's metadata (status, promise, log id), last
+//!   write wins;
+//! - `WalOp::Put { position, bytes }`: the record of one log position, overwriting an
+//!   earlier record of the same position;
+//! - `WalOp::TruncateBelow(position)`: drop every position below `position`
+//!   (monotonic: a lower value than the current one is a no-op). A `Put` below the
+//!   truncation point is dropped, so replay and the live state always agree.
+//!
+//! A `WriteBatch` is a list of ops applied in order and atomically: after a crash
+//! either all of a batch is recovered or none of it. [`Wal::write`] (blocking) and
+//! [`Wal::write_async`] (tokio) return only once the batch is on disk (fdatasync), so
+//! the driver may send the replies that depend on it. One writer thread drains the
+//! queue, writes everything queued, fdatasyncs once and completes all the waiters
+//! (group commit): many concurrent batches share one fdatasync.
+//!
+//! # On-disk format
+//!
+//! The directory holds segments `<segment_id:020>.wal` (ids increase, gaps are
+//! allowed after deletion) and a `LOCK` file held while a [`Wal`] is open. A segment
+//! starts with a 16-byte header (`SEGMENT_MAGIC`, then the segment id, u64 LE) and
+//! continues with records (little endian):
+//!
+//! ```text
+//! 0..4    header_crc   crc32c of bytes 4..22
+//! 4..8    payload_len  u32, at most MAX_RECORD_PAYLOAD_BYTES
+//! 8       kind         1 = meta, 2 = put, 3 = truncate-below
+//! 9       flags        bit 0: last record of its batch
+//! 10..18  position     u64 (put: the position; truncate: the bound; meta: 0)
+//! 18..22  payload_crc  crc32c of the payload
+//! 22..    payload
+//! ```
+//!
+//! Two checksums let recovery tell a torn tail from corruption: the header's own
+//! checksum makes the length trustworthy before it is used.
+//!
+//! # Recovery
+//!
+//! [`Wal::open`] replays every segment in id order. In the LAST segment a torn
+//! tail — an incomplete header, a record running past the end of the file, a bad
+//! payload checksum on the final record, zero fill, or records of a batch without
+//! its last record — is what a crash in the middle of a write leaves: it is cut away
+//! and reported in [`Recovered::torn_tail`] (and as a warning). Anything else that
+//! does not check out is [`WalError::Corrupt`], naming the file, the byte offset and
+//! the position if the header was intact; nothing past it is ever served.
+//!
+//! # Space
+//!
+//! Each segment's live bytes are tracked (the current record of each retained
+//! position, the latest meta, the latest truncation bound). After each group commit
+//! a sealed segment with no live bytes is deleted, and a sealed segment whose live
+//! bytes are below `1 / COMPACTION_GARBAGE_RATIO` of its size is compacted: its live
+//! records are copied to the active segment (one batch, fdatasynced) and the segment
+//! is deleted. Disk usage therefore stays within about `COMPACTION_GARBAGE_RATIO`
+//! times the live data plus one segment.
+//!
+//! # Measured (`wal_bench`, 256-byte puts, real fdatasync, 2-core VM, virtio disk)
+//!
+//! | what                         | appends/s | p50      |
+//! | ---------------------------- | --------- | -------- |
+//! | raw write + fdatasync, 1     | ~3,200    | ~0.25 ms |
+//! | this store, 1 writer         | ~3,100    | ~0.29 ms |
+//! | this store, 64 writers       | 48k–70k   | ~1 ms    |
+//! | redb 2.6, 1 writer           | ~2,750    | ~0.32 ms |
+//! | redb 2.6, 64 writers         | ~2,600    | ~24 ms   |
+//!
+//! One writer sits on the fdatasync floor; 64 writers share ~50 batches per
+//! fdatasync. redb (Durability::Immediate, one transaction per batch) serializes
+//! writers and syncs each commit, so concurrency buys it nothing; it would need the
+//! same group commit on top. Hence a purpose-built log: append-only, group-committed,
+//! and with recovery rules (torn tail vs corruption) we state and test ourselves.
+//!
+//! # Limits
+//!
+//! - A bit flip inside the payload of the very last record of the last segment is
+//!   indistinguishable from a torn write and is cut as a torn tail (reported).
+//! - Dropping the last [`Wal`] handle joins the writer thread; from async code, drop
+//!   it on a blocking thread if the queue may be long.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use tokio::sync::{mpsc, oneshot};
+
+/// First bytes of every segment: a file that does not start with them is not ours.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"MLOGWAL1";
+/// Magic (8) + segment id (8).
+pub const SEGMENT_HEADER_BYTES: usize = 16;
+/// See the format table in the module documentation.
+pub const RECORD_HEADER_BYTES: usize = 22;
+/// Upper bound on one record's payload. A Mesos log entry is a registry operation or
+/// snapshot; 64 MiB is far above any sane one, and a length above it can only be
+/// corruption (the header checksum would usually catch it first).
+pub const MAX_RECORD_PAYLOAD_BYTES: usize = 64 * 1024 * 1024;
+/// Default segment size: large enough that rolling is rare, small enough that
+/// truncation frees space in useful steps.
+pub const DEFAULT_SEGMENT_SIZE_BYTES: u64 = 64 * 1024 * 1024;
+/// Default number of batches that may wait for the writer; senders beyond it wait
+/// (backpressure) rather than growing memory without bound.
+pub const DEFAULT_QUEUE_CAPACITY_BATCHES: usize = 4096;
+/// One group commit writes at most this many bytes before it fdatasyncs, so one
+/// flood of writers cannot delay the first waiter without bound.
+pub const DEFAULT_MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
+/// A sealed segment is compacted when its size is more than this many times its live
+/// bytes (garbage dominates).
+pub const COMPACTION_GARBAGE_RATIO: u64 = 2;
+
+const KIND_META: u8 = 1;
+const KIND_PUT: u8 = 2;
+const KIND_TRUNCATE: u8 = 3;
+const FLAG_END_OF_BATCH: u8 = 0x01;
+const KNOWN_FLAGS: u8 = FLAG_END_OF_BATCH;
+const SEGMENT_SUFFIX: &str = ".wal";
+const LOCK_FILE_NAME: &str = "LOCK";
+
+/// Errors of the store. Every variant names the file it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    #[error("write-ahead log {path}: {context}: {source}")]
+    Io {
+        path: PathBuf,
+        context: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "write-ahead log segment {path} is corrupt at byte offset {offset}{}: {reason}",
+        position.map(|p| format!(" (record of position {p})")).unwrap_or_default()
+    )]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        position: Option<u64>,
+        reason: String,
+    },
+    #[error("write-ahead log directory {path} is in use by another process or handle")]
+    Locked { path: PathBuf },
+    #[error("write-ahead log {path}: record payload of {payload_bytes} bytes exceeds the maximum of {MAX_RECORD_PAYLOAD_BYTES}")]
+    RecordTooLarge { path: PathBuf, payload_bytes: usize },
+    /// An earlier write or fdatasync failed. After a failed fdatasync the kernel may
+    /// have dropped the dirty pages, so nothing later can be trusted to be durable
+    /// ("fsyncgate"): the store refuses all further writes until reopened.
+    #[error("write-ahead log {path} failed earlier and refuses writes until reopened: {reason}")]
+    Poisoned { path: PathBuf, reason: String },
+    #[error("write-ahead log {path} is closed")]
+    Closed { path: PathBuf },
+}
+
+/// Store options. `Default` gives production values.
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    /// A segment is sealed and a new one started once a write would take it past
+    /// this size (a single larger batch gets a segment of its own).
+    pub segment_size_bytes: u64,
+    /// Batches that may wait for the writer thread.
+    pub queue_capacity_batches: usize,
+    /// Bytes written by one group commit before its fdatasync.
+    pub max_group_bytes: usize,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            segment_size_bytes: DEFAULT_SEGMENT_SIZE_BYTES,
+            queue_capacity_batches: DEFAULT_QUEUE_CAPACITY_BATCHES,
+            max_group_bytes: DEFAULT_MAX_GROUP_BYTES,
+        }
+    }
+}
+
+/// One operation of a batch; see the module documentation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WalOp {
+    Meta(Vec<u8>),
+    Put { position: u64, bytes: Vec<u8> },
+    TruncateBelow(u64),
+}
+
+/// Ops persisted atomically and in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    pub ops: Vec<WalOp>,
+}
+
+impl WriteBatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn meta(mut self, bytes: Vec<u8>) -> Self {
+        self.ops.push(WalOp::Meta(bytes));
+        self
+    }
+    pub fn put(mut self, position: u64, bytes: Vec<u8>) -> Self {
+        self.ops.push(WalOp::Put { position, bytes });
+        self
+    }
+    pub fn truncate_below(mut self, position: u64) -> Self {
+        self.ops.push(WalOp::TruncateBelow(position));
+        self
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// A torn tail cut away on open: what a crash during a write leaves behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    pub path: PathBuf,
+    /// The file was truncated to this length.
+    pub offset: u64,
+    pub dropped_bytes: u64,
+    pub reason: String,
+}
+
+/// The state replayed from disk by [`Wal::open`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovered {
+    pub meta: Option<Vec<u8>>,
+    pub positions: BTreeMap<u64, Vec<u8>>,
+    /// Every position below this has been truncated away (0: nothing truncated).
+    pub truncated_below: u64,
+    pub torn_tail: Option<TornTail>,
+}
+
+/// Counters of the writer, readable at any time (for metrics and tests).
+#[derive(Debug, Default)]
+pub struct WalStats {
+    pub batches_written: AtomicU64,
+    pub group_commits: AtomicU64,
+    /// fdatasync calls on segment files (group commits, rolls and compactions).
+    pub fdatasyncs: AtomicU64,
+    pub bytes_appended: AtomicU64,
+    pub segments_deleted: AtomicU64,
+    pub segments_compacted: AtomicU64,
+    /// Puts dropped because their position was already truncated away.
+    pub puts_below_truncation_dropped: AtomicU64,
+}
+
+type Completion = oneshot::Sender<Result<(), WalError>>;
+
+struct Request {
+    batch: WriteBatch,
+    done: Completion,
+}
+
+struct Inner {
+    dir: PathBuf,
+    sender: Option<mpsc::Sender<Request>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    stats: Arc<WalStats>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer finish what is queued and exit; joining
+        // releases the directory lock before a reopen.
+        self.sender.take();
+        if let Ok(mut writer) = self.writer.lock() {
+            if let Some(handle) = writer.take() {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+/// A handle to an open store: cheap to clone, `Send + Sync`. The writer thread stops
+/// (and the directory lock is released) when the last clone is dropped.
+#[derive(Clone)]
+pub struct Wal {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal").field("dir", &self.inner.dir).finish()
+    }
+}
+
+impl Wal {
+    /// Opens (creating if needed) the store in `dir`, replays it and starts the
+    /// writer thread. A corrupt store is an error: the caller must not vote on it.
+    pub fn open(dir: &Path, options: WalOptions) -> Result<(Wal, Recovered), WalError> {
+        let io_err = |context: &'static str| {
+            let path = dir.to_path_buf();
+            move |source| WalError::Io {
+                path,
+                context,
+                source,
+            }
+        };
+        fs::create_dir_all(dir).map_err(io_err("creating the directory"))?;
+        let lock_path = dir.join(LOCK_FILE_NAME);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err("opening the lock file"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(WalError::Locked {
+                    path: dir.to_path_buf(),
+                })
+            }
+            Err(fs::TryLockError::Error(source)) => {
+                return Err(WalError::Io {
+                    path: lock_path,
+                    context: "locking",
+                    source,
+                })
+            }
+        }
+
+        let (state, recovered) = replay(dir)?;
+        if let Some(torn) = &recovered.torn_tail {
+            tracing::warn!(
+                path = %torn.path.display(),
+                offset = torn.offset,
+                dropped_bytes = torn.dropped_bytes,
+                reason = %torn.reason,
+                "write-ahead log: cut away a torn tail left by an interrupted write"
+            );
+        }
+        let stats = Arc::new(WalStats::default());
+        let (sender, receiver) = mpsc::channel(options.queue_capacity_batches.max(1));
+        let mut writer = Writer {
+            dir: dir.to_path_buf(),
+            options,
+            state,
+            stats: stats.clone(),
+            poisoned: None,
+            _lock: lock,
+        };
+        let handle = std::thread::Builder::new()
+            .name("wal-writer".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(io_err("starting the writer thread"))?;
+        let wal = Wal {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                sender: Some(sender),
+                writer: Mutex::new(Some(handle)),
+                stats,
+            }),
+        };
+        Ok((wal, recovered))
+    }
+
+    /// Persists `batch` and returns once it is durable. Blocks the calling thread:
+    /// from async code use [`Wal::write_async`] (calling this on a tokio worker
+    /// thread panics, as any blocking receive there does).
+    pub fn write(&self, batch: WriteBatch) -> Result<(), WalError> {
+        self.check(&batch)?;
+        let (done, wait) = oneshot::channel();
+        self.sender()?
+            .blocking_send(Request { batch, done })
+            .map_err(|_| self.closed())?;
+        wait.blocking_recv().map_err(|_| self.closed())?
+    }
+
+    /// Persists `batch` and resolves once it is durable.
+    pub async fn write_async(&self, batch: WriteBatch) -> Result<(), WalError> {
+        self.check(&batch)?;
+        let (done, wait) = oneshot::channel();
+        self.sender()?
+            .send(Request { batch, done })
+            .await
+            .map_err(|_| self.closed())?;
+        wait.await.map_err(|_| self.closed())?
+    }
+
+    pub fn stats(&self) -> &WalStats {
+        &self.inner.stats
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Refuses a batch the writer would refuse, before it is queued: a caller's bug
+    /// must not poison the store for everyone else.
+    fn check(&self, batch: &WriteBatch) -> Result<(), WalError> {
+        for op in &batch.ops {
+            if let WalOp::Meta(bytes) | WalOp::Put { bytes, .. } = op {
+                if bytes.len() > MAX_RECORD_PAYLOAD_BYTES {
+                    return Err(WalError::RecordTooLarge {
+                        path: self.inner.dir.clone(),
+                        payload_bytes: bytes.len(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sender(&self) -> Result<&mpsc::Sender<Request>, WalError> {
+        self.inner.sender.as_ref().ok_or_else(|| self.closed())
+    }
+
+    fn closed(&self) -> WalError {
+        WalError::Closed {
+            path: self.inner.dir.clone(),
+        }
+    }
+}
+
+/// Bytes the segment files of `dir` take on disk (their lengths), for tests and
+/// metrics.
+pub fn disk_usage_bytes(dir: &Path) -> Result<u64, WalError> {
+    let mut total = 0;
+    for (_, path) in list_segments(dir)? {
+        total += fs::metadata(&path)
+            .map_err(|source| WalError::Io {
+                path: path.clone(),
+                context: "reading metadata",
+                source,
+            })?
+            .len();
+    }
+    Ok(total)
+}
+
+// ---------------------------------------------------------------------------------
+// Encoding
+
+/// Where a record lives, for space accounting and compaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RecordLoc {
+    segment_id: u64,
+    offset: u64,
+    record_bytes: u64,
+}
+
+fn encode_record(out: &mut Vec<u8>, kind: u8, end_of_batch: bool, position: u64, payload: &[u8]) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.push(kind);
+    out.push(if end_of_batch { FLAG_END_OF_BATCH } else { 0 });
+    out.extend_from_slice(&position.to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    let header_crc = crc32c::crc32c(&out[start + 4..start + RECORD_HEADER_BYTES]);
+    out[start..start + 4].copy_from_slice(&header_crc.to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+fn segment_path(dir: &Path, segment_id: u64) -> PathBuf {
+    dir.join(format!("{segment_id:020}{SEGMENT_SUFFIX}"))
+}
+
+fn segment_header(segment_id: u64) -> [u8; SEGMENT_HEADER_BYTES] {
+    let mut header = [0; SEGMENT_HEADER_BYTES];
+    header[..8].copy_from_slice(&SEGMENT_MAGIC);
+    header[8..].copy_from_slice(&segment_id.to_le_bytes());
+    header
+}
+
+fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
+    let io_err = |source| WalError::Io {
+        path: dir.to_path_buf(),
+        context: "listing segments",
+        source,
+    };
+    let mut segments = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err)? {
+        let entry = entry.map_err(io_err)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX) else {
+            continue;
+        };
+        // Only names we write; anything else in the directory is left alone.
+        if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
+            if let Ok(id) = stem.parse() {
+                segments.push((id, entry.path()));
+            }
+        }
+    }
+    segments.sort();
+    Ok(segments)
+}
+
+// ---------------------------------------------------------------------------------
+// Replay
+
+#[derive(Debug, Default)]
+struct SegmentSpace {
+    size_bytes: u64,
+    live_bytes: u64,
+}
+
+/// The writer's view of what is on disk.
+#[derive(Debug, Default)]
+struct State {
+    positions: BTreeMap<u64, RecordLoc>,
+    meta: Option<RecordLoc>,
+    truncate: Option<RecordLoc>,
+    truncated_below: u64,
+    segments: BTreeMap<u64, SegmentSpace>,
+    /// The segment appended to (always the last one in `segments`).
+    active_segment_id: u64,
+}
+
+impl State {
+    fn add_live(&mut self, loc: RecordLoc) {
+        if let Some(space) = self.segments.get_mut(&loc.segment_id) {
+            space.live_bytes += loc.record_bytes;
+        }
+    }
+    fn remove_live(&mut self, loc: RecordLoc) {
+        if let Some(space) = self.segments.get_mut(&loc.segment_id) {
+            debug_assert!(space.live_bytes >= loc.record_bytes);
+            space.live_bytes = space.live_bytes.saturating_sub(loc.record_bytes);
+        }
+    }
+    fn set_meta(&mut self, loc: RecordLoc) {
+        if let Some(old) = self.meta.replace(loc) {
+            self.remove_live(old);
+        }
+        self.add_live(loc);
+    }
+    /// Returns false if the put was dropped for being below the truncation point.
+    fn set_position(&mut self, position: u64, loc: RecordLoc) -> bool {
+        if position < self.truncated_below {
+            return false;
+        }
+        if let Some(old) = self.positions.insert(position, loc) {
+            self.remove_live(old);
+        }
+        self.add_live(loc);
+        true
+    }
+    fn truncate_below(&mut self, bound: u64, loc: RecordLoc) {
+        // Only a record that carries the highest bound is live: a lower bound written
+        // later is a no-op, and keeping it instead would lower the bound once the
+        // segment holding the higher one is reclaimed.
+        if self.truncate.is_some() && bound < self.truncated_below {
+            return;
+        }
+        if let Some(old) = self.truncate.replace(loc) {
+            self.remove_live(old);
+        }
+        self.add_live(loc);
+        if bound > self.truncated_below {
+            self.truncated_below = bound;
+            let kept = self.positions.split_off(&bound);
+            let dropped = std::mem::replace(&mut self.positions, kept);
+            for (_, old) in dropped {
+                self.remove_live(old);
+            }
+        }
+    }
+}
+
+/// A record decoded during replay.
+struct Decoded<'a> {
+    kind: u8,
+    end_of_batch: bool,
+    position: u64,
+    payload: &'a [u8],
+    record_bytes: usize,
+}
+
+enum Scan<'a> {
+    Record(Decoded<'a>),
+    /// What a crash in the middle of a write may leave (only acceptable at the end
+    /// of the last segment).
+    Torn(String),
+    Corrupt {
+        position: Option<u64>,
+        reason: String,
+    },
+}
+
+fn scan_record(bytes: &[u8]) -> Scan<'_> {
+    if bytes.len() < RECORD_HEADER_BYTES {
+        return Scan::Torn(format!(
+            "incomplete record header ({} of {RECORD_HEADER_BYTES} bytes)",
+            bytes.len()
+        ));
+    }
+    let header = &bytes[..RECORD_HEADER_BYTES];
+    let stored_header_crc = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    if crc32c::crc32c(&header[4..]) != stored_header_crc {
+        // A file system may extend a file with zeros before the data reaches it.
+        if bytes.iter().all(|&b| b == 0) {
+            return Scan::Torn("zero fill after the last record".into());
+        }
+        return Scan::Corrupt {
+            position: None,
+            reason: "record header checksum mismatch".into(),
+        };
+    }
+    let payload_bytes = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+    let kind = header[8];
+    let flags = header[9];
+    let mut position_le = [0; 8];
+    position_le.copy_from_slice(&header[10..18]);
+    let position = u64::from_le_bytes(position_le);
+    let payload_crc = u32::from_le_bytes([header[18], header[19], header[20], header[21]]);
+    // The header checksum held, so these fields are what the writer wrote.
+    let known_position = (kind == KIND_PUT).then_some(position);
+    if payload_bytes > MAX_RECORD_PAYLOAD_BYTES
+        || !(KIND_META..=KIND_TRUNCATE).contains(&kind)
+        || flags & !KNOWN_FLAGS != 0
+    {
+        return Scan::Corrupt {
+            position: known_position,
+            reason: format!(
+                "impossible record header (kind {kind}, flags {flags:#x}, {payload_bytes} payload bytes)"
+            ),
+        };
+    }
+    let record_bytes = RECORD_HEADER_BYTES + payload_bytes;
+    if bytes.len() < record_bytes {
+        return Scan::Torn(format!(
+            "record of {record_bytes} bytes runs past the end of the file ({} bytes left)",
+            bytes.len()
+        ));
+    }
+    let payload = &bytes[RECORD_HEADER_BYTES..record_bytes];
+    if crc32c::crc32c(payload) != payload_crc {
+        if bytes.len() == record_bytes {
+            // The final record of the file, partly persisted.
+            return Scan::Torn("payload checksum mismatch in the final record".into());
+        }
+        return Scan::Corrupt {
+            position: known_position,
+            reason: "record payload checksum mismatch".into(),
+        };
+    }
+    Scan::Record(Decoded {
+        kind,
+        end_of_batch: flags & FLAG_END_OF_BATCH != 0,
+        position,
+        payload,
+        record_bytes,
+    })
+}
+
+fn replay(dir: &Path) -> Result<(State, Recovered), WalError> {
+    let segments = list_segments(dir)?;
+    let mut state = State::default();
+    let mut recovered = Recovered::default();
+    let last_index = segments.len().checked_sub(1);
+
+    for (index, (segment_id, path)) in segments.iter().enumerate() {
+        let segment_id = *segment_id;
+        let is_last = Some(index) == last_index;
+        let bytes = fs::read(path).map_err(|source| WalError::Io {
+            path: path.clone(),
+            context: "reading a segment",
+            source,
+        })?;
+        let corrupt = |offset: usize, position: Option<u64>, reason: String| WalError::Corrupt {
+            path: path.clone(),
+            offset: offset as u64,
+            position,
+            reason,
+        };
+
+        // The header. A crash right after creating the last segment may leave it
+        // short; the writer then rewrites it.
+        let mut valid_len = SEGMENT_HEADER_BYTES;
+        let mut torn: Option<(usize, String)> = None;
+        if bytes.len() < SEGMENT_HEADER_BYTES {
+            if !is_last {
+                return Err(corrupt(0, None, "segment header is incomplete".into()));
+            }
+            torn = Some((0, "incomplete segment header".into()));
+            valid_len = 0;
+        } else if bytes[..SEGMENT_HEADER_BYTES] != segment_header(segment_id) {
+            return Err(corrupt(
+                0,
+                None,
+                format!("segment header is not {SEGMENT_MAGIC:?} with id {segment_id}"),
+            ));
+        }
+
+        state.segments.insert(
+            segment_id,
+            SegmentSpace {
+                size_bytes: 0,
+                live_bytes: 0,
+            },
+        );
+        state.active_segment_id = segment_id;
+
+        // Records of the batch being read; applied when its last record is seen.
+        let mut pending: Vec<(Decoded<'_>, RecordLoc)> = Vec::new();
+        let mut batch_start = valid_len;
+        let mut offset = valid_len;
+        if torn.is_none() {
+            while offset < bytes.len() {
+                match scan_record(&bytes[offset..]) {
+                    Scan::Record(record) => {
+                        let loc = RecordLoc {
+                            segment_id,
+                            offset: offset as u64,
+                            record_bytes: record.record_bytes as u64,
+                        };
+                        offset += record.record_bytes;
+                        let end = record.end_of_batch;
+                        pending.push((record, loc));
+                        if end {
+                            for (record, loc) in pending.drain(..) {
+                                apply_replayed(&mut state, &mut recovered, record, loc);
+                            }
+                            batch_start = offset;
+                        }
+                    }
+                    Scan::Torn(reason) if is_last => {
+                        torn = Some((offset, reason));
+                        break;
+                    }
+                    Scan::Torn(reason) => return Err(corrupt(offset, None, reason)),
+                    Scan::Corrupt { position, reason } => {
+                        return Err(corrupt(offset, position, reason))
+                    }
+                }
+            }
+            if torn.is_none() && !pending.is_empty() {
+                if !is_last {
+                    return Err(corrupt(
+                        batch_start,
+                        None,
+                        "segment ends in the middle of a batch".into(),
+                    ));
+                }
+                torn = Some((batch_start, "batch without its last record".into()));
+            }
+        }
+        valid_len = match &torn {
+            // Records of the unfinished batch go with the torn tail.
+            Some((offset, _)) => batch_start.min(*offset),
+            None => bytes.len(),
+        };
+        if let Some((_, reason)) = torn {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|source| WalError::Io {
+                    path: path.clone(),
+                    context: "opening to cut a torn tail",
+                    source,
+                })?;
+            file.set_len(valid_len as u64)
+                .and_then(|()| file.sync_all())
+                .map_err(|source| WalError::Io {
+                    path: path.clone(),
+                    context: "cutting a torn tail",
+                    source,
+                })?;
+            recovered.torn_tail = Some(TornTail {
+                path: path.clone(),
+                offset: valid_len as u64,
+                dropped_bytes: (bytes.len() - valid_len) as u64,
+                reason,
+            });
+        }
+        if let Some(space) = state.segments.get_mut(&segment_id) {
+            space.size_bytes = valid_len as u64;
+        }
+    }
+    recovered.truncated_below = state.truncated_below;
+    Ok((state, recovered))
+}
+
+fn apply_replayed(
+    state: &mut State,
+    recovered: &mut Recovered,
+    record: Decoded<'_>,
+    loc: RecordLoc,
+) {
+    match record.kind {
+        KIND_META => {
+            state.set_meta(loc);
+            recovered.meta = Some(record.payload.to_vec());
+        }
+        KIND_PUT => {
+            if state.set_position(record.position, loc) {
+                recovered
+                    .positions
+                    .insert(record.position, record.payload.to_vec());
+            }
+        }
+        KIND_TRUNCATE => {
+            state.truncate_below(record.position, loc);
+            let kept = recovered.positions.split_off(&state.truncated_below);
+            recovered.positions = kept;
+        }
+        _ => debug_assert!(false, "scan_record admits only known kinds"),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The writer thread
+
+struct Writer {
+    dir: PathBuf,
+    options: WalOptions,
+    state: State,
+    stats: Arc<WalStats>,
+    poisoned: Option<String>,
+    /// Held (locked) for the writer's lifetime.
+    _lock: File,
+}
+
+struct ActiveSegment {
+    path: PathBuf,
+    file: File,
+    size_bytes: u64,
+}
+
+impl Writer {
+    fn run(&mut self, mut receiver: mpsc::Receiver<Request>) {
+        let mut active = match self.open_active() {
+            Ok(active) => Some(active),
+            Err(error) => {
+                self.poisoned = Some(error.to_string());
+                None
+            }
+        };
+        let mut group: Vec<Request> = Vec::new();
+        while let Some(first) = receiver.blocking_recv() {
+            let mut group_bytes = batch_bytes(&first.batch);
+            group.push(first);
+            while group_bytes < self.options.max_group_bytes {
+                match receiver.try_recv() {
+                    Ok(request) => {
+                        group_bytes += batch_bytes(&request.batch);
+                        group.push(request);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let result = match (&self.poisoned, active.as_mut()) {
+                (None, Some(active)) => self.commit_group(active, &group),
+                (reason, _) => Err(reason.clone().unwrap_or_else(|| "no active segment".into())),
+            };
+            match result {
+                Ok(()) => {
+                    for request in group.drain(..) {
+                        let _ = request.done.send(Ok(()));
+                    }
+                    if let Some(active) = active.as_mut() {
+                        if let Err(error) = self.reclaim_space(active) {
+                            self.poisoned = Some(error);
+                        }
+                    }
+                }
+                Err(reason) => {
+                    tracing::error!(dir = %self.dir.display(), %reason, "write-ahead log write failed");
+                    self.poisoned = Some(reason.clone());
+                    for request in group.drain(..) {
+                        let _ = request.done.send(Err(WalError::Poisoned {
+                            path: self.dir.clone(),
+                            reason: reason.clone(),
+                        }));
+                    }
+                }
+            }
+        }
+    }
+
+    fn open_active(&mut self) -> Result<ActiveSegment, WalError> {
+        let existing = self
+            .state
+            .segments
+            .last_key_value()
+            .map(|(&id, space)| (id, space.size_bytes));
+        match existing {
+            Some((segment_id, size_bytes)) if size_bytes >= SEGMENT_HEADER_BYTES as u64 => {
+                let path = segment_path(&self.dir, segment_id);
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .map_err(|source| WalError::Io {
+                        path: path.clone(),
+                        context: "opening the active segment",
+                        source,
+                    })?;
+                Ok(ActiveSegment {
+                    path,
+                    file,
+                    size_bytes,
+                })
+            }
+            // No segment yet, or a last segment whose header was torn: (re)create.
+            Some((segment_id, _)) => self.create_segment(segment_id),
+            None => self.create_segment(1),
+        }
+    }
+
+    fn create_segment(&mut self, segment_id: u64) -> Result<ActiveSegment, WalError> {
+        let path = segment_path(&self.dir, segment_id);
+        let io_err = |context: &'static str| {
+            let path = path.clone();
+            move |source| WalError::Io {
+                path,
+                context,
+                source,
+            }
+        };
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("creating a segment"))?;
+        file.write_all(&segment_header(segment_id))
+            .map_err(io_err("writing a segment header"))?;
+        file.sync_all().map_err(io_err("syncing a new segment"))?;
+        self.stats.fdatasyncs.fetch_add(1, Ordering::Relaxed);
+        sync_dir(&self.dir)?;
+        drop(file);
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io_err("opening a new segment"))?;
+        self.state.segments.insert(
+            segment_id,
+            SegmentSpace {
+                size_bytes: SEGMENT_HEADER_BYTES as u64,
+                live_bytes: 0,
+            },
+        );
+        self.state.active_segment_id = segment_id;
+        Ok(ActiveSegment {
+            path,
+            file,
+            size_bytes: SEGMENT_HEADER_BYTES as u64,
+        })
+    }
+
+    /// Writes every batch of the group, fdatasyncs, then updates the index. Errors
+    /// are strings because each waiter gets its own copy.
+    fn commit_group(
+        &mut self,
+        active: &mut ActiveSegment,
+        group: &[Request],
+    ) -> Result<(), String> {
+        let mut buffer = Vec::new();
+        // (segment id, offset, kind, position) of every record, applied after sync.
+        let mut written: Vec<(RecordLoc, u8, u64)> = Vec::new();
+        for request in group {
+            for op in &request.batch.ops {
+                let payload_bytes = match op {
+                    WalOp::Meta(bytes) | WalOp::Put { bytes, .. } => bytes.len(),
+                    WalOp::TruncateBelow(_) => 0,
+                };
+                if payload_bytes > MAX_RECORD_PAYLOAD_BYTES {
+                    // Refuse the whole group rather than half of it: simpler, and a
+                    // record this size is a bug in the caller.
+                    return Err(WalError::RecordTooLarge {
+                        path: self.dir.clone(),
+                        payload_bytes,
+                    }
+                    .to_string());
+                }
+            }
+            let encoded = encode_batch(&request.batch);
+            if encoded.is_empty() {
+                continue;
+            }
+            let projected = active.size_bytes + buffer.len() as u64 + encoded.len() as u64;
+            if projected > self.options.segment_size_bytes
+                && active.size_bytes + buffer.len() as u64 > SEGMENT_HEADER_BYTES as u64
+            {
+                self.flush(active, &mut buffer)?;
+                self.roll(active)?;
+            }
+            let base = active.size_bytes + buffer.len() as u64;
+            let mut offset = 0usize;
+            for op in &request.batch.ops {
+                let (kind, position, payload_bytes) = match op {
+                    WalOp::Meta(bytes) => (KIND_META, 0, bytes.len()),
+                    WalOp::Put { position, bytes } => (KIND_PUT, *position, bytes.len()),
+                    WalOp::TruncateBelow(bound) => (KIND_TRUNCATE, *bound, 0),
+                };
+                let record_bytes = (RECORD_HEADER_BYTES + payload_bytes) as u64;
+                written.push((
+                    RecordLoc {
+                        segment_id: self.state.active_segment_id,
+                        offset: base + offset as u64,
+                        record_bytes,
+                    },
+                    kind,
+                    position,
+                ));
+                offset += record_bytes as usize;
+            }
+            buffer.extend_from_slice(&encoded);
+        }
+        self.flush(active, &mut buffer)?;
+        active
+            .file
+            .sync_data()
+            .map_err(|e| format!("fdatasync of {}: {e}", active.path.display()))?;
+        self.stats.fdatasyncs.fetch_add(1, Ordering::Relaxed);
+        self.stats.group_commits.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .batches_written
+            .fetch_add(group.len() as u64, Ordering::Relaxed);
+        for (loc, kind, position) in written {
+            self.apply_written(loc, kind, position);
+        }
+        Ok(())
+    }
+
+    fn apply_written(&mut self, loc: RecordLoc, kind: u8, position: u64) {
+        if let Some(space) = self.state.segments.get_mut(&loc.segment_id) {
+            space.size_bytes = space.size_bytes.max(loc.offset + loc.record_bytes);
+        }
+        match kind {
+            KIND_META => self.state.set_meta(loc),
+            KIND_PUT => {
+                if !self.state.set_position(position, loc) {
+                    self.stats
+                        .puts_below_truncation_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                    // The record is on disk but dead: replay drops it the same way.
+                }
+            }
+            _ => self.state.truncate_below(position, loc),
+        }
+    }
+
+    fn flush(&mut self, active: &mut ActiveSegment, buffer: &mut Vec<u8>) -> Result<(), String> {
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        active
+            .file
+            .write_all(buffer)
+            .map_err(|e| format!("write to {}: {e}", active.path.display()))?;
+        active.size_bytes += buffer.len() as u64;
+        self.stats
+            .bytes_appended
+            .fetch_add(buffer.len() as u64, Ordering::Relaxed);
+        buffer.clear();
+        Ok(())
+    }
+
+    /// Seals the active segment (durably) and starts the next one.
+    fn roll(&mut self, active: &mut ActiveSegment) -> Result<(), String> {
+        active
+            .file
+            .sync_data()
+            .map_err(|e| format!("fdatasync of {}: {e}", active.path.display()))?;
+        self.stats.fdatasyncs.fetch_add(1, Ordering::Relaxed);
+        let next = self.state.active_segment_id + 1;
+        *active = self.create_segment(next).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// Deletes sealed segments without live records and compacts sealed segments
+    /// where garbage dominates. Runs after the waiters were completed, so it adds no
+    /// latency to the group it follows.
+    fn reclaim_space(&mut self, active: &mut ActiveSegment) -> Result<(), String> {
+        let sealed: Vec<(u64, u64, u64)> = self
+            .state
+            .segments
+            .iter()
+            .filter(|(&id, _)| id != self.state.active_segment_id)
+            .map(|(&id, space)| (id, space.size_bytes, space.live_bytes))
+            .collect();
+        for (segment_id, size_bytes, live_bytes) in sealed {
+            if live_bytes == 0 {
+                self.delete_segment(segment_id)?;
+            } else if size_bytes > live_bytes.saturating_mul(COMPACTION_GARBAGE_RATIO) {
+                self.compact_segment(active, segment_id)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn delete_segment(&mut self, segment_id: u64) -> Result<(), String> {
+        debug_assert_ne!(segment_id, self.state.active_segment_id);
+        let path = segment_path(&self.dir, segment_id);
+        fs::remove_file(&path).map_err(|e| format!("deleting {}: {e}", path.display()))?;
+        sync_dir(&self.dir).map_err(|e| e.to_string())?;
+        self.state.segments.remove(&segment_id);
+        self.stats.segments_deleted.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Copies the live records of `segment_id` to the active segment as one batch,
+    /// makes them durable, then deletes the segment. A crash in between leaves
+    /// duplicates, which replay resolves (the copies come later, so they win).
+    fn compact_segment(
+        &mut self,
+        active: &mut ActiveSegment,
+        segment_id: u64,
+    ) -> Result<(), String> {
+        let path = segment_path(&self.dir, segment_id);
+        let bytes = fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let mut live: Vec<RecordLoc> = self
+            .state
+            .positions
+            .values()
+            .chain(self.state.meta.iter())
+            .chain(self.state.truncate.iter())
+            .filter(|loc| loc.segment_id == segment_id)
+            .copied()
+            .collect();
+        // Keep the original order so relative order survives the copy.
+        live.sort_by_key(|loc| loc.offset);
+        let mut batch = WriteBatch::new();
+        for loc in &live {
+            let start = loc.offset as usize;
+            let slice = bytes
+                .get(start..)
+                .ok_or_else(|| format!("{} shrank under compaction", path.display()))?;
+            match scan_record(slice) {
+                Scan::Record(record) if record.record_bytes as u64 == loc.record_bytes => {
+                    batch.ops.push(match record.kind {
+                        KIND_META => WalOp::Meta(record.payload.to_vec()),
+                        KIND_PUT => WalOp::Put {
+                            position: record.position,
+                            bytes: record.payload.to_vec(),
+                        },
+                        _ => WalOp::TruncateBelow(record.position),
+                    });
+                }
+                _ => {
+                    // Never copy what does not check out: stop writing instead.
+                    return Err(WalError::Corrupt {
+                        path,
+                        offset: loc.offset,
+                        position: None,
+                        reason: "live record failed its checksum during compaction".into(),
+                    }
+                    .to_string());
+                }
+            }
+        }
+        let (done, _wait) = oneshot::channel();
+        let request = Request { batch, done };
+        self.commit_group(active, std::slice::from_ref(&request))?;
+        self.stats
+            .segments_compacted
+            .fetch_add(1, Ordering::Relaxed);
+        let remaining_live = self
+            .state
+            .segments
+            .get(&segment_id)
+            .map(|space| space.live_bytes)
+            .unwrap_or(0);
+        debug_assert_eq!(remaining_live, 0, "compaction moved every live record");
+        self.delete_segment(segment_id)
+    }
+}
+
+fn batch_bytes(batch: &WriteBatch) -> usize {
+    batch
+        .ops
+        .iter()
+        .map(|op| {
+            RECORD_HEADER_BYTES
+                + match op {
+                    WalOp::Meta(bytes) | WalOp::Put { bytes, .. } => bytes.len(),
+                    WalOp::TruncateBelow(_) => 0,
+                }
+        })
+        .sum()
+}
+
+fn encode_batch(batch: &WriteBatch) -> Vec<u8> {
+    let mut out = Vec::with_capacity(batch_bytes(batch));
+    let last = batch.ops.len().saturating_sub(1);
+    for (index, op) in batch.ops.iter().enumerate() {
+        let end = index == last;
+        match op {
+            WalOp::Meta(bytes) => encode_record(&mut out, KIND_META, end, 0, bytes),
+            WalOp::Put { position, bytes } => {
+                encode_record(&mut out, KIND_PUT, end, *position, bytes)
+            }
+            WalOp::TruncateBelow(bound) => encode_record(&mut out, KIND_TRUNCATE, end, *bound, &[]),
+        }
+    }
+    out
+}
+
+/// Makes creations and deletions of segment files durable.
+fn sync_dir(dir: &Path) -> Result<(), WalError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| WalError::Io {
+            path: dir.to_path_buf(),
+            context: "syncing the directory",
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,581 @@
+use super::*;
+use proptest::prelude::*;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+fn open(dir: &Path) -> (Wal, Recovered) {
+    open_with(dir, WalOptions::default())
+}
+
+fn open_with(dir: &Path, options: WalOptions) -> (Wal, Recovered) {
+    match Wal::open(dir, options) {
+        Ok(opened) => opened,
+        Err(error) => panic!("open {}: {error}", dir.display()),
+    }
+}
+
+fn small_segments() -> WalOptions {
+    WalOptions {
+        segment_size_bytes: 4096,
+        ..WalOptions::default()
+    }
+}
+
+fn only_segment(dir: &Path) -> PathBuf {
+    let segments = list_segments(dir).unwrap();
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    segments[0].1.clone()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for (_, path) in list_segments(from).unwrap() {
+        fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn round_trip_meta_positions_and_truncation() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (wal, recovered) = open(dir.path());
+        assert_eq!(recovered, Recovered::default());
+        wal.write(
+            WriteBatch::new()
+                .meta(b"m1".to_vec())
+                .put(1, b"one".to_vec()),
+        )
+        .unwrap();
+        wal.write(
+            WriteBatch::new()
+                .put(2, b"two".to_vec())
+                .put(3, b"three".to_vec()),
+        )
+        .unwrap();
+        wal.write(
+            WriteBatch::new()
+                .put(2, b"TWO".to_vec())
+                .meta(b"m2".to_vec()),
+        )
+        .unwrap();
+        wal.write(WriteBatch::new().truncate_below(2)).unwrap();
+        // Below the truncation point: dropped, now and on replay.
+        wal.write(WriteBatch::new().put(1, b"late".to_vec()))
+            .unwrap();
+        assert_eq!(
+            wal.stats()
+                .puts_below_truncation_dropped
+                .load(Ordering::Relaxed),
+            1
+        );
+    }
+    let (_wal, recovered) = open(dir.path());
+    assert_eq!(recovered.meta.as_deref(), Some(&b"m2"[..]));
+    assert_eq!(
+        recovered.positions,
+        BTreeMap::from([(2, b"TWO".to_vec()), (3, b"three".to_vec())])
+    );
+    assert_eq!(recovered.truncated_below, 2);
+    assert_eq!(recovered.torn_tail, None);
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_wal, _) = open(dir.path());
+    assert!(matches!(
+        Wal::open(dir.path(), WalOptions::default()),
+        Err(WalError::Locked { .. })
+    ));
+}
+
+#[test]
+fn a_crash_at_every_byte_of_the_last_batch_recovers_the_previous_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let before_len;
+    let expected_before;
+    {
+        let (wal, _) = open(dir.path());
+        wal.write(WriteBatch::new().meta(b"meta".to_vec()).put(7, vec![7; 40]))
+            .unwrap();
+        before_len = fs::metadata(only_segment(dir.path())).unwrap().len();
+        expected_before = Recovered {
+            meta: Some(b"meta".to_vec()),
+            positions: BTreeMap::from([(7, vec![7; 40])]),
+            truncated_below: 0,
+            torn_tail: None,
+        };
+        // The last batch: two records, so cuts between them test batch atomicity.
+        wal.write(
+            WriteBatch::new()
+                .put(8, vec![8; 30])
+                .meta(b"newer".to_vec()),
+        )
+        .unwrap();
+    }
+    let segment = only_segment(dir.path());
+    let full_len = fs::metadata(&segment).unwrap().len();
+    assert!(full_len > before_len);
+
+    for cut in before_len..full_len {
+        let crash = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), crash.path());
+        let crashed_segment = crash.path().join(segment.file_name().unwrap());
+        OpenOptions::new()
+            .write(true)
+            .open(&crashed_segment)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
+        let (wal, recovered) = open(crash.path());
+        let torn = recovered.torn_tail.clone();
+        assert_eq!(
+            Recovered {
+                torn_tail: None,
+                ..recovered
+            },
+            expected_before,
+            "cut at {cut}"
+        );
+        if cut == before_len {
+            assert_eq!(torn, None);
+        } else {
+            let torn = torn.unwrap_or_else(|| panic!("cut at {cut}: no torn tail reported"));
+            assert_eq!(torn.offset, before_len);
+            assert_eq!(torn.dropped_bytes, cut - before_len);
+        }
+        // The store keeps working after the cut, and what it writes next survives.
+        wal.write(WriteBatch::new().put(9, b"after".to_vec()))
+            .unwrap();
+        drop(wal);
+        let (_, reopened) = open(crash.path());
+        assert_eq!(reopened.torn_tail, None, "cut at {cut}");
+        assert_eq!(
+            reopened.positions.get(&9).map(Vec::as_slice),
+            Some(&b"after"[..])
+        );
+    }
+}
+
+#[test]
+fn zero_fill_after_the_last_record_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (wal, _) = open(dir.path());
+        wal.write(WriteBatch::new().put(1, b"x".to_vec())).unwrap();
+    }
+    let segment = only_segment(dir.path());
+    let len = fs::metadata(&segment).unwrap().len();
+    OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(len + 4096)
+        .unwrap();
+    let (_, recovered) = open(dir.path());
+    assert_eq!(recovered.positions.len(), 1);
+    assert_eq!(recovered.torn_tail.map(|t| t.dropped_bytes), Some(4096));
+}
+
+/// Writes three batches and returns the offsets of their first records.
+fn three_batches(dir: &Path) -> [u64; 3] {
+    let (wal, _) = open(dir);
+    let segment_len = || fs::metadata(only_segment(dir)).unwrap().len();
+    let mut offsets = [0; 3];
+    for (i, offset) in offsets.iter_mut().enumerate() {
+        *offset = if i == 0 {
+            SEGMENT_HEADER_BYTES as u64
+        } else {
+            segment_len()
+        };
+        wal.write(WriteBatch::new().put(100 + i as u64, vec![i as u8; 64]))
+            .unwrap();
+    }
+    offsets
+}
+
+fn flip_bit(path: &Path, offset: u64, bit: u8) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[offset as usize] ^= 1 << bit;
+    fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_flipped_bit_in_a_payload_is_an_error_naming_file_offset_and_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let offsets = three_batches(dir.path());
+    let segment = only_segment(dir.path());
+    flip_bit(&segment, offsets[1] + RECORD_HEADER_BYTES as u64 + 10, 3);
+    match Wal::open(dir.path(), WalOptions::default()) {
+        Err(WalError::Corrupt {
+            path,
+            offset,
+            position,
+            ..
+        }) => {
+            assert_eq!(path, segment);
+            assert_eq!(offset, offsets[1]);
+            assert_eq!(position, Some(101));
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_flipped_bit_in_a_record_header_is_an_error_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let offsets = three_batches(dir.path());
+    let segment = only_segment(dir.path());
+    // Bit 7 of the length's high byte: unchecked, it would look like a record running
+    // past the end of the file, and the later batches would be silently lost.
+    flip_bit(&segment, offsets[1] + 7, 7);
+    let error = Wal::open(dir.path(), WalOptions::default()).unwrap_err();
+    assert!(
+        matches!(&error, WalError::Corrupt { offset, .. } if *offset == offsets[1]),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains(&segment.display().to_string()),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("offset {}", offsets[1])),
+        "{message}"
+    );
+}
+
+#[test]
+fn every_single_bit_flip_before_the_last_record_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let offsets = three_batches(dir.path());
+    let segment = only_segment(dir.path());
+    let pristine = fs::read(&segment).unwrap();
+    let (_, expected) = open(dir.path());
+    // Every byte of the first two records and of the segment header (one bit each:
+    // bit number varies with the offset to cover all eight).
+    for offset in 0..offsets[2] {
+        fs::write(&segment, &pristine).unwrap();
+        flip_bit(&segment, offset, (offset % 8) as u8);
+        match Wal::open(dir.path(), WalOptions::default()) {
+            Err(WalError::Corrupt { .. }) => {}
+            Ok((_, recovered)) => {
+                panic!("flip at {offset} served {recovered:?}, expected {expected:?}")
+            }
+            Err(other) => panic!("flip at {offset}: unexpected {other}"),
+        }
+    }
+}
+
+#[test]
+fn concurrent_writers_share_fdatasyncs() {
+    const WRITERS: usize = 16;
+    const BATCHES_PER_WRITER: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = open(dir.path());
+    let barrier = Arc::new(Barrier::new(WRITERS));
+    let threads: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let wal = wal.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                for i in 0..BATCHES_PER_WRITER {
+                    let position = (writer * BATCHES_PER_WRITER + i) as u64;
+                    wal.write(WriteBatch::new().put(position, vec![writer as u8; 256]))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let stats = wal.stats();
+    let batches = stats.batches_written.load(Ordering::Relaxed);
+    let fdatasyncs = stats.fdatasyncs.load(Ordering::Relaxed);
+    assert_eq!(batches, (WRITERS * BATCHES_PER_WRITER) as u64);
+    assert!(
+        fdatasyncs * 2 < batches,
+        "{fdatasyncs} fdatasyncs for {batches} batches: group commit is not grouping"
+    );
+    drop(wal);
+    let (_, recovered) = open(dir.path());
+    assert_eq!(recovered.positions.len(), WRITERS * BATCHES_PER_WRITER);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_writers_are_durable_when_they_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = open(dir.path());
+    let tasks: Vec<_> = (0..32u64)
+        .map(|position| {
+            let wal = wal.clone();
+            tokio::spawn(async move {
+                wal.write_async(WriteBatch::new().put(position, vec![1; 16]))
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let path = dir.path().to_path_buf();
+    // Dropping joins the writer thread: do it off the async workers.
+    tokio::task::spawn_blocking(move || {
+        drop(wal);
+        let (_, recovered) = open(&path);
+        assert_eq!(recovered.positions.len(), 32);
+    })
+    .await
+    .unwrap();
+}
+
+#[test]
+fn truncation_deletes_whole_segments_and_reopen_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = open_with(dir.path(), small_segments());
+    for position in 0..200u64 {
+        wal.write(WriteBatch::new().put(position, vec![position as u8; 200]))
+            .unwrap();
+    }
+    let before_bytes = disk_usage_bytes(dir.path()).unwrap();
+    let segments_before = list_segments(dir.path()).unwrap().len();
+    wal.write(WriteBatch::new().truncate_below(190)).unwrap();
+    // Reclaiming runs after the group's waiters are completed: one more write waits
+    // for it.
+    wal.write(WriteBatch::new().meta(b"after".to_vec()))
+        .unwrap();
+    let after_bytes = disk_usage_bytes(dir.path()).unwrap();
+    let segments_after = list_segments(dir.path()).unwrap().len();
+    eprintln!(
+        "truncate below 190 of 200: {before_bytes} -> {after_bytes} bytes, {segments_before} -> {segments_after} segments"
+    );
+    assert!(
+        segments_after < segments_before / 4,
+        "{segments_before} -> {segments_after}"
+    );
+    assert!(
+        after_bytes * 4 < before_bytes,
+        "{before_bytes} -> {after_bytes}"
+    );
+    drop(wal);
+    let (_, recovered) = open_with(dir.path(), small_segments());
+    assert_eq!(recovered.truncated_below, 190);
+    assert_eq!(
+        recovered.positions,
+        (190..200u64).map(|p| (p, vec![p as u8; 200])).collect()
+    );
+}
+
+#[test]
+fn overwrites_are_compacted_and_disk_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = open_with(dir.path(), small_segments());
+    let mut peak_bytes = 0;
+    // 8 live positions of 200 bytes (~2 KiB live) overwritten 100 times each: ~180 KiB
+    // written in all.
+    for round in 0..100u64 {
+        for position in 0..8u64 {
+            wal.write(
+                WriteBatch::new()
+                    .put(position, vec![(round + position) as u8; 200])
+                    .meta(round.to_le_bytes().to_vec()),
+            )
+            .unwrap();
+        }
+        peak_bytes = peak_bytes.max(disk_usage_bytes(dir.path()).unwrap());
+    }
+    let written = wal.stats().bytes_appended.load(Ordering::Relaxed);
+    eprintln!(
+        "{written} bytes appended, peak on disk {peak_bytes}, compactions {}",
+        wal.stats().segments_compacted.load(Ordering::Relaxed)
+    );
+    // Live ~2 KiB: a few segments of 4 KiB at most.
+    assert!(peak_bytes <= 4 * 4096 + 4096, "peak {peak_bytes}");
+    assert!(written > 10 * peak_bytes);
+    drop(wal);
+    let (_, recovered) = open_with(dir.path(), small_segments());
+    assert_eq!(recovered.meta, Some(99u64.to_le_bytes().to_vec()));
+    assert_eq!(
+        recovered.positions,
+        (0..8u64).map(|p| (p, vec![(99 + p) as u8; 200])).collect()
+    );
+}
+
+#[test]
+fn an_oversized_record_is_refused_without_harming_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = open(dir.path());
+    let error = wal
+        .write(WriteBatch::new().put(1, vec![0; MAX_RECORD_PAYLOAD_BYTES + 1]))
+        .unwrap_err();
+    assert!(matches!(error, WalError::RecordTooLarge { .. }), "{error}");
+    wal.write(WriteBatch::new().put(2, vec![2])).unwrap();
+    drop(wal);
+    let (_, recovered) = open(dir.path());
+    assert_eq!(recovered.positions, BTreeMap::from([(2, vec![2])]));
+}
+
+/// The model the store must agree with.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Model {
+    meta: Option<Vec<u8>>,
+    positions: BTreeMap<u64, Vec<u8>>,
+    truncated_below: u64,
+}
+
+impl Model {
+    fn apply(&mut self, batch: &WriteBatch) {
+        for op in &batch.ops {
+            match op {
+                WalOp::Meta(bytes) => self.meta = Some(bytes.clone()),
+                WalOp::Put { position, bytes } => {
+                    if *position >= self.truncated_below {
+                        self.positions.insert(*position, bytes.clone());
+                    }
+                }
+                WalOp::TruncateBelow(bound) => {
+                    self.truncated_below = self.truncated_below.max(*bound);
+                    self.positions = self.positions.split_off(&self.truncated_below);
+                }
+            }
+        }
+    }
+}
+
+fn op_strategy() -> impl Strategy<Value = WalOp> {
+    prop_oneof![
+        1 => proptest::collection::vec(any::<u8>(), 0..40).prop_map(WalOp::Meta),
+        6 => (0..40u64, proptest::collection::vec(any::<u8>(), 0..300))
+            .prop_map(|(position, bytes)| WalOp::Put { position, bytes }),
+        1 => (0..40u64).prop_map(WalOp::TruncateBelow),
+    ]
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Write(Vec<WalOp>),
+    Reopen,
+}
+
+fn step_strategy() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        8 => proptest::collection::vec(op_strategy(), 0..6).prop_map(Step::Write),
+        1 => Just(Step::Reopen),
+    ]
+}
+
+proptest! {
+    // Each case does real fdatasyncs; a few dozen cases cover rolling, deletion and
+    // compaction with 1 KiB segments.
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn random_batches_agree_with_a_btreemap_model(steps in proptest::collection::vec(step_strategy(), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let options = WalOptions { segment_size_bytes: 1024, ..WalOptions::default() };
+        let (mut wal, _) = open_with(dir.path(), options.clone());
+        let mut model = Model::default();
+        let check = |recovered: &Recovered, model: &Model| {
+            prop_assert_eq!(&recovered.meta, &model.meta);
+            prop_assert_eq!(&recovered.positions, &model.positions);
+            prop_assert_eq!(recovered.truncated_below, model.truncated_below);
+            prop_assert_eq!(&recovered.torn_tail, &None);
+            Ok(())
+        };
+        for step in steps {
+            match step {
+                Step::Write(ops) => {
+                    let batch = WriteBatch { ops };
+                    model.apply(&batch);
+                    wal.write(batch).unwrap();
+                }
+                Step::Reopen => {
+                    drop(wal);
+                    let (reopened, recovered) = open_with(dir.path(), options.clone());
+                    check(&recovered, &model)?;
+                    wal = reopened;
+                }
+            }
+        }
+        drop(wal);
+        let (_, recovered) = open_with(dir.path(), options);
+        check(&recovered, &model)?;
+    }
+}
+
+/// Throughput and latency with real fdatasync. Run with
+/// `cargo test --release wal_bench -- --ignored --nocapture`; set `WAL_BENCH_DIR` to
+/// measure a particular disk (the default is the system temporary directory).
+#[test]
+#[ignore]
+fn wal_bench() {
+    const RECORD_BYTES: usize = 256;
+    const DURATION: Duration = Duration::from_secs(3);
+    let base = std::env::var_os("WAL_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let scratch = tempfile::tempdir_in(&base).unwrap();
+
+    // The floor: append 256 bytes + fdatasync, one thread, no store.
+    let raw_path = scratch.path().join("raw");
+    let mut raw = File::create(&raw_path).unwrap();
+    let mut raw_latencies = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < DURATION {
+        let t = Instant::now();
+        raw.write_all(&[1; RECORD_BYTES]).unwrap();
+        raw.sync_data().unwrap();
+        raw_latencies.push(t.elapsed());
+    }
+    report(
+        "raw write+fdatasync",
+        1,
+        &mut raw_latencies,
+        started.elapsed(),
+    );
+
+    for writers in [1usize, 64] {
+        let dir = scratch.path().join(format!("wal-{writers}"));
+        let (wal, _) = open(&dir);
+        let started = Instant::now();
+        let threads: Vec<_> = (0..writers)
+            .map(|writer| {
+                let wal = wal.clone();
+                std::thread::spawn(move || {
+                    let mut latencies = Vec::new();
+                    let mut position = writer as u64 * 1_000_000_000;
+                    while started.elapsed() < DURATION {
+                        let t = Instant::now();
+                        wal.write(WriteBatch::new().put(position, vec![2; RECORD_BYTES]))
+                            .unwrap();
+                        latencies.push(t.elapsed());
+                        position += 1;
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        let mut latencies: Vec<Duration> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        let elapsed = started.elapsed();
+        report("wal", writers, &mut latencies, elapsed);
+        eprintln!(
+            "    fdatasyncs {} for {} batches",
+            wal.stats().fdatasyncs.load(Ordering::Relaxed),
+            wal.stats().batches_written.load(Ordering::Relaxed)
+        );
+    }
+}
+
+fn report(what: &str, writers: usize, latencies: &mut [Duration], elapsed: Duration) {
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    eprintln!(
+        "{what:>22} writers {writers:>3}: {:>8.0} appends/s, p50 {:?}, p99 {:?}",
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        at(0.50),
+        at(0.99)
+    );
+}
