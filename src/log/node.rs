@@ -263,6 +263,10 @@ impl Node {
     pub fn learned_end(&self) -> Position {
         self.replica.learned_end()
     }
+    /// Whether `position` is learned here (or truncated away).
+    pub fn is_learned(&self, position: Position) -> bool {
+        self.replica.is_learned(position)
+    }
     pub fn promised(&self) -> Option<&Proposal> {
         self.replica.promised()
     }
@@ -949,7 +953,7 @@ impl Node {
             .is_none_or(|t| self.now.saturating_sub(t) >= super::coordinator::RETRY_TICKS);
         if learned_end > mine && due {
             self.last_catchup_tick = Some(self.now);
-            let to = learned_end.min(mine + MAX_CATCHUP_ENTRIES);
+            let to = learned_end.min(mine.saturating_add(MAX_CATCHUP_ENTRIES));
             self.send(from, Message::CatchupRequest { from: mine, to });
         }
         self.send(
@@ -965,6 +969,7 @@ impl Node {
     /// True if [`Node::ready`] has something to hand out.
     pub fn has_ready(&self) -> bool {
         !self.messages.is_empty()
+            || self.replica.has_pending()
             || !self.outcomes.is_empty()
             || !self.events.is_empty()
             || self.replica.learned_end() > self.applied

@@ -66,6 +66,8 @@ pub struct SimReport {
     pub elections: u64,
     pub wipes: u64,
     pub crashes: u64,
+    /// Steps at which some leader held a read lease (and was checked).
+    pub lease_checks: u64,
 }
 
 fn member(i: usize) -> MemberId {
@@ -530,6 +532,22 @@ impl Sim {
         }
         if ids.len() > 1 {
             self.violation(format!("members vote on different log ids: {ids:?}"));
+        }
+        // Lease: a leader that believes it holds a read lease has learned every
+        // append acknowledged so far (by anyone), so its reads are not stale.
+        if let Some((&max_acked, _)) = self.acked.iter().next_back() {
+            for (i, m) in self.members.iter().enumerate() {
+                if let Some(n) = &m.node {
+                    if !m.foreign && n.has_read_lease() {
+                        self.report.lease_checks += 1;
+                    }
+                    if !m.foreign && n.has_read_lease() && !n.is_learned(max_acked) {
+                        let id = self.ids[i].clone();
+                        self.violation(format!("stale lease: {id} holds a read lease without acked position {max_acked}"));
+                        break;
+                    }
+                }
+            }
         }
         for (i, m) in self.members.iter().enumerate() {
             if let Some(n) = &m.node {
