@@ -58,6 +58,10 @@ pub struct NodeConfig {
     /// Hidden knob for the simulator's self-test: learns on one ack (a bug).
     #[doc(hidden)]
     pub planted_minority_learn: bool,
+    /// Hidden knob for the simulator's self-test: a wiped replica votes without
+    /// recovering (a bug).
+    #[doc(hidden)]
+    pub planted_recovery_without_fill: bool,
 }
 
 impl NodeConfig {
@@ -74,6 +78,7 @@ impl NodeConfig {
             lease_ticks: DEFAULT_LEASE_TICKS,
             status_retry_ticks: DEFAULT_STATUS_RETRY_TICKS,
             planted_minority_learn: false,
+            planted_recovery_without_fill: false,
         }
     }
 
@@ -594,6 +599,17 @@ impl Node {
                         .set_status(ReplicaStatus::Recovering, Some(log_id));
                 }
                 self.events.push(NodeEvent::RecoveryStarted(log_id));
+                if self.cfg.planted_recovery_without_fill {
+                    // The planted bug: vote at once, trusting the status answers.
+                    let p = Proposal {
+                        round: above_round,
+                        proposer: MemberId::new(""),
+                    };
+                    self.replica.raise_promise(&p);
+                    self.replica.set_status(ReplicaStatus::Voting, None);
+                    self.become_follower();
+                    return;
+                }
                 let round = above_round.max(self.highest_round_seen) + 1;
                 self.highest_round_seen = round;
                 let proposal = Proposal {

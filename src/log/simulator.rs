@@ -40,6 +40,8 @@ pub struct SimConfig {
     pub steps: u64,
     /// Plants the "learn on a minority" bug in every coordinator.
     pub planted_minority_learn: bool,
+    /// Plants "a wiped replica votes without recovering".
+    pub planted_recovery_without_fill: bool,
     /// `None`: drawn from the seed.
     pub scenario: Option<Scenario>,
 }
@@ -51,6 +53,7 @@ impl SimConfig {
             seed,
             steps: DEFAULT_STEPS,
             planted_minority_learn: false,
+            planted_recovery_without_fill: false,
             scenario: None,
         }
     }
@@ -127,6 +130,7 @@ impl Sim {
             self.rng.next_u64(),
         );
         c.planted_minority_learn = self.cfg.planted_minority_learn;
+        c.planted_recovery_without_fill = self.cfg.planted_recovery_without_fill;
         c
     }
 
@@ -680,7 +684,13 @@ impl Sim {
                     }
                 }
             }
-            if let Some(pos) = probe_pos {
+            if let Some(probe_at) = probe_pos {
+                // Everyone must know the probe and every append acknowledged so far.
+                let pos = self
+                    .acked
+                    .keys()
+                    .next_back()
+                    .map_or(probe_at, |p| (*p).max(probe_at));
                 let caught_up = self.members.iter().all(|m| {
                     m.foreign
                         || m.node.as_ref().is_some_and(|n| {
@@ -688,6 +698,9 @@ impl Sim {
                         })
                 });
                 if caught_up && self.pending.is_empty() {
+                    if self.trace_from.is_some() {
+                        println!("healed: probe at {pos} at step {}", self.step);
+                    }
                     return;
                 }
             }
@@ -738,9 +751,18 @@ impl Sim {
                     .map(|k| &st.entries[k])
                     .is_some_and(|e| e.learned && e.action == Action::Append(payload.clone()));
                 if !ok {
+                    let found = st.entries.iter().find(|e| e.position == *pos);
+                    let mem = m
+                        .node
+                        .as_ref()
+                        .map(|n| (n.is_learned(*pos), n.debug_summary()));
+                    problems.push(format!("in memory: {mem:?}"));
                     problems.push(format!(
-                        "durability: acked append at {pos} missing at {}",
-                        self.ids[i]
+                        "durability: acked append at {pos} missing at {} (begin {}, found {:?}, chosen {:?})",
+                        self.ids[i],
+                        st.metadata.begin,
+                        found,
+                        self.learned.get(pos)
                     ));
                     break;
                 }
