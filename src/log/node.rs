@@ -433,7 +433,7 @@ impl Node {
                     self.highest_round_seen = self.highest_round_seen.max(p.round);
                 }
                 c.abandon(&mut self.outcomes);
-                if c.mode == Mode::Leader {
+                if c.mode == Mode::Leader && c.phase() != Phase::Promising {
                     self.events.push(NodeEvent::Demoted);
                     if self.leader.as_ref().is_some_and(|(m, _)| m == &self.cfg.id) {
                         self.leader = None;
