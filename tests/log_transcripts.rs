@@ -70,6 +70,7 @@ impl Cluster {
                 NodeEvent::Recovered => "recovered, voting".to_string(),
                 NodeEvent::BecameLeader(p) => format!("leader (round {})", p.round),
                 NodeEvent::Demoted => "demoted".to_string(),
+                NodeEvent::SkippedTo(p) => format!("skipped to {p}"),
             };
             let line = format!("{name}: {line}");
             if self.out.last() != Some(&line) {

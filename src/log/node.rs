@@ -149,6 +149,9 @@ pub enum NodeEvent {
     Recovered,
     BecameLeader(Proposal),
     Demoted,
+    /// Delivery jumped to this position: everything below was truncated by the
+    /// ensemble before this node learned it (restore from a snapshot entry).
+    SkippedTo(Position),
 }
 
 /// What the driver must do, in order: persist `persist` durably, then send
@@ -989,12 +992,18 @@ impl Node {
             || !self.outcomes.is_empty()
             || !self.events.is_empty()
             || self.replica.learned_end() > self.applied
+            || self.applied < self.replica.begin()
     }
 
     /// Takes everything the node produced since the last call.
     pub fn ready(&mut self) -> Ready {
         let mut learned = Vec::new();
-        self.applied = self.applied.max(self.replica.begin());
+        if self.applied < self.replica.begin() {
+            // Positions were truncated away before they were delivered here: the
+            // application must restore from a snapshot entry at or after `begin`.
+            self.events.push(NodeEvent::SkippedTo(self.replica.begin()));
+            self.applied = self.replica.begin();
+        }
         while self.applied < self.replica.learned_end() {
             let pos = self.applied;
             let Some(e) = self.replica.entry(pos) else {
@@ -1015,5 +1024,113 @@ impl Node {
             outcomes: std::mem::take(&mut self.outcomes),
             events: std::mem::take(&mut self.events),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: usize) -> Vec<MemberId> {
+        (1..=n)
+            .map(|i| MemberId::new(format!("10.0.0.{i}:5050")))
+            .collect()
+    }
+
+    #[test]
+    fn config_refuses_quorums_that_may_not_intersect() {
+        let m = ids(5);
+        let c = NodeConfig::new(m[0].clone(), m.clone(), 2, 1);
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::QuorumsMayNotIntersect {
+                quorum: 2,
+                members: 5
+            })
+        );
+        let c = NodeConfig::new(MemberId::new("x:1"), m.clone(), 3, 1);
+        assert!(matches!(c.validate(), Err(ConfigError::NotAMember(_))));
+        let mut c = NodeConfig::new(m[0].clone(), m, 3, 1);
+        c.lease_ticks = c.election_timeout_min_ticks;
+        assert!(matches!(c.validate(), Err(ConfigError::BadTimers { .. })));
+    }
+
+    #[test]
+    fn a_single_member_initializes_and_commits_alone() {
+        let m = ids(1);
+        let mut n = Node::new(
+            NodeConfig::new(m[0].clone(), m, 1, 7),
+            DurableState::default(),
+        )
+        .unwrap();
+        for _ in 0..30 {
+            n.tick();
+            let _ = n.ready();
+        }
+        assert_eq!(n.status(), ReplicaStatus::Voting);
+        assert!(n.is_leader());
+        let t = n.propose(b"x".to_vec());
+        let r = n.ready();
+        assert_eq!(
+            r.outcomes,
+            vec![ProposalOutcome {
+                ticket: t,
+                result: Ok(0)
+            }]
+        );
+        assert_eq!(r.learned, vec![(0, Action::Append(b"x".to_vec()))]);
+        // Durable state before anything leaves: the learned entry is in `persist`.
+        assert!(r
+            .persist
+            .iter()
+            .any(|op| matches!(op, PersistOp::PutEntry(e) if e.learned)));
+    }
+
+    #[test]
+    fn without_auto_initialize_an_empty_log_stays_empty() {
+        let m = ids(1);
+        let mut c = NodeConfig::new(m[0].clone(), m, 1, 7);
+        c.auto_initialize = false;
+        let mut n = Node::new(c, DurableState::default()).unwrap();
+        for _ in 0..30 {
+            n.tick();
+            let _ = n.ready();
+        }
+        assert_eq!(n.status(), ReplicaStatus::Empty);
+        let t = n.propose(b"x".to_vec());
+        assert_eq!(
+            n.ready().outcomes[0],
+            ProposalOutcome {
+                ticket: t,
+                result: Err(ProposeError::NotLeader { leader: None })
+            }
+        );
+    }
+
+    #[test]
+    fn messages_from_strangers_and_other_logs_are_refused_and_counted() {
+        let m = ids(3);
+        let mut d = DurableState::default();
+        d.metadata.status = ReplicaStatus::Voting;
+        d.metadata.log_id = Some(LogId(1));
+        let mut n = Node::new(NodeConfig::new(m[0].clone(), m.clone(), 2, 7), d).unwrap();
+        let msg = Message::Learned {
+            entries: vec![(0, Action::Nop)],
+        };
+        n.step(Envelope {
+            from: MemberId::new("9.9.9.9:1"),
+            to: m[0].clone(),
+            log_id: Some(LogId(1)),
+            message: msg.clone(),
+        });
+        n.step(Envelope {
+            from: m[1].clone(),
+            to: m[0].clone(),
+            log_id: Some(LogId(2)),
+            message: msg,
+        });
+        assert_eq!(n.counters().refused_non_member, 1);
+        assert_eq!(n.counters().refused_foreign_log, 1);
+        assert_eq!(n.learned_end(), 0);
     }
 }

@@ -71,6 +71,9 @@ pub struct SimReport {
     pub crashes: u64,
     /// Steps at which some leader held a read lease (and was checked).
     pub lease_checks: u64,
+    /// Messages refused for another log id / from a non-member.
+    pub refused_foreign_log: u64,
+    pub refused_non_member: u64,
 }
 
 fn member(i: usize) -> MemberId {
@@ -365,6 +368,8 @@ impl Sim {
                 self.ids[to]
             ));
         }
+        self.report.refused_foreign_log += after.refused_foreign_log - before.refused_foreign_log;
+        self.report.refused_non_member += after.refused_non_member - before.refused_non_member;
         if from_rogue && after.refused_non_member == before.refused_non_member {
             self.violation(format!(
                 "{} accepted a message from the removed member",
