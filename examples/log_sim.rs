@@ -39,8 +39,9 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let mut violations = 0u64;
     let mut total_steps = 0u64;
-    let (mut acked, mut elections, mut wipes, mut crashes, mut one_to_three) =
-        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut acked, mut elections, mut wipes, mut crashes, mut one_to_three, mut leases) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut foreign, mut strangers) = (0u64, 0u64);
     for &seed in &seeds {
         let mut cfg = SimConfig::new(args.members, seed);
         cfg.steps = args.steps;
@@ -64,6 +65,9 @@ fn main() -> ExitCode {
         elections += report.elections;
         wipes += report.wipes;
         crashes += report.crashes;
+        leases += report.lease_checks;
+        foreign += report.refused_foreign_log;
+        strangers += report.refused_non_member;
         if report.scenario.as_deref() == Some("OneToThree") {
             one_to_three += 1;
         }
@@ -86,7 +90,7 @@ fn main() -> ExitCode {
     }
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     println!(
-        "acked_appends={acked} elections={elections} wipes={wipes} crashes={crashes} one_to_three_runs={one_to_three}"
+        "acked_appends={acked} elections={elections} wipes={wipes} crashes={crashes} one_to_three_runs={one_to_three} lease_checks={leases} refused_foreign_log={foreign} refused_non_member={strangers}"
     );
     println!(
         "seeds={} members={} violations={} steps={} seeds/min={:.0}",

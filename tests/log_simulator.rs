@@ -91,3 +91,20 @@ fn the_checker_catches_a_planted_minority_learn_bug() {
         "learning on a single ack must be caught by some seed"
     );
 }
+
+#[test]
+fn the_checker_catches_a_wiped_replica_voting_without_recovery() {
+    let mut caught = 0;
+    for seed in 0..60 {
+        let mut cfg = SimConfig::new(3, seed);
+        cfg.planted_recovery_without_fill = true;
+        cfg.scenario = Some(Scenario::Fresh);
+        if !run(&cfg).violations.is_empty() {
+            caught += 1;
+        }
+    }
+    assert!(
+        caught > 0,
+        "a wiped replica voting at once must be caught by some seed"
+    );
+}

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use super::message::{Envelope, Message, PromiseOutcome, ReadReply};
 use super::node::{ProposalOutcome, ProposeError};
 use super::replica::Replica;
-use super::types::{Action, LogId, MemberId, Position, Proposal};
+use super::types::{Action, LogId, MemberId, Position, Proposal, MAX_POSITION};
 
 /// Positions written but not yet chosen, at most. Mesos allows one write in
 /// flight; a window keeps the pipe full across round trips while bounding the
@@ -244,8 +244,11 @@ impl Coordinator {
             return Signal::None;
         }
         self.promised_by.insert(from.clone());
-        self.max_end = self.max_end.max(end);
-        self.max_begin = self.max_begin.max(begin);
+        self.max_end = self.max_end.max(end.min(MAX_POSITION));
+        self.max_begin = self
+            .max_begin
+            .max(begin.min(MAX_POSITION))
+            .min(self.max_end);
         if self.promised_by.len() >= self.quorum {
             // Every chosen value was accepted by a quorum, which intersects this
             // promise quorum: so every chosen position is below `max_end`.
@@ -278,7 +281,7 @@ impl Coordinator {
         if self.in_flight.len() + MAX_BATCH_ENTRIES > MAX_WRITES_IN_FLIGHT {
             return; // wait for the window to drain
         }
-        let to = (self.fill_cursor + MAX_BATCH_ENTRIES as u64).min(self.fill_end);
+        let to = (self.fill_cursor.saturating_add(MAX_BATCH_ENTRIES as u64)).min(self.fill_end);
         self.read_range = Some((self.fill_cursor, to));
         self.reads.clear();
         if self.self_votes {

@@ -58,6 +58,10 @@ pub struct NodeConfig {
     /// Hidden knob for the simulator's self-test: learns on one ack (a bug).
     #[doc(hidden)]
     pub planted_minority_learn: bool,
+    /// Hidden knob for the simulator's self-test: a wiped replica votes without
+    /// recovering (a bug).
+    #[doc(hidden)]
+    pub planted_recovery_without_fill: bool,
 }
 
 impl NodeConfig {
@@ -74,6 +78,7 @@ impl NodeConfig {
             lease_ticks: DEFAULT_LEASE_TICKS,
             status_retry_ticks: DEFAULT_STATUS_RETRY_TICKS,
             planted_minority_learn: false,
+            planted_recovery_without_fill: false,
         }
     }
 
@@ -144,6 +149,9 @@ pub enum NodeEvent {
     Recovered,
     BecameLeader(Proposal),
     Demoted,
+    /// Delivery jumped to this position: everything below was truncated by the
+    /// ensemble before this node learned it (restore from a snapshot entry).
+    SkippedTo(Position),
 }
 
 /// What the driver must do, in order: persist `persist` durably, then send
@@ -262,6 +270,10 @@ impl Node {
     }
     pub fn learned_end(&self) -> Position {
         self.replica.learned_end()
+    }
+    /// Whether `position` is learned here (or truncated away).
+    pub fn is_learned(&self, position: Position) -> bool {
+        self.replica.is_learned(position)
     }
     pub fn promised(&self) -> Option<&Proposal> {
         self.replica.promised()
@@ -424,7 +436,7 @@ impl Node {
                     self.highest_round_seen = self.highest_round_seen.max(p.round);
                 }
                 c.abandon(&mut self.outcomes);
-                if c.mode == Mode::Leader {
+                if c.mode == Mode::Leader && c.phase() != Phase::Promising {
                     self.events.push(NodeEvent::Demoted);
                     if self.leader.as_ref().is_some_and(|(m, _)| m == &self.cfg.id) {
                         self.leader = None;
@@ -590,6 +602,17 @@ impl Node {
                         .set_status(ReplicaStatus::Recovering, Some(log_id));
                 }
                 self.events.push(NodeEvent::RecoveryStarted(log_id));
+                if self.cfg.planted_recovery_without_fill {
+                    // The planted bug: vote at once, trusting the status answers.
+                    let p = Proposal {
+                        round: above_round,
+                        proposer: MemberId::new(""),
+                    };
+                    self.replica.raise_promise(&p);
+                    self.replica.set_status(ReplicaStatus::Voting, None);
+                    self.become_follower();
+                    return;
+                }
                 let round = above_round.max(self.highest_round_seen) + 1;
                 self.highest_round_seen = round;
                 let proposal = Proposal {
@@ -949,7 +972,7 @@ impl Node {
             .is_none_or(|t| self.now.saturating_sub(t) >= super::coordinator::RETRY_TICKS);
         if learned_end > mine && due {
             self.last_catchup_tick = Some(self.now);
-            let to = learned_end.min(mine + MAX_CATCHUP_ENTRIES);
+            let to = learned_end.min(mine.saturating_add(MAX_CATCHUP_ENTRIES));
             self.send(from, Message::CatchupRequest { from: mine, to });
         }
         self.send(
@@ -965,15 +988,22 @@ impl Node {
     /// True if [`Node::ready`] has something to hand out.
     pub fn has_ready(&self) -> bool {
         !self.messages.is_empty()
+            || self.replica.has_pending()
             || !self.outcomes.is_empty()
             || !self.events.is_empty()
             || self.replica.learned_end() > self.applied
+            || self.applied < self.replica.begin()
     }
 
     /// Takes everything the node produced since the last call.
     pub fn ready(&mut self) -> Ready {
         let mut learned = Vec::new();
-        self.applied = self.applied.max(self.replica.begin());
+        if self.applied < self.replica.begin() {
+            // Positions were truncated away before they were delivered here: the
+            // application must restore from a snapshot entry at or after `begin`.
+            self.events.push(NodeEvent::SkippedTo(self.replica.begin()));
+            self.applied = self.replica.begin();
+        }
         while self.applied < self.replica.learned_end() {
             let pos = self.applied;
             let Some(e) = self.replica.entry(pos) else {
@@ -994,5 +1024,113 @@ impl Node {
             outcomes: std::mem::take(&mut self.outcomes),
             events: std::mem::take(&mut self.events),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: usize) -> Vec<MemberId> {
+        (1..=n)
+            .map(|i| MemberId::new(format!("10.0.0.{i}:5050")))
+            .collect()
+    }
+
+    #[test]
+    fn config_refuses_quorums_that_may_not_intersect() {
+        let m = ids(5);
+        let c = NodeConfig::new(m[0].clone(), m.clone(), 2, 1);
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::QuorumsMayNotIntersect {
+                quorum: 2,
+                members: 5
+            })
+        );
+        let c = NodeConfig::new(MemberId::new("x:1"), m.clone(), 3, 1);
+        assert!(matches!(c.validate(), Err(ConfigError::NotAMember(_))));
+        let mut c = NodeConfig::new(m[0].clone(), m, 3, 1);
+        c.lease_ticks = c.election_timeout_min_ticks;
+        assert!(matches!(c.validate(), Err(ConfigError::BadTimers { .. })));
+    }
+
+    #[test]
+    fn a_single_member_initializes_and_commits_alone() {
+        let m = ids(1);
+        let mut n = Node::new(
+            NodeConfig::new(m[0].clone(), m, 1, 7),
+            DurableState::default(),
+        )
+        .unwrap();
+        for _ in 0..30 {
+            n.tick();
+            let _ = n.ready();
+        }
+        assert_eq!(n.status(), ReplicaStatus::Voting);
+        assert!(n.is_leader());
+        let t = n.propose(b"x".to_vec());
+        let r = n.ready();
+        assert_eq!(
+            r.outcomes,
+            vec![ProposalOutcome {
+                ticket: t,
+                result: Ok(0)
+            }]
+        );
+        assert_eq!(r.learned, vec![(0, Action::Append(b"x".to_vec()))]);
+        // Durable state before anything leaves: the learned entry is in `persist`.
+        assert!(r
+            .persist
+            .iter()
+            .any(|op| matches!(op, PersistOp::PutEntry(e) if e.learned)));
+    }
+
+    #[test]
+    fn without_auto_initialize_an_empty_log_stays_empty() {
+        let m = ids(1);
+        let mut c = NodeConfig::new(m[0].clone(), m, 1, 7);
+        c.auto_initialize = false;
+        let mut n = Node::new(c, DurableState::default()).unwrap();
+        for _ in 0..30 {
+            n.tick();
+            let _ = n.ready();
+        }
+        assert_eq!(n.status(), ReplicaStatus::Empty);
+        let t = n.propose(b"x".to_vec());
+        assert_eq!(
+            n.ready().outcomes[0],
+            ProposalOutcome {
+                ticket: t,
+                result: Err(ProposeError::NotLeader { leader: None })
+            }
+        );
+    }
+
+    #[test]
+    fn messages_from_strangers_and_other_logs_are_refused_and_counted() {
+        let m = ids(3);
+        let mut d = DurableState::default();
+        d.metadata.status = ReplicaStatus::Voting;
+        d.metadata.log_id = Some(LogId(1));
+        let mut n = Node::new(NodeConfig::new(m[0].clone(), m.clone(), 2, 7), d).unwrap();
+        let msg = Message::Learned {
+            entries: vec![(0, Action::Nop)],
+        };
+        n.step(Envelope {
+            from: MemberId::new("9.9.9.9:1"),
+            to: m[0].clone(),
+            log_id: Some(LogId(1)),
+            message: msg.clone(),
+        });
+        n.step(Envelope {
+            from: m[1].clone(),
+            to: m[0].clone(),
+            log_id: Some(LogId(2)),
+            message: msg,
+        });
+        assert_eq!(n.counters().refused_non_member, 1);
+        assert_eq!(n.counters().refused_foreign_log, 1);
+        assert_eq!(n.learned_end(), 0);
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use super::message::ReportedEntry;
 use super::types::{
     Action, DurableState, Entry, LogId, Metadata, PersistOp, Position, Proposal, ReplicaStatus,
+    MAX_POSITION,
 };
 
 #[derive(Clone, Debug)]
@@ -72,6 +73,10 @@ impl Replica {
     }
     pub fn is_learned(&self, position: Position) -> bool {
         position < self.meta.begin || self.entries.get(&position).is_some_and(|e| e.learned)
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     pub fn take_pending(&mut self) -> Vec<PersistOp> {
@@ -161,7 +166,7 @@ impl Replica {
         if self.meta.promised.as_ref() > Some(proposal) {
             return Err(VoteRefusal::Promised(self.meta.promised.clone()));
         }
-        if position < self.meta.begin {
+        if position < self.meta.begin || position >= MAX_POSITION {
             return Ok(false);
         }
         self.raise_promise(proposal);
@@ -187,7 +192,7 @@ impl Replica {
     /// Records a chosen value. Copying learned values is always safe, whatever
     /// the status. A learned position is never overwritten.
     pub fn learn(&mut self, position: Position, action: &Action, proposal: Option<&Proposal>) {
-        if position < self.meta.begin {
+        if position < self.meta.begin || position >= MAX_POSITION {
             return;
         }
         if let Some(e) = self.entries.get(&position) {
@@ -232,7 +237,7 @@ impl Replica {
     /// learned and applied (or a peer reports it truncated there, which it did
     /// only after learning such a truncate).
     pub fn truncate_below(&mut self, to: Position) {
-        if to <= self.meta.begin {
+        if to <= self.meta.begin || to >= MAX_POSITION {
             return;
         }
         let mut m = self.meta.clone();

@@ -40,6 +40,8 @@ pub struct SimConfig {
     pub steps: u64,
     /// Plants the "learn on a minority" bug in every coordinator.
     pub planted_minority_learn: bool,
+    /// Plants "a wiped replica votes without recovering".
+    pub planted_recovery_without_fill: bool,
     /// `None`: drawn from the seed.
     pub scenario: Option<Scenario>,
 }
@@ -51,6 +53,7 @@ impl SimConfig {
             seed,
             steps: DEFAULT_STEPS,
             planted_minority_learn: false,
+            planted_recovery_without_fill: false,
             scenario: None,
         }
     }
@@ -66,6 +69,11 @@ pub struct SimReport {
     pub elections: u64,
     pub wipes: u64,
     pub crashes: u64,
+    /// Steps at which some leader held a read lease (and was checked).
+    pub lease_checks: u64,
+    /// Messages refused for another log id / from a non-member.
+    pub refused_foreign_log: u64,
+    pub refused_non_member: u64,
 }
 
 fn member(i: usize) -> MemberId {
@@ -125,6 +133,7 @@ impl Sim {
             self.rng.next_u64(),
         );
         c.planted_minority_learn = self.cfg.planted_minority_learn;
+        c.planted_recovery_without_fill = self.cfg.planted_recovery_without_fill;
         c
     }
 
@@ -359,6 +368,8 @@ impl Sim {
                 self.ids[to]
             ));
         }
+        self.report.refused_foreign_log += after.refused_foreign_log - before.refused_foreign_log;
+        self.report.refused_non_member += after.refused_non_member - before.refused_non_member;
         if from_rogue && after.refused_non_member == before.refused_non_member {
             self.violation(format!(
                 "{} accepted a message from the removed member",
@@ -531,6 +542,22 @@ impl Sim {
         if ids.len() > 1 {
             self.violation(format!("members vote on different log ids: {ids:?}"));
         }
+        // Lease: a leader that believes it holds a read lease has learned every
+        // append acknowledged so far (by anyone), so its reads are not stale.
+        if let Some((&max_acked, _)) = self.acked.iter().next_back() {
+            for (i, m) in self.members.iter().enumerate() {
+                if let Some(n) = &m.node {
+                    if !m.foreign && n.has_read_lease() {
+                        self.report.lease_checks += 1;
+                    }
+                    if !m.foreign && n.has_read_lease() && !n.is_learned(max_acked) {
+                        let id = self.ids[i].clone();
+                        self.violation(format!("stale lease: {id} holds a read lease without acked position {max_acked}"));
+                        break;
+                    }
+                }
+            }
+        }
         for (i, m) in self.members.iter().enumerate() {
             if let Some(n) = &m.node {
                 if n.conflicting_learns() > 0 && !m.foreign {
@@ -662,7 +689,13 @@ impl Sim {
                     }
                 }
             }
-            if let Some(pos) = probe_pos {
+            if let Some(probe_at) = probe_pos {
+                // Everyone must know the probe and every append acknowledged so far.
+                let pos = self
+                    .acked
+                    .keys()
+                    .next_back()
+                    .map_or(probe_at, |p| (*p).max(probe_at));
                 let caught_up = self.members.iter().all(|m| {
                     m.foreign
                         || m.node.as_ref().is_some_and(|n| {
@@ -670,6 +703,9 @@ impl Sim {
                         })
                 });
                 if caught_up && self.pending.is_empty() {
+                    if self.trace_from.is_some() {
+                        println!("healed: probe at {pos} at step {}", self.step);
+                    }
                     return;
                 }
             }
@@ -720,9 +756,18 @@ impl Sim {
                     .map(|k| &st.entries[k])
                     .is_some_and(|e| e.learned && e.action == Action::Append(payload.clone()));
                 if !ok {
+                    let found = st.entries.iter().find(|e| e.position == *pos);
+                    let mem = m
+                        .node
+                        .as_ref()
+                        .map(|n| (n.is_learned(*pos), n.debug_summary()));
+                    problems.push(format!("in memory: {mem:?}"));
                     problems.push(format!(
-                        "durability: acked append at {pos} missing at {}",
-                        self.ids[i]
+                        "durability: acked append at {pos} missing at {} (begin {}, found {:?}, chosen {:?})",
+                        self.ids[i],
+                        st.metadata.begin,
+                        found,
+                        self.learned.get(pos)
                     ));
                     break;
                 }

@@ -70,3 +70,30 @@ impl Transport for MemTransport {
         hub.get_mut(&self.me)?.pop_front()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::message::Message;
+
+    #[test]
+    fn mem_transport_delivers_to_the_addressee_only() {
+        let ids = vec![MemberId::new("a:1"), MemberId::new("b:1")];
+        let mut t = mem_transports(&ids);
+        let env = Envelope {
+            from: ids[0].clone(),
+            to: ids[1].clone(),
+            log_id: None,
+            message: Message::StatusRequest {
+                nonce: 1,
+                incarnation: 2,
+            },
+        };
+        t[0].send(env.clone()).unwrap();
+        assert!(t[0].receive().is_none());
+        assert_eq!(t[1].receive(), Some(env.clone()));
+        let mut bad = env;
+        bad.to = MemberId::new("zz:1");
+        assert!(t[0].send(bad).is_err());
+    }
+}

@@ -36,6 +36,11 @@ impl fmt::Display for LogId {
 /// An index into the log.
 pub type Position = u64;
 
+/// Positions at or above this are refused: far beyond any real log (2^62
+/// entries), and it leaves room so `position + 1` never overflows on input
+/// from a broken peer.
+pub const MAX_POSITION: Position = 1 << 62;
+
 /// A Paxos proposal number, unique per member: two members never share one because
 /// the proposer's address is part of it. Ordered lexicographically (round first).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
