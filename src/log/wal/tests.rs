@@ -267,6 +267,34 @@ fn every_single_bit_flip_before_the_last_record_is_detected() {
 }
 
 #[test]
+fn a_short_segment_before_the_last_is_corruption_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (wal, _) = open_with(dir.path(), small_segments());
+        for position in 0..40u64 {
+            wal.write(WriteBatch::new().put(position, vec![1; 200]))
+                .unwrap();
+        }
+    }
+    let segments = list_segments(dir.path()).unwrap();
+    assert!(segments.len() >= 2);
+    let first = &segments[0].1;
+    let len = fs::metadata(first).unwrap().len();
+    // Sealed segments were fdatasynced before the next was created: a short one
+    // lost acknowledged data, and must not be papered over.
+    OpenOptions::new()
+        .write(true)
+        .open(first)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+    match Wal::open(dir.path(), small_segments()) {
+        Err(WalError::Corrupt { path, .. }) => assert_eq!(&path, first),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
+
+#[test]
 fn concurrent_writers_share_fdatasyncs() {
     const WRITERS: usize = 16;
     const BATCHES_PER_WRITER: usize = 40;
