@@ -79,6 +79,12 @@ fn round_trip_meta_positions_and_truncation() {
 }
 
 #[test]
+fn the_handle_is_cloneable_and_shareable_across_threads() {
+    fn assert_shareable<T: Clone + Send + Sync + 'static>() {}
+    assert_shareable::<Wal>();
+}
+
+#[test]
 fn a_second_open_of_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (_wal, _) = open(dir.path());
