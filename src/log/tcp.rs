@@ -217,6 +217,9 @@ pub struct FramedReader<R> {
     reader: R,
     decoder: FrameDecoder,
     buffer: Vec<u8>,
+    /// Bytes at the front of `buffer` already decoded; compacted before each read so
+    /// a burst of small frames costs one move per read, not one per frame.
+    consumed: usize,
     peer: String,
 }
 
@@ -226,6 +229,7 @@ impl<R: AsyncRead + Unpin> FramedReader<R> {
             reader,
             decoder,
             buffer: Vec::new(),
+            consumed: 0,
             peer,
         }
     }
@@ -233,9 +237,9 @@ impl<R: AsyncRead + Unpin> FramedReader<R> {
     /// The next authenticated frame; `Ok(None)` at a clean end of stream.
     pub async fn next_frame(&mut self) -> Result<Option<Frame>, LinkError> {
         loop {
-            match self.decoder.decode(&self.buffer) {
+            match self.decoder.decode(&self.buffer[self.consumed..]) {
                 Ok(Some((frame, used))) => {
-                    self.buffer.drain(..used);
+                    self.consumed += used;
                     return Ok(Some(frame));
                 }
                 Ok(None) => {}
@@ -246,27 +250,26 @@ impl<R: AsyncRead + Unpin> FramedReader<R> {
                     })
                 }
             }
-            // Read no further than the current frame needs (its length was checked
-            // against the maximum), so the buffer never exceeds one frame + a chunk.
-            let wanted = match self.decoder.frame_bytes(&self.buffer) {
-                Ok(Some(total)) => total.saturating_sub(self.buffer.len()),
-                _ => READ_CHUNK_BYTES,
+            self.buffer.drain(..self.consumed);
+            self.consumed = 0;
+            // Give back the room a rare large frame took, so idle links stay small.
+            if self.buffer.is_empty() && self.buffer.capacity() > 4 * READ_CHUNK_BYTES {
+                self.buffer.shrink_to(READ_CHUNK_BYTES);
             }
-            .clamp(1, READ_CHUNK_BYTES);
-            let start = self.buffer.len();
-            self.buffer.resize(start + wanted, 0);
-            let read = self.reader.read(&mut self.buffer[start..]).await;
-            let read = match read {
+            // The buffer grows only by bytes that arrived, one chunk at a time, and
+            // the decoder refuses a header with an oversized length as soon as the
+            // header is in: the buffer stays within one maximal frame plus a chunk,
+            // whatever a peer announces.
+            self.buffer.reserve(READ_CHUNK_BYTES);
+            let read = match self.reader.read_buf(&mut self.buffer).await {
                 Ok(read) => read,
                 Err(source) => {
-                    self.buffer.truncate(start);
                     return Err(LinkError::Io {
                         peer: self.peer.clone(),
                         source,
-                    });
+                    })
                 }
             };
-            self.buffer.truncate(start + read);
             if read == 0 {
                 if self.buffer.is_empty() {
                     return Ok(None);

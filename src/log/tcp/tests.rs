@@ -414,3 +414,39 @@ async fn a_silent_connection_is_closed_after_the_first_frame_timeout() {
     })
     .await
 }
+
+/// Loopback throughput of one link. Run with
+/// `cargo test --release tcp_bench -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn tcp_bench() {
+    const MESSAGES: usize = 200_000;
+    const PAYLOAD_BYTES: usize = 256;
+    let ((listener_a, a), (_listener_b, b)) = (bind().await, bind().await);
+    let mut link_config =
+        LinkConfig::new(b.clone(), FrameKey::new(TOKEN).unwrap(), BTreeSet::new());
+    link_config.peer_queue_capacity = 8192;
+    let mut acceptor = accept_on(listener_a, config(&a, TOKEN, &[&a, &b]));
+    let counters = Arc::new(LinkCounters::default());
+    let sender = PeerSender::spawn(a.clone(), Arc::new(link_config), counters.clone());
+    let started = std::time::Instant::now();
+    let mut received = 0;
+    let mut sent = 0;
+    while received < MESSAGES {
+        // Keep the link fed without overflowing the acceptor's inbound channel (256
+        // in `accept_on`; overflow there is dropped, by design).
+        while sent < MESSAGES && sent - received < 200 {
+            assert!(sender.send(vec![3; PAYLOAD_BYTES]));
+            sent += 1;
+        }
+        bounded(acceptor.inbound.recv()).await.unwrap();
+        received += 1;
+    }
+    let elapsed = started.elapsed();
+    eprintln!(
+        "tcp link: {MESSAGES} frames of {PAYLOAD_BYTES} bytes in {elapsed:?}: {:.0} frames/s, {:.1} MB/s payload",
+        MESSAGES as f64 / elapsed.as_secs_f64(),
+        (MESSAGES * PAYLOAD_BYTES) as f64 / elapsed.as_secs_f64() / 1e6
+    );
+    assert_eq!(load(&counters.dropped_queue_full), 0);
+}

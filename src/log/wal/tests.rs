@@ -79,6 +79,12 @@ fn round_trip_meta_positions_and_truncation() {
 }
 
 #[test]
+fn the_handle_is_cloneable_and_shareable_across_threads() {
+    fn assert_shareable<T: Clone + Send + Sync + 'static>() {}
+    assert_shareable::<Wal>();
+}
+
+#[test]
 fn a_second_open_of_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (_wal, _) = open(dir.path());
@@ -263,6 +269,34 @@ fn every_single_bit_flip_before_the_last_record_is_detected() {
             }
             Err(other) => panic!("flip at {offset}: unexpected {other}"),
         }
+    }
+}
+
+#[test]
+fn a_short_segment_before_the_last_is_corruption_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (wal, _) = open_with(dir.path(), small_segments());
+        for position in 0..40u64 {
+            wal.write(WriteBatch::new().put(position, vec![1; 200]))
+                .unwrap();
+        }
+    }
+    let segments = list_segments(dir.path()).unwrap();
+    assert!(segments.len() >= 2);
+    let first = &segments[0].1;
+    let len = fs::metadata(first).unwrap().len();
+    // Sealed segments were fdatasynced before the next was created: a short one
+    // lost acknowledged data, and must not be papered over.
+    OpenOptions::new()
+        .write(true)
+        .open(first)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+    match Wal::open(dir.path(), small_segments()) {
+        Err(WalError::Corrupt { path, .. }) => assert_eq!(&path, first),
+        other => panic!("expected corruption, got {other:?}"),
     }
 }
 
