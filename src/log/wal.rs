@@ -19,6 +19,17 @@
 //! queue, writes everything queued, fdatasyncs once and completes all the waiters
 //! (group commit): many concurrent batches share one fdatasync.
 //!
+//! ```no_run
+//! use mesos_operator::log::wal::{Wal, WalOptions, WriteBatch};
+//! # fn main() -> Result<(), mesos_operator::log::wal::WalError> {
+//! let (wal, recovered) = Wal::open("/var/lib/mesos/replicated_log".as_ref(), WalOptions::default())?;
+//! // `recovered.meta`, `recovered.positions`, `recovered.truncated_below`: the
+//! // replica's state as of the last durable batch.
+//! wal.write(WriteBatch::new().put(recovered.positions.len() as u64, b"action".to_vec()).meta(b"promise".to_vec()))?;
+//! // Only now may the reply that depends on the batch be sent.
+//! # Ok(()) }
+//! ```
+//!
 //! # On-disk format
 //!
 //! The directory holds segments `<segment_id:020>.wal` (ids increase, gaps are
