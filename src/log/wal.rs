@@ -354,9 +354,11 @@ impl Wal {
             poisoned: None,
             _lock: lock,
         };
+        // Created (or reopened) here, so a store that cannot be written fails to open.
+        let active = writer.open_active()?;
         let handle = std::thread::Builder::new()
             .name("wal-writer".into())
-            .spawn(move || writer.run(receiver))
+            .spawn(move || writer.run(receiver, active))
             .map_err(io_err("starting the writer thread"))?;
         let wal = Wal {
             inner: Arc::new(Inner {
@@ -392,7 +394,9 @@ impl Wal {
         wait.await.map_err(|_| self.closed())?
     }
 
-    pub fn stats(&self) -> &WalStats {
+    /// Shared with the writer; clone the `Arc` to read counters after the handle is
+    /// gone.
+    pub fn stats(&self) -> &Arc<WalStats> {
         &self.inner.stats
     }
 
@@ -836,14 +840,8 @@ struct ActiveSegment {
 }
 
 impl Writer {
-    fn run(&mut self, mut receiver: mpsc::Receiver<Request>) {
-        let mut active = match self.open_active() {
-            Ok(active) => Some(active),
-            Err(error) => {
-                self.poisoned = Some(error.to_string());
-                None
-            }
-        };
+    fn run(&mut self, mut receiver: mpsc::Receiver<Request>, active: ActiveSegment) {
+        let mut active = Some(active);
         let mut group: Vec<Request> = Vec::new();
         while let Some(first) = receiver.blocking_recv() {
             let mut group_bytes = batch_bytes(&first.batch);
