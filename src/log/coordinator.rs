@@ -493,9 +493,26 @@ impl Coordinator {
         from: &MemberId,
         proposal: &Proposal,
         result: &Result<Vec<Position>, Option<Proposal>>,
+        acceptor_begin: Position,
     ) -> Signal {
         if proposal != &self.proposal || !self.peers.contains(from) {
             return Signal::None;
+        }
+        if acceptor_begin > fx.replica.begin() && acceptor_begin < MAX_POSITION {
+            // The acceptor truncated there after learning a truncate: positions
+            // below are dead for everyone, so writes still in flight below it
+            // (fill writes) can never complete and need not.
+            fx.replica.truncate_below(acceptor_begin);
+            let alive = self.in_flight.split_off(&acceptor_begin);
+            for (_, f) in std::mem::replace(&mut self.in_flight, alive) {
+                if let Some(ticket) = f.ticket {
+                    fx.outcomes.push(ProposalOutcome {
+                        ticket,
+                        result: Err(ProposeError::Demoted),
+                    });
+                }
+            }
+            self.next_position = self.next_position.max(acceptor_begin);
         }
         match result {
             Ok(positions) => {

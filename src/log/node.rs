@@ -777,9 +777,11 @@ impl Node {
             Message::AcceptResponse {
                 proposal,
                 result,
-                begin: _,
+                begin,
             } => {
-                self.with_coordinator(|c, fx| c.on_accept_response(fx, &from, &proposal, &result));
+                self.with_coordinator(|c, fx| {
+                    c.on_accept_response(fx, &from, &proposal, &result, begin)
+                });
             }
             Message::Learned { entries } => {
                 for (pos, action) in entries.iter().take(super::coordinator::MAX_BATCH_ENTRIES) {
