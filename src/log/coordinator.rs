@@ -257,6 +257,7 @@ impl Coordinator {
                 // position below is dead for everyone.
                 fx.replica.truncate_below(self.max_begin);
             }
+            debug_assert!(self.promised_by.len() >= self.quorum);
             self.fill_cursor = fx.replica.learned_end().max(self.max_begin);
             self.fill_end = self.max_end.max(self.fill_cursor);
             self.next_position = self.fill_end;
@@ -456,6 +457,10 @@ impl Coordinator {
             let Some(f) = self.in_flight.remove(&pos) else {
                 continue;
             };
+            debug_assert!(
+                fx.planted_minority_learn || f.acks.len() >= self.quorum,
+                "a value is chosen only by a quorum of acceptors"
+            );
             fx.replica.learn(pos, &f.action, Some(&self.proposal));
             if let Some(ticket) = f.ticket {
                 fx.outcomes.push(ProposalOutcome {
