@@ -257,6 +257,7 @@ impl Coordinator {
                 // position below is dead for everyone.
                 fx.replica.truncate_below(self.max_begin);
             }
+            debug_assert!(self.promised_by.len() >= self.quorum);
             self.fill_cursor = fx.replica.learned_end().max(self.max_begin);
             self.fill_end = self.max_end.max(self.fill_cursor);
             self.next_position = self.fill_end;
@@ -456,6 +457,10 @@ impl Coordinator {
             let Some(f) = self.in_flight.remove(&pos) else {
                 continue;
             };
+            debug_assert!(
+                fx.planted_minority_learn || f.acks.len() >= self.quorum,
+                "a value is chosen only by a quorum of acceptors"
+            );
             fx.replica.learn(pos, &f.action, Some(&self.proposal));
             if let Some(ticket) = f.ticket {
                 fx.outcomes.push(ProposalOutcome {
@@ -493,9 +498,26 @@ impl Coordinator {
         from: &MemberId,
         proposal: &Proposal,
         result: &Result<Vec<Position>, Option<Proposal>>,
+        acceptor_begin: Position,
     ) -> Signal {
         if proposal != &self.proposal || !self.peers.contains(from) {
             return Signal::None;
+        }
+        if acceptor_begin > fx.replica.begin() && acceptor_begin < MAX_POSITION {
+            // The acceptor truncated there after learning a truncate: positions
+            // below are dead for everyone, so writes still in flight below it
+            // (fill writes) can never complete and need not.
+            fx.replica.truncate_below(acceptor_begin);
+            let alive = self.in_flight.split_off(&acceptor_begin);
+            for (_, f) in std::mem::replace(&mut self.in_flight, alive) {
+                if let Some(ticket) = f.ticket {
+                    fx.outcomes.push(ProposalOutcome {
+                        ticket,
+                        result: Err(ProposeError::Demoted),
+                    });
+                }
+            }
+            self.next_position = self.next_position.max(acceptor_begin);
         }
         match result {
             Ok(positions) => {

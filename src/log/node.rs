@@ -465,6 +465,10 @@ impl Node {
         let stall_ticks = 2 * self.cfg.election_timeout_max_ticks;
         match self.replica.status() {
             ReplicaStatus::Voting => {
+                debug_assert!(
+                    self.replica.log_id().is_some(),
+                    "a voting replica knows its log"
+                );
                 if self.coordinator.is_some() {
                     let stalled = self.coordinator.as_ref().is_some_and(|c| {
                         c.phase() != Phase::Serving
@@ -597,6 +601,10 @@ impl Node {
                 log_id,
                 above_round,
             } => {
+                debug_assert!(matches!(
+                    self.replica.status(),
+                    ReplicaStatus::Empty | ReplicaStatus::Recovering
+                ));
                 if self.replica.status() == ReplicaStatus::Empty {
                     self.replica
                         .set_status(ReplicaStatus::Recovering, Some(log_id));
@@ -777,9 +785,11 @@ impl Node {
             Message::AcceptResponse {
                 proposal,
                 result,
-                begin: _,
+                begin,
             } => {
-                self.with_coordinator(|c, fx| c.on_accept_response(fx, &from, &proposal, &result));
+                self.with_coordinator(|c, fx| {
+                    c.on_accept_response(fx, &from, &proposal, &result, begin)
+                });
             }
             Message::Learned { entries } => {
                 for (pos, action) in entries.iter().take(super::coordinator::MAX_BATCH_ENTRIES) {

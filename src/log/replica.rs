@@ -121,6 +121,7 @@ impl Replica {
             return Err(VoteRefusal::Promised(self.meta.promised.clone()));
         }
         self.raise_promise(proposal);
+        debug_assert!(self.meta.promised.as_ref() >= Some(proposal));
         Ok((self.begin(), self.end()))
     }
 
@@ -220,6 +221,7 @@ impl Replica {
         self.entries.insert(position, e.clone());
         self.pending.push(PersistOp::PutEntry(e));
         self.advance_learned_end();
+        debug_assert!(self.is_learned(position));
     }
 
     fn advance_learned_end(&mut self) {
