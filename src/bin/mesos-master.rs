@@ -1,24 +1,14 @@
 //! `mesos-master`: one member of a Mesos master ensemble.
 //!
-//! Until the log driver lands, the master serves its HTTP endpoints and reports its
-//! replica honestly as `EMPTY`, not elected, with no leader.
+//! Thin: flags, tracing, then [`server::run`] until SIGTERM or SIGINT.
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
 use mesos_operator::master::flags::{self, EnsembleToken, Flags, LogFormat, MasterConfig};
-use mesos_operator::master::http::{self, MasterState};
-use mesos_operator::master::metrics::Metrics;
-use mesos_operator::master::view::{MasterView, SharedMasterView};
-use tokio::sync::Notify;
+use mesos_operator::master::server;
 use tracing_subscriber::EnvFilter;
-
-/// After SIGTERM, requests in flight get this long to finish; Kubernetes' default
-/// grace period is 30 s, so we stay well inside it.
-const SHUTDOWN_GRACE_MS: u64 = 5_000;
 
 /// Exit code of a configuration the master refuses; clap keeps 2 for flags it
 /// cannot parse at all.
@@ -61,7 +51,7 @@ fn run(config: MasterConfig, token: Option<EnsembleToken>) -> anyhow::Result<()>
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, token))
 }
 
 fn log_effective_config(config: &MasterConfig, token: Option<&EnsembleToken>) {
@@ -86,42 +76,20 @@ fn log_effective_config(config: &MasterConfig, token: Option<&EnsembleToken>) {
     }
 }
 
-async fn serve(config: MasterConfig) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.listen_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
-    let local_addr = listener
-        .local_addr()
-        .context("listening socket has no address")?;
-
-    // No log driver yet: the replica is reported as it is, EMPTY and not elected.
-    let state = MasterState {
-        view: SharedMasterView::new(MasterView::starting(&config)),
-        metrics: Arc::new(Metrics::new()),
-    };
-    let stop = Arc::new(Notify::new());
-    let stopped = Arc::clone(&stop);
-    let mut server = tokio::spawn(http::serve(listener, http::router(state), async move {
-        stopped.notified().await
-    }));
-    tracing::info!(addr = %local_addr, "serving HTTP");
-
-    tokio::select! {
-        finished = &mut server => {
-            finished.context("HTTP server task failed")?;
-            anyhow::bail!("HTTP server stopped without being asked to");
-        }
-        signal = shutdown_signal() => tracing::info!(signal, "shutting down"),
-    }
-    // notify_one keeps a permit if the server is not waiting yet, so none is lost.
-    stop.notify_one();
-    match tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), server).await {
-        Ok(finished) => finished.context("HTTP server task failed")?,
-        Err(_) => tracing::warn!(
-            grace_ms = SHUTDOWN_GRACE_MS,
-            "requests still in flight after the grace period; exiting"
-        ),
-    }
+async fn serve(config: MasterConfig, token: Option<EnsembleToken>) -> anyhow::Result<()> {
+    server::run(
+        config,
+        token,
+        async {
+            let signal = shutdown_signal().await;
+            tracing::info!(signal, "shutting down");
+        },
+        |master| tracing::info!(addr = %master.local_addr, "serving HTTP and the replica protocol"),
+        // The registry consumes learned entries once it lands; until then the log
+        // runs bare and the entries are only counted by the log itself.
+        |_delivery| {},
+    )
+    .await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -65,6 +65,8 @@
 //! other log ids).
 
 pub mod coordinator;
+pub mod driver;
+pub mod durable;
 pub mod frame;
 pub mod message;
 pub mod node;

@@ -34,6 +34,9 @@ pub struct MasterView {
     /// Whether this member leads. Only the election code may set it: a master that
     /// claims leadership it does not hold sends writes and clients astray.
     pub elected: bool,
+    /// Whether this member leads and holds a read lease: reads from its learned
+    /// state cannot be stale (no other leader can have been elected meanwhile).
+    pub read_lease: bool,
 }
 
 impl MasterView {
@@ -51,6 +54,7 @@ impl MasterView {
             advertise_addr: config.advertise_addr,
             leader: None,
             elected: false,
+            read_lease: false,
         }
     }
 

@@ -1,0 +1,245 @@
+//! The core's [`Storage`] on the checksummed write-ahead store ([`crate::log::wal`]).
+//!
+//! The WAL stores opaque bytes: one metadata record and one record per position.
+//! Here they are the core's [`Metadata`] and [`Entry`] encoded with postcard, so the
+//! WAL stays ignorant of Paxos and the core ignorant of files. A record that does
+//! not decode, or an entry filed under another position than it names, is
+//! corruption: [`WalStorage::open`] refuses it (the master then refuses to vote)
+//! rather than serve it.
+
+use std::path::{Path, PathBuf};
+
+use super::storage::{Storage, StorageError};
+use super::types::{DurableState, Entry, Metadata, PersistOp};
+use super::wal::{TornTail, Wal, WalError, WalOptions, WriteBatch};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DurableError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("replicated log in {dir} is corrupt: the metadata record does not decode ({reason})")]
+    BadMetadata { dir: PathBuf, reason: String },
+    #[error("replicated log in {dir} is corrupt: the record of position {position} does not decode ({reason})")]
+    BadEntry {
+        dir: PathBuf,
+        position: u64,
+        reason: String,
+    },
+    #[error("replicated log in {dir} is corrupt: the record filed under position {filed} holds position {named}")]
+    MisfiledEntry {
+        dir: PathBuf,
+        filed: u64,
+        named: u64,
+    },
+}
+
+/// What [`WalStorage::open`] found on disk.
+#[derive(Debug)]
+pub struct Opened {
+    pub storage: WalStorage,
+    pub state: DurableState,
+    /// A record cut short by a crash mid-write, dropped on open. Its write never
+    /// completed, so nothing that depended on it was ever sent.
+    pub torn_tail: Option<TornTail>,
+}
+
+/// The durable store of one replica.
+#[derive(Debug, Clone)]
+pub struct WalStorage {
+    wal: Wal,
+    /// The state read at open; [`Storage::load`] serves it until the first
+    /// non-empty [`Storage::apply`] (load is a start-up call).
+    loaded: Option<DurableState>,
+}
+
+impl WalStorage {
+    pub fn open(dir: &Path, options: WalOptions) -> Result<Opened, DurableError> {
+        let (wal, recovered) = Wal::open(dir, options)?;
+        let metadata = match recovered.meta {
+            None => Metadata::default(),
+            Some(bytes) => {
+                postcard::from_bytes::<Metadata>(&bytes).map_err(|e| DurableError::BadMetadata {
+                    dir: dir.to_path_buf(),
+                    reason: e.to_string(),
+                })?
+            }
+        };
+        let mut entries = Vec::with_capacity(recovered.positions.len());
+        for (filed, bytes) in recovered.positions {
+            let entry =
+                postcard::from_bytes::<Entry>(&bytes).map_err(|e| DurableError::BadEntry {
+                    dir: dir.to_path_buf(),
+                    position: filed,
+                    reason: e.to_string(),
+                })?;
+            if entry.position != filed {
+                return Err(DurableError::MisfiledEntry {
+                    dir: dir.to_path_buf(),
+                    filed,
+                    named: entry.position,
+                });
+            }
+            entries.push(entry);
+        }
+        let state = DurableState { metadata, entries };
+        Ok(Opened {
+            storage: WalStorage {
+                wal,
+                loaded: Some(state.clone()),
+            },
+            state,
+            torn_tail: recovered.torn_tail,
+        })
+    }
+
+    /// Persists `ops` durably (group-committed with concurrent writers).
+    pub async fn apply_async(&self, ops: &[PersistOp]) -> Result<(), StorageError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.wal
+            .write_async(encode(ops)?)
+            .await
+            .map_err(|e| StorageError::Io(e.to_string()))
+    }
+
+    pub fn wal(&self) -> &Wal {
+        &self.wal
+    }
+}
+
+fn encode(ops: &[PersistOp]) -> Result<WriteBatch, StorageError> {
+    let mut batch = WriteBatch::new();
+    for op in ops {
+        batch = match op {
+            PersistOp::SetMetadata(metadata) => batch.meta(to_bytes(metadata)?),
+            PersistOp::PutEntry(entry) => batch.put(entry.position, to_bytes(entry)?),
+            PersistOp::TruncateBelow(position) => batch.truncate_below(*position),
+        };
+    }
+    Ok(batch)
+}
+
+fn to_bytes<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
+    postcard::to_allocvec(value)
+        .map_err(|e| StorageError::Io(format!("cannot encode a record: {e}")))
+}
+
+impl Storage for WalStorage {
+    fn load(&self) -> Result<DurableState, StorageError> {
+        self.loaded.clone().ok_or_else(|| {
+            StorageError::Io("the durable state is read once, at open; reopen to load it".into())
+        })
+    }
+
+    fn apply(&mut self, ops: &[PersistOp]) -> Result<(), StorageError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.loaded = None;
+        self.wal
+            .write(encode(ops)?)
+            .map_err(|e| StorageError::Io(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::storage::storage_contract_tests;
+    use crate::log::types::{Action, LogId, MemberId, Proposal, ReplicaStatus};
+
+    fn reopen(dir: &Path) -> Opened {
+        match WalStorage::open(dir, WalOptions::default()) {
+            Ok(opened) => opened,
+            Err(e) => panic!("reopen {}: {e}", dir.display()),
+        }
+    }
+
+    #[test]
+    fn wal_storage_meets_the_storage_contract() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut made = 0;
+        let result = storage_contract_tests(
+            || {
+                made += 1;
+                reopen(&root.path().join(format!("store-{made}"))).storage
+            },
+            |storage: WalStorage| {
+                let dir = storage.wal().dir().to_path_buf();
+                drop(storage);
+                reopen(&dir).storage
+            },
+        );
+        assert_eq!(result, Ok(()));
+    }
+
+    #[test]
+    fn a_record_that_does_not_decode_is_refused_with_its_position() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("log");
+        {
+            let opened = reopen(&dir);
+            opened
+                .storage
+                .wal()
+                .write(WriteBatch::new().put(4, vec![0xff; 3]))
+                .expect("write");
+        }
+        match WalStorage::open(&dir, WalOptions::default()) {
+            Err(DurableError::BadEntry { position: 4, .. }) => {}
+            other => panic!("expected BadEntry at 4, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_entry_filed_under_another_position_is_refused() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("log");
+        let entry = Entry {
+            position: 9,
+            accepted: Proposal {
+                round: 1,
+                proposer: MemberId::new("127.0.0.1:5050"),
+            },
+            action: Action::Append(b"x".to_vec()),
+            learned: true,
+        };
+        {
+            let opened = reopen(&dir);
+            let bytes = postcard::to_allocvec(&entry).expect("encode");
+            opened
+                .storage
+                .wal()
+                .write(WriteBatch::new().put(3, bytes))
+                .expect("write");
+        }
+        match WalStorage::open(&dir, WalOptions::default()) {
+            Err(DurableError::MisfiledEntry {
+                filed: 3, named: 9, ..
+            }) => {}
+            other => panic!("expected MisfiledEntry, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn async_apply_is_durable_across_reopen() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("log");
+        let metadata = Metadata {
+            status: ReplicaStatus::Voting,
+            log_id: Some(LogId(42)),
+            promised: None,
+            begin: 0,
+        };
+        {
+            let opened = reopen(&dir);
+            opened
+                .storage
+                .apply_async(&[PersistOp::SetMetadata(metadata.clone())])
+                .await
+                .expect("apply");
+        }
+        assert_eq!(reopen(&dir).state.metadata, metadata);
+    }
+}
