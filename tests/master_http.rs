@@ -32,6 +32,7 @@ fn empty_view() -> MasterView {
         advertise_addr: addr("127.0.0.1:5050"),
         leader: None,
         elected: false,
+        read_lease: false,
     }
 }
 

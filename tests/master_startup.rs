@@ -346,19 +346,38 @@ fn start_single_master_on(ip: &str, name: &str, extra: &[&str]) -> (Running, Soc
 fn a_valid_master_serves_reports_itself_honestly_and_stops_on_sigterm() {
     let (mut running, server) = start_single_master("serve", &[]);
 
-    // No log driver yet: an empty replica, not elected, no leader to redirect to.
-    let status: LogStatus =
-        serde_json::from_str(&get(server, "/log/status").body).expect("LogStatus");
-    assert_eq!(status.status, ReplicaStatus::Empty);
-    assert!(!status.elected);
-    assert_eq!(status.leader, None);
+    // A lone member auto-initializes its log and wins the election; until then it
+    // reports what it is, never elected before it is.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let status: LogStatus =
+            serde_json::from_str(&get(server, "/log/status").body).expect("LogStatus");
+        if status.elected {
+            break status;
+        }
+        assert_eq!(
+            status.leader, None,
+            "a leader before the election: {status:?}"
+        );
+        assert!(Instant::now() < deadline, "never elected: {status:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.status, ReplicaStatus::Voting);
+    assert!(status.log_id.is_some());
+    assert_eq!(status.leader, Some(server));
     assert_eq!(status.quorum, 1);
     assert_eq!(status.masters, vec![server]);
     assert_eq!(status.member, server);
-    assert_eq!(get(server, "/master/redirect").status, 503);
+    let redirect = get(server, "/master/redirect");
+    assert_eq!(redirect.status, 307);
+    assert_eq!(
+        redirect.header("location"),
+        Some(format!("http://{server}").as_str())
+    );
     let snapshot: serde_json::Value =
         serde_json::from_str(&get(server, "/metrics/snapshot").body).expect("JSON");
-    assert_eq!(snapshot["master/elected"], 0.0);
+    assert_eq!(snapshot["master/elected"], 1.0);
+    assert_eq!(snapshot["registrar/log/recovered"], 1.0);
 
     send_signal(&running.0, "TERM");
     let status = wait_for_exit(&mut running.0);

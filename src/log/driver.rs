@@ -34,6 +34,9 @@ pub const COMMAND_QUEUE_CAPACITY: usize = 4096;
 /// Learned entries queued for the application; the driver waits when it is full,
 /// which slows the log to the pace the application applies at.
 pub const LEARNED_QUEUE_CAPACITY: usize = 4096;
+/// Entries one [`LogHandle::read_learned`] returns at most, so a read of a huge
+/// range cannot stall the loop or blow up a response.
+pub const MAX_READ_ENTRIES: u64 = 10_000;
 /// Inbound frames queued between the connections and the driver.
 pub const INBOUND_QUEUE_CAPACITY: usize = 8192;
 
@@ -113,6 +116,11 @@ enum Command {
         action: Action,
         reply: oneshot::Sender<Result<Position, AppendError>>,
     },
+    Read {
+        from: Position,
+        to: Position,
+        reply: oneshot::Sender<Vec<(Position, Action)>>,
+    },
     Stop,
 }
 
@@ -147,6 +155,22 @@ impl LogHandle {
             .await
             .map_err(|_| AppendError::Stopped)?;
         outcome.await.map_err(|_| AppendError::Stopped)?
+    }
+
+    /// Learned entries in `[from, to)` held by this member, at most
+    /// [`MAX_READ_ENTRIES`] of them.
+    pub async fn read_learned(
+        &self,
+        from: Position,
+        to: Position,
+    ) -> Result<Vec<(Position, Action)>, AppendError> {
+        let (reply, entries) = oneshot::channel();
+        let to = to.min(from.saturating_add(MAX_READ_ENTRIES));
+        self.commands
+            .send(Command::Read { from, to, reply })
+            .await
+            .map_err(|_| AppendError::Stopped)?;
+        entries.await.map_err(|_| AppendError::Stopped)
     }
 
     pub fn state(&self) -> LogState {
@@ -282,6 +306,9 @@ impl Driver {
             Input::Tick => self.node.tick(),
             Input::Frame(frame) => self.step_frame(frame),
             Input::Command(Command::Stop) => return false,
+            Input::Command(Command::Read { from, to, reply }) => {
+                let _ = reply.send(self.node.learned_entries(from, to));
+            }
             Input::Command(Command::Append { action, reply }) => {
                 if self.pending.len() >= MAX_PENDING_APPENDS {
                     let _ = reply.send(Err(AppendError::Busy));

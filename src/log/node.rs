@@ -250,6 +250,12 @@ impl Node {
         Ok(node)
     }
 
+    /// Learned entries in `[from, to)` held here (reads for tools and tests; the
+    /// application gets entries through [`Ready::learned`]).
+    pub fn learned_entries(&self, from: Position, to: Position) -> Vec<(Position, Action)> {
+        self.replica.learned_range(from, to)
+    }
+
     pub fn id(&self) -> &MemberId {
         &self.cfg.id
     }

@@ -132,6 +132,19 @@ pub struct Flags {
     /// verbosity follows RUST_LOG (default: info).
     #[arg(long = "log_format", env = "MESOS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Serve POST /log/append and GET /log/read: raw appends to, and reads of, the
+    /// replicated log, bypassing the registry. For tests and benchmarks only;
+    /// entries written this way are ignored by the registry (true or false).
+    #[arg(
+        long = "raw_log_api",
+        env = "MESOS_RAW_LOG_API",
+        default_value_t = false,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+    )]
+    pub raw_log_api: bool,
 }
 
 /// The ensemble token, kept out of `Debug` output so it never reaches the logs.
@@ -177,6 +190,8 @@ pub struct MasterConfig {
     pub heartbeat_interval_ms: u64,
     /// `--log_format`.
     pub log_format: LogFormat,
+    /// `--raw_log_api`.
+    pub raw_log_api: bool,
 }
 
 /// Why the master refuses to start. Each message is one line naming the flag.
@@ -328,6 +343,7 @@ pub fn validate(flags: &Flags) -> Result<MasterConfig, ConfigError> {
         election_timeout_ms: flags.election_timeout_ms,
         heartbeat_interval_ms: flags.heartbeat_interval_ms,
         log_format: flags.log_format,
+        raw_log_api: flags.raw_log_api,
     })
 }
 

@@ -200,6 +200,7 @@ mod tests {
             advertise_addr: "127.0.0.1:5050".parse().unwrap(),
             leader: Some("127.0.0.1:5050".parse().unwrap()),
             elected: true,
+            read_lease: false,
         }
     }
 

@@ -9,5 +9,6 @@ pub mod api;
 pub mod flags;
 pub mod http;
 pub mod metrics;
+pub mod raw_log;
 pub mod server;
 pub mod view;

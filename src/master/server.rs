@@ -23,6 +23,7 @@ use super::api::ReplicaStatus;
 use super::flags::{EnsembleToken, MasterConfig};
 use super::http::{self, MasterState};
 use super::metrics::Metrics;
+use super::raw_log;
 use super::view::{MasterView, SharedMasterView};
 
 /// Without `--ensemble_token_file` every member proves knowledge of this public
@@ -170,10 +171,13 @@ pub async fn run(
         }
     });
 
-    let router = http::router(MasterState {
+    let mut router = http::router(MasterState {
         view: view.clone(),
         metrics,
     });
+    if config.raw_log_api {
+        router = router.merge(raw_log::router(running.handle.clone()));
+    }
     let mut driver_task = running.task;
     let mut shutdown = std::pin::pin!(shutdown);
     let outcome = loop {

@@ -74,3 +74,20 @@ pub fn parse_response(bytes: &[u8]) -> std::io::Result<HttpResponse> {
         body: body.to_owned(),
     })
 }
+
+/// A request with a body (e.g. `POST /log/append`).
+pub fn request_with_body(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<HttpResponse> {
+    let mut raw = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    let bytes = send_raw(addr, &raw)?;
+    parse_response(&bytes)
+}
