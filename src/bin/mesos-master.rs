@@ -10,5 +10,7 @@ struct Flags {}
 
 fn main() -> anyhow::Result<()> {
     let _flags = Flags::parse();
-    anyhow::bail!("mesos-master cannot serve yet: the durable log and transport are not built (issue 3)")
+    anyhow::bail!(
+        "mesos-master cannot serve yet: the durable log and transport are not built (issue 3)"
+    )
 }

@@ -573,10 +573,21 @@ impl<'a> View<'a> {
             .and_then(|member| member.pod.as_ref())
     }
 
+    /// The log end a member must be near to count as caught up: the furthest end
+    /// any Voting member reports (a newly elected leader may itself still trail),
+    /// known only while a Voting leader is elected.
     fn leader_end(&self) -> Option<u64> {
         let leader = self.observed.leader?;
         let replica = self.pod(leader)?.replica?;
-        (replica.status == ReplicaStatus::Voting).then_some(replica.log_end_position)
+        if replica.status != ReplicaStatus::Voting {
+            return None;
+        }
+        self.members
+            .values()
+            .filter_map(|member| member.pod.as_ref()?.replica)
+            .filter(|replica| replica.status == ReplicaStatus::Voting)
+            .map(|replica| replica.log_end_position)
+            .max()
     }
 
     /// Why `ordinal` is not a healthy member (ready, Voting, caught up under a
@@ -696,7 +707,7 @@ impl<'a> View<'a> {
         }
         // 4. No log exists yet: shape the ensemble directly.
         if self.fresh() {
-            return self.reshape(target, false);
+            return self.reshape_fresh(target);
         }
         // 5. An export waits to be imported as soon as the ensemble is settled.
         if self.memory.registry == RegistryTransfer::Wiped {
@@ -715,6 +726,19 @@ impl<'a> View<'a> {
             [level] => {
                 let level = *level;
                 let all_present = (0..level).all(|ordinal| self.pod(ordinal).is_some());
+                // Members with a volume count: they are restored first, cheaply.
+                let running = self.members.len() as u32;
+                if !all_present
+                    && running < MemberConfig::ensemble(level).quorum
+                    && self.data_visible()
+                {
+                    // Too few members to elect a leader, so none could be added (a new
+                    // member catches up only from a quorum): shrink to the ensemble the
+                    // remaining members can run, then grow again.
+                    // No leader can exist, so there is no availability to protect:
+                    // the moves are not gated on health (the invariant still is).
+                    return self.reshape((2 * running).saturating_sub(1).max(1), false);
+                }
                 if target > level && all_present {
                     if level == 1 {
                         // Leftover volumes beyond the single master go first: the
@@ -731,13 +755,24 @@ impl<'a> View<'a> {
                     }
                     level + 2
                 } else if target < level {
+                    // A member that stays must be back before any is removed: the
+                    // extras may hold the copies it will catch up from.
+                    let survivors = level - 2;
+                    if let Some(missing) =
+                        (0..survivors).find(|ordinal| self.pod(*ordinal).is_none())
+                    {
+                        return self.create(missing, MemberConfig::ensemble(level), true);
+                    }
                     level - 2
                 } else {
                     level
                 }
             }
             [low, high] => {
-                if target >= *high {
+                // Upwards only while the members present can elect a leader under
+                // the larger quorum; otherwise settle on the smaller one first.
+                let existing = self.members.len() as u32;
+                if target >= *high && existing >= MemberConfig::ensemble(*high).quorum {
                     *high
                 } else {
                     *low
@@ -778,6 +813,29 @@ impl<'a> View<'a> {
             });
         }
 
+        // A member stopped part-way through a restart (or by a crash of the
+        // operator) comes back before anything else: it costs nothing, and the
+        // members it would otherwise wait for may be waiting for it.
+        if let Some(stopped) = self
+            .members
+            .iter()
+            .find(|(ordinal, member)| **ordinal < size && member.pod.is_none())
+        {
+            return Step::CreateMember {
+                member: *stopped.0,
+                config,
+            };
+        }
+
+        // A member missing from the ensemble as it runs now (its volume was lost)
+        // is replaced before anyone is restarted: the restarts lean on it.
+        let running_size = self.levels().first().copied().unwrap_or(size);
+        if running_size <= size {
+            if let Some(missing) = (0..running_size).find(|ordinal| self.pod(*ordinal).is_none()) {
+                return self.create(missing, config, gated);
+            }
+        }
+
         let mut stale: Vec<Ordinal> = self
             .members
             .iter()
@@ -801,36 +859,62 @@ impl<'a> View<'a> {
         }
 
         if let Some(missing) = (0..size).find(|ordinal| self.pod(*ordinal).is_none()) {
-            // A member with a volume is being restored (it was stopped by a restart
-            // or a crash): bringing it back costs nothing. A new member catches up,
-            // which counts against the failure tolerance.
-            let restoring = self.members.contains_key(&missing);
-            if gated && !restoring && self.data_visible() {
-                if let Some(reason) = self.first_unhealthy_other(None) {
-                    return Step::Wait {
-                        reason: format!(
-                            "waiting for {reason} before starting {}",
-                            self.name(missing)
-                        ),
-                    };
-                }
-            }
-            return Step::CreateMember {
-                member: missing,
-                config,
-            };
+            return self.create(missing, config, gated);
         }
 
-        if !gated {
-            return Step::Wait {
-                reason: format!("waiting for the new log of {size} members to initialize"),
-            };
-        }
         match self.first_unhealthy_other(None) {
             Some(reason) => Step::Wait {
                 reason: format!("waiting for {reason}"),
             },
             None => Step::Done,
+        }
+    }
+
+    /// Starts `missing` with `config`. A member with a volume is being restored (it
+    /// was stopped by a restart or a crash): bringing it back costs nothing. A new
+    /// member catches up, which counts against the failure tolerance, so with
+    /// `gated` it waits until every member is healthy.
+    fn create(&self, missing: Ordinal, config: MemberConfig, gated: bool) -> Step {
+        let restoring = self.members.contains_key(&missing);
+        if gated && !restoring && self.data_visible() {
+            if let Some(reason) = self.first_unhealthy_other(None) {
+                return Step::Wait {
+                    reason: format!(
+                        "waiting for {reason} before starting {}",
+                        self.name(missing)
+                    ),
+                };
+            }
+        }
+        Step::CreateMember {
+            member: missing,
+            config,
+        }
+    }
+
+    /// Shapes an ensemble that holds no log yet. Members of another size are
+    /// removed rather than restarted, so that two sizes never run side by side
+    /// where a log could initialize among some of them; then the target ensemble
+    /// is started member by member, without waits (initialization needs them all).
+    fn reshape_fresh(&self, size: u32) -> Step {
+        let config = MemberConfig::ensemble(size);
+        let misfit = self.members.iter().rev().find(|(ordinal, member)| {
+            **ordinal >= size || member.pod.as_ref().is_some_and(|pod| pod.config != config)
+        });
+        if let Some((ordinal, _)) = misfit {
+            return Step::RemoveMember {
+                member: *ordinal,
+                reason: RemovalReason::Extra,
+            };
+        }
+        if let Some(missing) = (0..size).find(|ordinal| self.pod(*ordinal).is_none()) {
+            return Step::CreateMember {
+                member: missing,
+                config,
+            };
+        }
+        Step::Wait {
+            reason: format!("waiting for the new log of {size} members to initialize"),
         }
     }
 
