@@ -737,7 +737,19 @@ impl<'a> View<'a> {
                     // remaining members can run, then grow again.
                     // No leader can exist, so there is no availability to protect:
                     // the moves are not gated on health (the invariant still is).
-                    return self.reshape((2 * running).saturating_sub(1).max(1), false);
+                    let size = (2 * running).saturating_sub(1).max(1);
+                    if let Some(outside) = self.members.keys().find(|ordinal| **ordinal >= size) {
+                        // Shrinking would remove a member that holds data while
+                        // fewer than a quorum remain: that is for a person to decide.
+                        return Step::Wait {
+                            reason: format!(
+                                "only {running} of {level} members remain, too few to elect a leader, \
+                                 and {} lies outside the {size} they could run; refusing to remove it",
+                                self.name(*outside)
+                            ),
+                        };
+                    }
+                    return self.reshape(size, false);
                 }
                 if target > level && all_present {
                     if level == 1 {
@@ -784,7 +796,13 @@ impl<'a> View<'a> {
                 }
             }
         };
-        self.reshape(working, true)
+        match self.reshape(working, true) {
+            // Reshaping an intermediate size to completion is not the end.
+            Step::Done if working != target => Step::Wait {
+                reason: format!("the ensemble runs {working} members; {target} are asked for"),
+            },
+            step => step,
+        }
     }
 
     /// Moves the ensemble to `size` members with the canonical configuration:
