@@ -1074,6 +1074,55 @@ pub fn preview(
     })
 }
 
+/// `status.transition` for a transition previewed as `steps`: the steps up to
+/// the one being carried out are Done, that one Running (or Failed), the rest
+/// Pending. `current` is the step the planner returns now; `last_applied` the last
+/// action the reconcile loop applied (what a Wait waits on).
+pub fn transition_status(
+    from: i32,
+    to: i32,
+    steps: &[StepDescription],
+    last_applied: Option<&Step>,
+    current: &Step,
+) -> crate::operator::crd::TransitionStatus {
+    use crate::operator::crd::{StepState, TransitionStatus, TransitionStep};
+    let position = |step: &Step| steps.iter().position(|described| described.step == *step);
+    let (running, waiting_for) = match current {
+        Step::Wait { reason } => (last_applied.and_then(position), Some(reason.clone())),
+        Step::Failed { reason } => (last_applied.and_then(position), Some(reason.clone())),
+        Step::Done => (None, None),
+        action => (position(action), None),
+    };
+    let done_before = match current {
+        Step::Done => steps.len(),
+        _ => running.unwrap_or(0),
+    };
+    TransitionStatus {
+        from,
+        to,
+        steps: steps
+            .iter()
+            .enumerate()
+            .map(|(index, described)| TransitionStep {
+                number: described.number,
+                description: described.description.clone(),
+                state: if index < done_before {
+                    StepState::Done
+                } else if Some(index) == running {
+                    match current {
+                        Step::Failed { .. } => StepState::Failed,
+                        _ => StepState::Running,
+                    }
+                } else {
+                    StepState::Pending
+                },
+            })
+            .collect(),
+        current_step: running.map(|index| index as u32 + 1),
+        waiting_for,
+    }
+}
+
 /// `preview` as text, numbered like `terraform plan`.
 pub fn render_preview(from: i32, to: i32, steps: &[StepDescription]) -> String {
     let mut text = format!(
@@ -1278,6 +1327,124 @@ mod tests {
         assert!(!steps
             .iter()
             .any(|step| matches!(step.step, Step::ExportRegistry { .. })));
+    }
+
+    #[test]
+    fn transition_status_marks_done_running_and_pending_steps() {
+        use crate::operator::crd::StepState;
+        let steps = preview("prod", 3, 5, SingleMasterExit::Preserve).expect("preview");
+        let wait = Step::Wait {
+            reason: "waiting for prod-2 to be Voting".into(),
+        };
+        let status = transition_status(3, 5, &steps, Some(&steps[1].step), &wait);
+        let states: Vec<StepState> = status.steps.iter().map(|step| step.state).collect();
+        assert_eq!(
+            states,
+            [
+                StepState::Done,
+                StepState::Running,
+                StepState::Pending,
+                StepState::Pending,
+                StepState::Pending
+            ]
+        );
+        assert_eq!(status.current_step, Some(2));
+        assert_eq!(
+            status.waiting_for.as_deref(),
+            Some("waiting for prod-2 to be Voting")
+        );
+
+        let finished = transition_status(3, 5, &steps, None, &Step::Done);
+        assert!(finished
+            .steps
+            .iter()
+            .all(|step| step.state == StepState::Done));
+    }
+
+    fn healthy(size: u32) -> Observed {
+        IdealWorld::healthy("prod", size).observe()
+    }
+
+    #[test]
+    fn decrease_finishes_a_fenced_removal_before_lowering_the_quorum() {
+        let mut observed = healthy(5);
+        observed.members[4].pod = None; // pod deleted, volume not yet
+        observed.memory.removing.insert(4);
+        let spec = MesosMasterClusterSpec::with_replicas(3);
+        assert_eq!(
+            plan(&spec, &observed),
+            Step::RemoveMember {
+                member: 4,
+                reason: RemovalReason::Fenced
+            }
+        );
+        // Even with the target back at 5, the fenced member is not restarted on its
+        // old volume: its removal finishes, then it is recreated empty.
+        let spec = MesosMasterClusterSpec::with_replicas(5);
+        assert!(matches!(
+            plan(&spec, &observed),
+            Step::RemoveMember { member: 4, .. }
+        ));
+        observed.members.remove(4);
+        let decision = decide(&spec, &observed);
+        assert!(decision.memory.removing.is_empty());
+        assert_eq!(
+            decision.step,
+            Step::CreateMember {
+                member: 4,
+                config: MemberConfig::ensemble(5)
+            }
+        );
+    }
+
+    #[test]
+    fn restart_waits_for_the_last_restarted_member_to_catch_up() {
+        let mut observed = healthy(3);
+        if let Some(pod) = observed.members[1].pod.as_mut() {
+            pod.config = MemberConfig::ensemble(5);
+            pod.replica = Some(ReplicaView {
+                status: ReplicaStatus::Voting,
+                log_end_position: 0,
+            });
+        }
+        if let Some(pod) = observed.members[0].pod.as_mut() {
+            pod.replica = Some(ReplicaView {
+                status: ReplicaStatus::Voting,
+                log_end_position: CAUGHT_UP_MAX_LAG_POSITIONS + 1,
+            });
+        }
+        let step = plan(&MesosMasterClusterSpec::with_replicas(5), &observed);
+        assert!(
+            matches!(&step, Step::Wait { reason } if reason.contains("prod-1 to catch up")),
+            "{step:?}"
+        );
+    }
+
+    #[test]
+    fn exit_after_a_crash_between_export_and_wipe_does_not_export_again() {
+        let mut observed = healthy(1);
+        observed.memory.registry = RegistryTransfer::Exported;
+        let decision = decide(&MesosMasterClusterSpec::with_replicas(3), &observed);
+        assert_eq!(
+            decision.step,
+            Step::WipeMember {
+                member: 0,
+                config: MemberConfig::ensemble(3),
+                registry: RegistryFate::Preserved
+            }
+        );
+        // Recorded before the wipe: after it, the export is the only copy.
+        assert_eq!(decision.memory.registry, RegistryTransfer::Wiped);
+    }
+
+    #[test]
+    fn a_wiped_export_is_imported_before_done() {
+        let mut observed = healthy(3);
+        observed.memory.registry = RegistryTransfer::Wiped;
+        assert_eq!(
+            plan(&MesosMasterClusterSpec::with_replicas(3), &observed),
+            Step::ImportRegistry { into: 0 }
+        );
     }
 
     #[test]
