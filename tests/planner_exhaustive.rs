@@ -683,6 +683,9 @@ fn run(
                 injected = world.inject(what, &mut spec);
                 if let Injection::OperatorCrash { parts_applied } = what {
                     crash_after = Some(parts_applied);
+                } else if !injected {
+                    // Nothing changed: the rest is the undisturbed run, already checked.
+                    return (call, false);
                 }
                 world.check(&|| format!("{} after injection", context()));
             }
@@ -723,6 +726,12 @@ fn run(
                 return (call + 1, injected);
             }
             Step::Failed { reason } => panic!("{}: planner failed: {reason}", context()),
+            // The planner's last line of defence must never be what stops it in
+            // states its own procedures lead to.
+            Step::Wait { reason } if reason.starts_with("refusing to") => {
+                panic!("{}: the planner chose an unsafe step: {reason}", context())
+            }
+            Step::Wait { .. } if crash_after.is_some() => return (call, false),
             step => {
                 world.memory = decision.memory.clone();
                 if let Step::WipeMember {
@@ -734,6 +743,10 @@ fn run(
                 }
                 let parts = world.parts(step);
                 let applied = crash_after.unwrap_or(parts.len()).min(parts.len());
+                if crash_after.is_some() && applied == parts.len() {
+                    // A crash after the whole step is no crash: already checked.
+                    return (call, false);
+                }
                 for part in &parts[..applied] {
                     world.apply(part, &context);
                     world.check(&|| format!("{} after {part:?}", context()));

@@ -596,17 +596,18 @@ impl<'a> View<'a> {
         if let Some(reason) = self.down(ordinal) {
             return Some(reason);
         }
-        let name = self.name(ordinal);
         let replica = self.pod(ordinal).and_then(|pod| pod.replica)?;
         let Some(leader_end) = self.leader_end() else {
             return Some(format!(
-                "a leader to be elected before {name} can be known caught up"
+                "a leader to be elected before {} can be known caught up",
+                self.name(ordinal)
             ));
         };
         let lag = leader_end.saturating_sub(replica.log_end_position);
         if lag > CAUGHT_UP_MAX_LAG_POSITIONS {
             return Some(format!(
-                "{name} to catch up ({lag} positions behind the leader, at most {CAUGHT_UP_MAX_LAG_POSITIONS})"
+                "{} to catch up ({lag} positions behind the leader, at most {CAUGHT_UP_MAX_LAG_POSITIONS})",
+                self.name(ordinal)
             ));
         }
         None
@@ -617,21 +618,25 @@ impl<'a> View<'a> {
     /// up but has no leader to follow is not down: restarting it may be what keeps
     /// a leader from being elected.
     fn down(&self, ordinal: Ordinal) -> Option<String> {
-        let name = self.name(ordinal);
+        let name = || self.name(ordinal);
         let Some(pod) = self.pod(ordinal) else {
-            return Some(format!("{name} has no pod"));
+            return Some(format!("{} has no pod", name()));
         };
         if pod.terminating {
-            return Some(format!("{name} is stopping"));
+            return Some(format!("{} is stopping", name()));
         }
         let Some(replica) = pod.replica else {
-            return Some(format!("{name} to report its replica status"));
+            return Some(format!("{} to report its replica status", name()));
         };
         if replica.status != ReplicaStatus::Voting {
-            return Some(format!("{name} to be Voting (it is {:?})", replica.status));
+            return Some(format!(
+                "{} to be Voting (it is {:?})",
+                name(),
+                replica.status
+            ));
         }
         if !pod.ready {
-            return Some(format!("{name} to be ready"));
+            return Some(format!("{} to be ready", name()));
         }
         None
     }
@@ -864,7 +869,8 @@ impl<'a> View<'a> {
         // election instead of several).
         stale.sort_by_key(|ordinal| {
             (
-                self.down(*ordinal).is_none(),
+                self.pod(*ordinal)
+                    .is_some_and(|_| self.down(*ordinal).is_none()),
                 Some(*ordinal) == self.observed.leader,
                 *ordinal,
             )
