@@ -56,6 +56,23 @@ enum Volume {
     Lost,
 }
 
+impl Volume {
+    /// The replica status a process starting on this volume comes back with. The
+    /// status is durable: a replica that has a log (it was Voting) comes back
+    /// Voting, behind the leader by what was written while it was away (modelled
+    /// as a fixed lag, so the planner has to wait for it to catch up); an empty
+    /// one is Empty.
+    fn restart(&mut self) -> ReplicaStatus {
+        match self {
+            Volume::Present { log: Some(_), end } => {
+                *end = end.saturating_sub(RECOVERY_LAG_POSITIONS);
+                ReplicaStatus::Voting
+            }
+            _ => ReplicaStatus::Empty,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Slot {
     pod: Option<Pod>,
@@ -391,10 +408,7 @@ impl World {
                 if slot.pod.is_some() {
                     return; // the applier only creates a pod that does not exist
                 }
-                let status = match slot.volume {
-                    Volume::Present { log: Some(_), .. } => ReplicaStatus::Recovering,
-                    _ => ReplicaStatus::Empty,
-                };
+                let status = slot.volume.restart();
                 let up = slot.volume != Volume::Lost;
                 slot.pod = Some(Pod {
                     config: config.clone(),
@@ -447,14 +461,12 @@ impl World {
             .collect();
         for ordinal in healed {
             self.failed.remove(&ordinal);
-            let has_log = self.log_of(ordinal).is_some();
-            if let Some(pod) = self.slots.get_mut(&ordinal).and_then(|s| s.pod.as_mut()) {
-                pod.up = true;
-                pod.status = if has_log {
-                    ReplicaStatus::Recovering
-                } else {
-                    ReplicaStatus::Empty
-                };
+            if let Some(slot) = self.slots.get_mut(&ordinal) {
+                let status = slot.volume.restart();
+                if let Some(pod) = slot.pod.as_mut() {
+                    pod.up = true;
+                    pod.status = status;
+                }
             }
         }
 
@@ -576,22 +588,23 @@ impl World {
         match injection {
             Injection::OperatorCrash { .. } => true,
             Injection::MemberFailure(member) | Injection::MemberRestart(member) => {
-                let has_log = self.log_of(member).is_some();
-                let Some(pod) = self.slots.get_mut(&member).and_then(|s| s.pod.as_mut()) else {
+                let Some(slot) = self.slots.get_mut(&member) else {
                     return false;
                 };
-                if !pod.up {
+                if !slot.pod.as_ref().is_some_and(|pod| pod.up) {
                     return false;
                 }
-                if matches!(injection, Injection::MemberFailure(_)) {
-                    pod.up = false;
+                let status = if matches!(injection, Injection::MemberFailure(_)) {
                     self.failed.insert(member, FAILURE_TICKS);
+                    None
                 } else {
-                    pod.status = if has_log {
-                        ReplicaStatus::Recovering
-                    } else {
-                        ReplicaStatus::Empty
-                    };
+                    Some(slot.volume.restart())
+                };
+                if let Some(pod) = slot.pod.as_mut() {
+                    match status {
+                        None => pod.up = false,
+                        Some(status) => pod.status = status,
+                    }
                 }
                 true
             }
@@ -667,6 +680,19 @@ fn run(
     injection: Option<(usize, Injection)>,
     counts: &mut Counts,
 ) -> (usize, bool) {
+    run_with(from, to, mode, injection, &[], counts)
+}
+
+/// [`run`] with further disturbances at later calls (`later`), applied whether or
+/// not they change anything.
+fn run_with(
+    from: u32,
+    to: u32,
+    mode: SingleMasterExit,
+    injection: Option<(usize, Injection)>,
+    later: &[(usize, Injection)],
+    counts: &mut Counts,
+) -> (usize, bool) {
     let mut world = World::healthy(from);
     let mut spec = MesosMasterClusterSpec::with_replicas(to as i32);
     spec.single_master_exit = mode;
@@ -676,7 +702,8 @@ fn run(
     let trace = std::env::var_os("PLANNER_TRACE").is_some();
     counts.runs += 1;
     for call in 0..MAX_CALLS_PER_RUN {
-        let context = || format!("{from}->{to} {mode:?} injection {injection:?} call {call}");
+        let context =
+            || format!("{from}->{to} {mode:?} injection {injection:?} then {later:?} call {call}");
         let mut crash_after: Option<usize> = None;
         if let Some((at, what)) = injection {
             if at == call {
@@ -688,6 +715,15 @@ fn run(
                     return (call, false);
                 }
                 world.check(&|| format!("{} after injection", context()));
+            }
+        }
+        for (at, what) in later {
+            if *at == call {
+                world.inject(*what, &mut spec);
+                if let Injection::OperatorCrash { parts_applied } = what {
+                    crash_after = Some(*parts_applied);
+                }
+                world.check(&|| format!("{} after {what:?} (later)", context()));
             }
         }
         counts.planner_calls += 1;
@@ -731,7 +767,7 @@ fn run(
             Step::Wait { reason } if reason.starts_with("refusing to") => {
                 panic!("{}: the planner chose an unsafe step: {reason}", context())
             }
-            Step::Wait { .. } if crash_after.is_some() => return (call, false),
+            Step::Wait { .. } if crash_after.is_some() && later.is_empty() => return (call, false),
             step => {
                 world.memory = decision.memory.clone();
                 if let Step::WipeMember {
@@ -743,7 +779,7 @@ fn run(
                 }
                 let parts = world.parts(step);
                 let applied = crash_after.unwrap_or(parts.len()).min(parts.len());
-                if crash_after.is_some() && applied == parts.len() {
+                if crash_after.is_some() && applied == parts.len() && later.is_empty() {
                     // A crash after the whole step is no crash: already checked.
                     return (call, false);
                 }
@@ -760,7 +796,7 @@ fn run(
         world.check(&|| format!("{} after tick", context()));
     }
     panic!(
-        "{from}->{to} {mode:?} injection {injection:?}: not at target after {MAX_CALLS_PER_RUN} planner calls"
+        "{from}->{to} {mode:?} injection {injection:?} then {later:?}: not at target after {MAX_CALLS_PER_RUN} planner calls"
     );
 }
 
@@ -786,11 +822,30 @@ fn every_transition_with_a_disturbance_at_every_step_stays_safe_and_finishes() {
             _ => Injection::TargetChange(n(4)),
         };
         let mut counts = Counts::default();
-        run(
+        let later: Vec<(usize, Injection)> = std::env::var("PLANNER_LATER")
+            .ok()
+            .and_then(|later| {
+                let l: Vec<&str> = later.split(',').collect();
+                let at = l.first()?.parse::<usize>().ok()?;
+                let arg = l.get(2)?.parse::<u32>().ok()?;
+                Some(vec![(
+                    at,
+                    match *l.get(1)? {
+                        "f" => Injection::MemberFailure(arg),
+                        "r" => Injection::MemberRestart(arg),
+                        _ => Injection::OperatorCrash {
+                            parts_applied: arg as usize,
+                        },
+                    },
+                )])
+            })
+            .unwrap_or_default();
+        run_with(
             n(0),
             n(1),
             SingleMasterExit::Preserve,
             Some((n(2) as usize, injection)),
+            &later,
             &mut counts,
         );
         return;
@@ -860,4 +915,53 @@ fn every_transition_with_a_disturbance_at_every_step_stays_safe_and_finishes() {
     assert!(counts.planner_calls > 0 && counts.injected > 0);
     assert!(counts.operator_crashes > 0 && counts.member_failures > 0);
     assert!(counts.volume_losses > 0 && counts.target_changes > 0);
+}
+
+/// Two disturbances close together: a failure, a lost volume or a change of
+/// target, followed one or two calls later by an operator crash half-way through
+/// a step or by another member's failure.
+#[test]
+fn transitions_survive_a_second_disturbance_close_behind_the_first() {
+    let started = Instant::now();
+    let mut counts = Counts::default();
+    for from in SIZES {
+        for to in SIZES {
+            if from == to {
+                continue;
+            }
+            let (calls, _) = run(from, to, SingleMasterExit::Preserve, None, &mut counts);
+            for at in 0..calls {
+                let firsts = [
+                    Injection::MemberFailure(0),
+                    Injection::VolumeLoss(1),
+                    Injection::TargetChange(if to == 3 { 7 } else { 3 }),
+                ];
+                let seconds = [
+                    (1, Injection::OperatorCrash { parts_applied: 1 }),
+                    (2, Injection::OperatorCrash { parts_applied: 2 }),
+                    (1, Injection::MemberFailure(1)),
+                    (2, Injection::MemberRestart(2)),
+                ];
+                for first in firsts {
+                    for (delay, second) in seconds {
+                        run_with(
+                            from,
+                            to,
+                            SingleMasterExit::Preserve,
+                            Some((at, first)),
+                            &[(at + delay, second)],
+                            &mut counts,
+                        );
+                    }
+                }
+            }
+        }
+    }
+    eprintln!(
+        "planner double-disturbance check: {} runs, {} planner calls in {:.1?}",
+        counts.runs,
+        counts.planner_calls,
+        started.elapsed()
+    );
+    assert!(counts.runs > 100);
 }

@@ -620,10 +620,10 @@ impl<'a> View<'a> {
     fn down(&self, ordinal: Ordinal) -> Option<String> {
         let name = || self.name(ordinal);
         let Some(pod) = self.pod(ordinal) else {
-            return Some(format!("{} has no pod", name()));
+            return Some(format!("{} to be started (it has no pod)", name()));
         };
         if pod.terminating {
-            return Some(format!("{} is stopping", name()));
+            return Some(format!("{} to finish stopping", name()));
         }
         let Some(replica) = pod.replica else {
             return Some(format!("{} to report its replica status", name()));
@@ -639,6 +639,13 @@ impl<'a> View<'a> {
             return Some(format!("{} to be ready", name()));
         }
         None
+    }
+
+    /// Whether `ordinal` runs no process: no pod, a pod being deleted, or a
+    /// process that does not answer. Restarting it costs nothing.
+    fn stopped(&self, ordinal: Ordinal) -> bool {
+        self.pod(ordinal)
+            .is_none_or(|pod| pod.terminating || pod.replica.is_none())
     }
 
     /// The first member other than `except` that is not healthy, with the reason.
@@ -816,8 +823,18 @@ impl<'a> View<'a> {
     /// new member is only added while every member is healthy.
     fn reshape(&self, size: u32, gated: bool) -> Step {
         let config = MemberConfig::ensemble(size);
-        let gate = |touched: Ordinal| -> Option<Step> {
-            if !gated || self.down(touched).is_some() {
+        let gate = |touched: Ordinal, restart: bool| -> Option<Step> {
+            if !gated || self.stopped(touched) {
+                return None;
+            }
+            if let (true, Some(reason)) = (restart, self.down(touched)) {
+                // It is catching up: a restart would start its recovery over, under
+                // a quorum that may need more Voting peers than are there.
+                return Some(Step::Wait {
+                    reason: format!("waiting for {reason} before restarting it"),
+                });
+            }
+            if self.down(touched).is_some() {
                 return None;
             }
             self.first_unhealthy_other(Some(touched))
@@ -829,8 +846,15 @@ impl<'a> View<'a> {
                 })
         };
 
-        if let Some(extra) = self.members.keys().rev().find(|ordinal| **ordinal >= size) {
-            return gate(*extra).unwrap_or(Step::RemoveMember {
+        // Stopped extras first (removing them costs nothing), then the highest.
+        let extra = self
+            .members
+            .keys()
+            .rev()
+            .filter(|ordinal| **ordinal >= size)
+            .min_by_key(|ordinal| !self.stopped(**ordinal));
+        if let Some(extra) = extra {
+            return gate(*extra, false).unwrap_or(Step::RemoveMember {
                 member: *extra,
                 reason: RemovalReason::Extra,
             });
@@ -865,8 +889,8 @@ impl<'a> View<'a> {
             .filter(|(_, member)| member.pod.as_ref().is_some_and(|pod| pod.config != config))
             .map(|(ordinal, _)| *ordinal)
             .collect();
-        // Down members first (touching them costs nothing), the leader last (one
-        // election instead of several).
+        // Stopped members first (touching them costs nothing), the leader last
+        // (one election instead of several).
         stale.sort_by_key(|ordinal| {
             (
                 self.pod(*ordinal)
@@ -876,7 +900,7 @@ impl<'a> View<'a> {
             )
         });
         if let Some(member) = stale.first() {
-            return gate(*member).unwrap_or(Step::RestartMember {
+            return gate(*member, true).unwrap_or(Step::RestartMember {
                 member: *member,
                 config,
             });
