@@ -12,6 +12,25 @@
 //! checked against the safety invariant ([`check_step`]): among all masters that may
 //! be running, every two quorum sizes in use intersect, no whitelist is longer than
 //! `2q-1`, and every running master is in every running master's whitelist.
+//!
+//! # What the applier (reconcile loop, local runtime) must do
+//!
+//! - Observe every member slot that has a pod or a volume ([`Observed::members`]),
+//!   the configuration in each pod's spec, the replica status from the master's
+//!   replica endpoint (`None` when it does not answer), readiness, the leader, and
+//!   hand back the [`PlannerMemory`] it persisted.
+//! - Persist [`Decision::memory`] before applying the step (write-ahead), and
+//!   [`PlannerMemory::after_success`] once an export or import succeeded.
+//! - Apply one step; every step must be idempotent. A member's pod is only ever
+//!   created by `CreateMember`, `RestartMember` or `WipeMember` with the
+//!   configuration they carry (with a StatefulSet: its template holds the
+//!   configuration of the last such step for that ordinal, and `OnDelete`).
+//!   `WipeMember` must never start the new configuration on the old log (e.g. a
+//!   wipe keyed to the step in an init container). `RemoveMember` deletes the pod,
+//!   then the volume, and keeps the ordinal from being recreated meanwhile.
+//! - Known limit: `ExportRegistry` is taken from the running single master, so
+//!   registry writes between the export and the wipe are lost unless the master
+//!   refuses writes once exported (a master-side feature still to build).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
