@@ -836,10 +836,13 @@ impl<'a> View<'a> {
         }
     }
 
-    /// Moves the ensemble to `size` members with the canonical configuration:
-    /// extras removed (highest first), then restarts, then creations. With `gated`,
-    /// a healthy member is only touched while every other member is healthy, and a
-    /// new member is only added while every member is healthy.
+    /// Moves the ensemble to `size` members with the canonical configuration, in
+    /// this order: extras removed (stopped ones first, then the highest), members
+    /// stopped part-way brought back, members missing from the running ensemble
+    /// replaced, stale members restarted (stopped ones first, the leader last),
+    /// new members started. With `gated`, a healthy member is only touched while
+    /// every other member is healthy, a catching-up member is never restarted, and
+    /// a new member is only added while every member is healthy.
     fn reshape(&self, size: u32, gated: bool) -> Step {
         let config = MemberConfig::ensemble(size);
         let gate = |touched: Ordinal, restart: bool| -> Option<Step> {
