@@ -5,11 +5,14 @@ the MesosMasterCluster CRD (its openAPIV3Schema and its CEL rules)."""
 from __future__ import annotations
 
 import copy
+import re
+from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
 import celpy
+import celpy.celtypes as celtypes
 import jsonschema
 import kubernetes_validate
 import yaml
@@ -145,6 +148,63 @@ def _as_json_schema(node: Any, top: bool = False) -> Any:
     return out
 
 
+# Kubernetes' CEL quantity library (isQuantity, quantity(...).isGreaterThan(...)
+# and friends), which the generated CRD's rules use and cel-python lacks. The
+# grammar is resource.Quantity's: <sign><number><suffix>.
+_QUANTITY = re.compile(
+    r"^(?P<number>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
+    r"(?:(?P<binary>[KMGTPE]i)|(?P<decimal>[mkMGTPE])|[eE](?P<exponent>[+-]?[0-9]+))?$"
+)
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_DECIMAL = {"m": Decimal("0.001"), "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
+
+
+def _parse_quantity(text: str) -> Decimal | None:
+    match = _QUANTITY.match(str(text))
+    if match is None:
+        return None
+    try:
+        value = Decimal(match["number"])
+    except InvalidOperation:
+        return None
+    if match["binary"]:
+        return value * _BINARY[match["binary"]]
+    if match["decimal"]:
+        return value * _DECIMAL[match["decimal"]]
+    if match["exponent"]:
+        return value.scaleb(int(match["exponent"]))
+    return value
+
+
+class _Quantity:
+    def __init__(self, value: Decimal) -> None:
+        self.value = value
+
+
+def _quantity(text: Any) -> _Quantity:
+    value = _parse_quantity(str(text))
+    if value is None:
+        raise ValueError(f"{text!r} is not a quantity")
+    return _Quantity(value)
+
+
+def _compare(a: _Quantity, b: _Quantity) -> int:
+    return (a.value > b.value) - (a.value < b.value)
+
+
+CEL_KUBERNETES_FUNCTIONS = {
+    "isQuantity": lambda text: celtypes.BoolType(_parse_quantity(str(text)) is not None),
+    "quantity": _quantity,
+    "isGreaterThan": lambda a, b: celtypes.BoolType(_compare(a, b) > 0),
+    "isLessThan": lambda a, b: celtypes.BoolType(_compare(a, b) < 0),
+    "compareTo": lambda a, b: celtypes.IntType(_compare(a, b)),
+    "sign": lambda a: celtypes.IntType((a.value > 0) - (a.value < 0)),
+    "isInteger": lambda a: celtypes.BoolType(a.value == a.value.to_integral_value()),
+    "asInteger": lambda a: celtypes.IntType(int(a.value)),
+    "asApproximateFloat": lambda a: celtypes.DoubleType(float(a.value)),
+}
+
+
 def _cel_rule_failures(schema: dict[str, Any], value: Any, where: str) -> list[str]:
     """Evaluate every x-kubernetes-validations rule that applies to `value`,
     walking the schema beside the value. Transition rules (those using oldSelf)
@@ -157,7 +217,7 @@ def _cel_rule_failures(schema: dict[str, Any], value: Any, where: str) -> list[s
             continue
         env = celpy.Environment()
         try:
-            program = env.program(env.compile(expression))
+            program = env.program(env.compile(expression), functions=CEL_KUBERNETES_FUNCTIONS)
             result = program.evaluate({"self": celpy.json_to_cel(value)})
         except Exception as err:  # noqa: BLE001 - the rule, not the test, is at fault
             raise AssertionError(

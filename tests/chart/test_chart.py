@@ -166,8 +166,6 @@ def test_custom_values_reach_the_operator_pod() -> None:
     assert env["MESOS_OPERATOR_WATCH_NAMESPACE"] == "mesos"
     assert env["MESOS_OPERATOR_LOG_FORMAT"] == "text"
     assert env["RUST_LOG"] == "debug"
-    # Masters default to the operator's own image, which ships mesos-master.
-    assert env["MESOS_OPERATOR_DEFAULT_MASTER_IMAGE"] == "registry.example/mesos-operator:1.2.3"
 
 
 def test_image_tag_defaults_to_the_app_version() -> None:
@@ -204,6 +202,17 @@ def test_example_cluster_only_when_enabled() -> None:
     assert cluster["apiVersion"] == CRD_API_VERSION
     assert cluster["spec"]["replicas"] == 5
     assert cluster["spec"]["storage"] == {"size": "5Gi", "storageClassName": "fast"}
+
+
+def test_example_cluster_runs_masters_from_the_operator_image() -> None:
+    # The image ships both binaries; the CRD's own default names an image this
+    # repository does not build.
+    values = {"exampleCluster": {"enabled": True}, "image": {"tag": "1.2.3"}}
+    cluster = the_one(render_objects(values), CRD_KIND)
+    assert cluster["spec"]["image"] == "mesos-operator:1.2.3"
+    values["exampleCluster"]["image"] = "elsewhere/mesos-master:9"
+    cluster = the_one(render_objects(values), CRD_KIND)
+    assert cluster["spec"]["image"] == "elsewhere/mesos-master:9"
 
 
 @pytest.mark.parametrize("replicas", [1, 3, 5, 7, 9])
