@@ -26,7 +26,7 @@ MMC=e2e
 # few minutes. Ten minutes is generous without hiding a stuck step for long.
 READY_TIMEOUT_S=600
 # How often the cluster's status is read while waiting.
-POLL_INTERVAL_S=3
+POLL_INTERVAL_S="${E2E_POLL_INTERVAL_S:-3}"
 # The operator's install (image pull, probes) and the CRD's registration.
 INSTALL_TIMEOUT=5m
 
