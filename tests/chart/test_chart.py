@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helm_python.chart import lint
+from helm_python.chart import Chart, lint, package
 from helm_python.errors import HelmValuesError
 
 from manifests import (
@@ -293,3 +293,12 @@ def test_chart_deployment_is_the_plain_manifest_deployment() -> None:
     assert rendered["metadata"]["namespace"] == plain["metadata"]["namespace"]
     assert rendered["spec"]["template"]["spec"] == plain["spec"]["template"]["spec"]
     assert rendered["spec"]["strategy"] == plain["spec"]["strategy"]
+
+
+def test_packaged_chart_carries_the_crd_and_renders_the_same(tmp_path) -> None:
+    # What `helm package` produces is what users install from a repository.
+    archive = package(CHART_DIR, destination=tmp_path)
+    with Chart.load(archive) as packaged:
+        assert [entry["name"] for entry in packaged.crds] == ["crds/mesosmastercluster.yaml"]
+        rendered = packaged.render(ALL_OPTIONS_ON, name="mesos-operator", namespace=NAMESPACE)
+    assert rendered == render(ALL_OPTIONS_ON)
