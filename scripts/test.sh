@@ -10,6 +10,9 @@ SIM_SEEDS="${SIM_SEEDS:-2000}"
 echo "== cargo test"
 cargo test --all-targets --no-fail-fast
 
+echo "== chart and manifest tests (Helm's engine, Kubernetes 1.32 schemas)"
+bash scripts/chart-tests.sh
+
 if [ -f examples/log_sim.rs ]; then
   for members in 3 5; do
     echo "== log simulator: ${SIM_SEEDS} seeds, ${members} members"
