@@ -224,7 +224,11 @@ impl Coordinator {
                 }
                 self.progress(fx)
             }
-            PromiseOutcome::Rejected { promised } if self.higher(promised) => {
+            PromiseOutcome::Rejected { promised }
+                if self.higher(promised)
+                    || (self.mode == Mode::Recovery
+                        && promised.as_ref() == Some(&self.proposal)) =>
+            {
                 Signal::Demoted(promised.clone())
             }
             _ => Signal::None,

@@ -872,6 +872,14 @@ impl Node {
         if !recovery && (leading || (recent && !from_leader) || recovering_peer) {
             return PromiseOutcome::Refused;
         }
+        // A recovery proposal must be strictly above our promise: the wiped
+        // replica may have used that very proposal number before its wipe, and
+        // one proposal number must never carry two values at one position.
+        if recovery && self.replica.promised() >= Some(proposal) {
+            return PromiseOutcome::Rejected {
+                promised: self.replica.promised().cloned(),
+            };
+        }
         match self.replica.promise(proposal) {
             Ok((begin, end)) => {
                 // Promised someone higher than our own coordinator: stand down.

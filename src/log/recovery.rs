@@ -26,7 +26,10 @@
 //! position the fill did not cover, because completing it needs an acceptor of
 //! that intersection to accept a proposal below `P*`; (c) every proposal the
 //! replica voted for was promised by a quorum, which intersects the promisers, so
-//! `P*` exceeds it and the adopted promise forbids voting below it.
+//! `P*` exceeds it and the adopted promise forbids voting below it. Promisers
+//! grant a recovery proposal only if it is *strictly* above their promise: the
+//! wiped replica may have used the very same proposal number before the wipe,
+//! and one proposal number must never carry two values at one position.
 //! Note: the ends must come from the promise responses of `P*` itself, not from
 //! an earlier status probe: between a probe and the fill an old proposer could
 //! still complete a write that counts the forgotten vote.
@@ -35,6 +38,16 @@
 //! while a leader's lease is live: it creates no new client value (it completes
 //! values already accepted, or `Nop`), so a read served under the lease stays
 //! linearizable; at worst it demotes the leader.
+//!
+//! # Catch-up of a lagging `Voting` replica
+//!
+//! Heartbeats carry the leader's learned prefix; a follower with holes below it
+//! asks the leader for learned values (`CatchupRequest`, at most
+//! [`MAX_CATCHUP_ENTRIES`] per answer). Copying learned values is always safe:
+//! they are chosen. A request below the leader's truncation point is answered
+//! with that point; the follower drops everything below it (the leader truncated
+//! only after learning a `Truncate` there) and its application restores from the
+//! snapshot entry the registry wrote at or after it (`NodeEvent::SkippedTo`).
 //!
 //! # 1 → 3 without a wipe
 //!
