@@ -9,4 +9,5 @@ pub mod api;
 pub mod flags;
 pub mod http;
 pub mod metrics;
+pub mod registry;
 pub mod view;
