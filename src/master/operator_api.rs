@@ -61,6 +61,7 @@ pub struct OperatorState {
 pub fn router(state: OperatorState) -> Router {
     Router::new()
         .route("/api/v1", post(api_v1))
+        .route("/api/v1/", post(api_v1))
         .route("/master/state", get(v0_state))
         .route("/state", get(v0_state))
         .route("/master/slaves", get(v0_slaves))
@@ -808,6 +809,30 @@ mod tests {
         assert_eq!(state["activated_slaves"], 2);
         assert_eq!(state["leader"], format!("master@{SELF}"));
 
+        for alias in [
+            "/state",
+            "/slaves",
+            "/maintenance/schedule",
+            "/master/quota",
+            "/master/weights",
+        ] {
+            let answer = send(&app, "GET", alias, None, "").await;
+            assert_eq!(answer.status, StatusCode::OK, "{alias}");
+            assert!(
+                answer.headers.contains_key(APPLIED_POSITION_HEADER),
+                "{alias}"
+            );
+        }
+        // Mesos' own examples post to `/api/v1/`.
+        let answer = send(
+            &app,
+            "POST",
+            "/api/v1/",
+            Some("application/json"),
+            r#"{"type":"GET_AGENTS"}"#,
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK);
         let gone =
             json!({"type": "MARK_AGENT_GONE", "mark_agent_gone": {"agent_id": {"value": "S1"}}});
         assert_eq!(v1(&app, gone.clone()).await.status, StatusCode::OK);

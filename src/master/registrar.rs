@@ -356,9 +356,6 @@ impl Registrar {
         if state.writing && state.snapshot == SnapshotState::Idle && self.snapshot_due(&state) {
             state.snapshot = SnapshotState::Due;
         }
-        if state.queue.is_empty() && state.in_flight.is_empty() {
-            state.pending = Pending::default();
-        }
         self.pump(&mut state);
         self.publish_metrics(&state);
         Ok(())
@@ -376,6 +373,10 @@ impl Registrar {
 
     /// Starts as many appends as the limits allow.
     fn pump(&self, state: &mut State) {
+        if state.queue.is_empty() && state.in_flight.is_empty() {
+            // Nothing pending: forget overrides (another leader may write next).
+            state.pending = Pending::default();
+        }
         let config = &self.shared.config;
         while state.corrupt.is_none() && state.in_flight.len() < config.max_appends_in_flight {
             if state.snapshot == SnapshotState::Due {
@@ -494,12 +495,7 @@ impl Registrar {
         }
         state.writing = false;
         // The failed operations may never apply: revalidate against what remains.
-        let mut pending = Pending::default();
-        for flight in state.in_flight.values() {
-            flight.operations.iter().for_each(|op| pending.record(op));
-        }
-        state.queue.iter().for_each(|(op, _)| pending.record(op));
-        state.pending = pending;
+        rebuild_pending(state);
     }
 
     fn complete(&self, state: &mut State, seq: u64) {
@@ -515,10 +511,16 @@ impl Registrar {
                     .metrics
                     .registrar()
                     .observe_state_store(flight.started.elapsed());
+                // An operation refused at apply (one ahead of it was lost) left its
+                // mark in `pending`: forget it.
+                let refused = outcomes.iter().any(Result::is_err);
                 for (reply, outcome) in flight.replies.into_iter().zip(outcomes) {
                     if let Some(reply) = reply {
                         let _ = reply.send(outcome.map_err(WriteError::Rejected));
                     }
+                }
+                if refused {
+                    rebuild_pending(state);
                 }
             }
             Applied::Snapshot { accepted, .. } => {
@@ -537,11 +539,25 @@ impl Registrar {
     }
 
     fn publish_metrics(&self, state: &State) {
+        debug_assert!(
+            state.in_flight.len() <= self.shared.config.max_appends_in_flight,
+            "no more appends in flight than allowed"
+        );
         let in_flight: usize = state.in_flight.values().map(|f| f.replies.len()).sum();
         let metrics = self.shared.metrics.registrar();
         metrics.set_queued_operations(state.queue.len() + in_flight);
         metrics.set_registry_size_bytes(state.machine.log_bytes());
     }
+}
+
+/// `pending` as the queued and in-flight operations make it.
+fn rebuild_pending(state: &mut State) {
+    let mut pending = Pending::default();
+    for flight in state.in_flight.values() {
+        flight.operations.iter().for_each(|op| pending.record(op));
+    }
+    state.queue.iter().for_each(|(op, _)| pending.record(op));
+    state.pending = pending;
 }
 
 /// An in-memory log for tests, benchmarks and a log-less master: it learns appends
@@ -854,6 +870,50 @@ mod tests {
             registrar.submit(admit("c")).await,
             Err(WriteError::Log(AppendError::Unavailable(_)))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_lost_batch_does_not_poison_the_pipelined_one_behind_it() {
+        let (registrar, log) = memory_registrar(config(), Arc::new(Metrics::new()));
+        log.hold();
+        log.inject(InjectedFailure::Lost(AppendError::Unavailable(
+            "no quorum".into(),
+        )));
+        let first = tokio::spawn({
+            let registrar = registrar.clone();
+            async move { registrar.submit(admit("a")).await }
+        });
+        while queued_or_in_flight(&registrar) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Valid against the pending admission ahead of it, so it is appended too.
+        let gone = Operation::MarkAgentGone {
+            id: "a".into(),
+            time_ns: 1,
+        };
+        let second = tokio::spawn({
+            let registrar = registrar.clone();
+            async move { registrar.submit(gone).await }
+        });
+        while log.appends() < 2 {
+            tokio::task::yield_now().await;
+        }
+        log.release();
+        assert!(matches!(
+            first.await.unwrap(),
+            Err(WriteError::Log(AppendError::Unavailable(_)))
+        ));
+        // Applied after the loss, it no longer holds: refused, and nothing changed.
+        assert_eq!(
+            second.await.unwrap(),
+            Err(WriteError::Rejected(OperationError::AgentNotFound(
+                "a".into()
+            )))
+        );
+        let registry = registrar.read(Registry::clone).unwrap().0;
+        assert!(registry.agents.is_empty() && registry.gone.is_empty());
+        // And the registrar writes on.
+        registrar.submit(admit("a")).await.unwrap();
     }
 
     #[tokio::test]
