@@ -811,30 +811,8 @@ impl RegistryMachine {
                 base_position,
                 registry,
             } => {
-                // A member restoring from a truncated log has applied nothing yet and
-                // takes the snapshot as it is (truncation follows only accepted ones).
                 let accepted =
-                    self.last_entry_position.is_none() || self.last_entry_position == base_position;
-                if accepted {
-                    debug_assert!(
-                        self.last_entry_position.is_none() || self.registry == registry,
-                        "an accepted snapshot equals the registry it was taken from"
-                    );
-                    self.registry = registry;
-                    self.last_entry_position = Some(position);
-                    self.snapshot_position = Some(position);
-                    self.snapshot_bytes = entry_bytes;
-                    self.operations_since_snapshot = 0;
-                    self.bytes_since_snapshot = 0;
-                } else {
-                    tracing::warn!(
-                        position,
-                        ?base_position,
-                        last_entry_position = ?self.last_entry_position,
-                        "ignoring a snapshot that misses entries after its base"
-                    );
-                    self.bytes_since_snapshot += entry_bytes;
-                }
+                    self.accept_snapshot(position, base_position, entry_bytes, Some(registry));
                 Ok(Applied::Snapshot {
                     writer,
                     seq,
@@ -842,6 +820,62 @@ impl RegistryMachine {
                 })
             }
         }
+    }
+
+    /// Applies a snapshot entry this member encoded itself from its own registry
+    /// (the caller compared the learned bytes with those it appended), without
+    /// decoding it again: the same outcome as [`RegistryMachine::apply_entry`].
+    pub fn apply_own_snapshot(
+        &mut self,
+        position: u64,
+        writer: u64,
+        seq: u64,
+        base_position: Option<u64>,
+        entry_bytes: u64,
+    ) -> Applied {
+        let accepted = self.accept_snapshot(position, base_position, entry_bytes, None);
+        Applied::Snapshot {
+            writer,
+            seq,
+            accepted,
+        }
+    }
+
+    /// `registry` is `None` when it is known to equal the one held.
+    fn accept_snapshot(
+        &mut self,
+        position: u64,
+        base_position: Option<u64>,
+        entry_bytes: u64,
+        registry: Option<Registry>,
+    ) -> bool {
+        // A member restoring from a truncated log has applied nothing yet and takes
+        // the snapshot as it is (truncation follows only accepted ones).
+        let accepted =
+            self.last_entry_position.is_none() || self.last_entry_position == base_position;
+        if accepted {
+            if let Some(registry) = registry {
+                debug_assert!(
+                    self.last_entry_position.is_none() || self.registry == registry,
+                    "an accepted snapshot equals the registry it was taken from"
+                );
+                self.registry = registry;
+            }
+            self.last_entry_position = Some(position);
+            self.snapshot_position = Some(position);
+            self.snapshot_bytes = entry_bytes;
+            self.operations_since_snapshot = 0;
+            self.bytes_since_snapshot = 0;
+        } else {
+            tracing::warn!(
+                position,
+                ?base_position,
+                last_entry_position = ?self.last_entry_position,
+                "ignoring a snapshot that misses entries after its base"
+            );
+            self.bytes_since_snapshot += entry_bytes;
+        }
+        accepted
     }
 }
 
@@ -1146,6 +1180,21 @@ pub(crate) mod tests {
             }
         );
         assert_eq!(machine.registry().agents.len(), 2);
+    }
+
+    #[test]
+    fn applying_an_own_snapshot_without_decoding_equals_decoding_it() {
+        let mut decoded = RegistryMachine::default();
+        decoded
+            .apply_entry(1, &encode_batch(1, 1, vec![admit("a")]))
+            .unwrap();
+        let mut own = decoded.clone();
+        let snapshot = encode_snapshot(1, 2, Some(1), decoded.registry());
+        let by_decoding = decoded.apply_entry(2, &snapshot).unwrap();
+        let by_comparison = own.apply_own_snapshot(2, 1, 2, Some(1), snapshot.len() as u64);
+        assert_eq!(by_decoding, by_comparison);
+        assert_eq!(decoded, own);
+        assert_eq!(own.snapshot_position(), Some(2));
     }
 
     // Operations drawn from a small id and role space, so they collide often.
