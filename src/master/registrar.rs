@@ -203,6 +203,9 @@ enum SnapshotState {
     /// Waiting for the appends in flight to be applied, so the snapshot is exactly
     /// the registry after the last entry before it.
     Due,
+    /// Encoding off the lock (reads and learning go on; new batches wait, as they
+    /// must follow the snapshot in the log).
+    Encoding,
     Appending,
 }
 
@@ -412,32 +415,14 @@ impl Registrar {
         }
         let config = &self.shared.config;
         while state.corrupt.is_none() && state.in_flight.len() < config.max_appends_in_flight {
-            if state.snapshot == SnapshotState::Due {
-                if !state.in_flight.is_empty() {
+            match state.snapshot {
+                SnapshotState::Encoding => return,
+                SnapshotState::Due if state.in_flight.is_empty() => {
+                    self.start_snapshot(state);
                     return;
                 }
-                let seq = state.next_seq;
-                state.next_seq += 1;
-                let base_position = state.machine.last_entry_position();
-                let bytes = encode_snapshot(
-                    self.shared.writer_id,
-                    seq,
-                    base_position,
-                    state.machine.registry(),
-                );
-                state.own_snapshot = Some(OwnSnapshot {
-                    seq,
-                    base_position,
-                    bytes: bytes.clone(),
-                });
-                tracing::info!(
-                    snapshot_bytes = bytes.len(),
-                    agents = state.machine.registry().agents.len(),
-                    "appending a registry snapshot"
-                );
-                state.snapshot = SnapshotState::Appending;
-                self.start_append(state, seq, bytes, Vec::new(), Vec::new());
-                continue;
+                SnapshotState::Due => return,
+                SnapshotState::Idle | SnapshotState::Appending => {}
             }
             if state.queue.is_empty() {
                 return;
@@ -464,6 +449,60 @@ impl Registrar {
             let bytes = encode_batch(self.shared.writer_id, seq, operations.clone());
             self.start_append(state, seq, bytes, operations, replies);
         }
+    }
+
+    /// Encodes the registry on the blocking pool, then appends it (if nothing was
+    /// applied meanwhile: the snapshot must directly follow its base).
+    fn start_snapshot(&self, state: &mut State) {
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        let base_position = state.machine.last_entry_position();
+        let registry = state.machine.shared_registry();
+        let writer_id = self.shared.writer_id;
+        state.snapshot = SnapshotState::Encoding;
+        let registrar = self.clone();
+        self.shared.runtime.spawn(async move {
+            let agents = registry.agents.len();
+            let encoded = tokio::task::spawn_blocking(move || {
+                encode_snapshot(writer_id, seq, base_position, &registry)
+            })
+            .await;
+            let mut state = lock(&registrar.shared.state);
+            if state.snapshot != SnapshotState::Encoding || state.corrupt.is_some() {
+                return;
+            }
+            match encoded {
+                Ok(bytes)
+                    if state.machine.last_entry_position() == base_position
+                        && state.in_flight.is_empty() =>
+                {
+                    tracing::info!(
+                        snapshot_bytes = bytes.len(),
+                        agents,
+                        "appending a registry snapshot"
+                    );
+                    state.own_snapshot = Some(OwnSnapshot {
+                        seq,
+                        base_position,
+                        bytes: bytes.clone(),
+                    });
+                    state.snapshot = SnapshotState::Appending;
+                    registrar.start_append(&mut state, seq, bytes, Vec::new(), Vec::new());
+                }
+                Ok(_) => {
+                    tracing::info!(
+                        "the registry moved on while a snapshot was encoded; dropping it"
+                    );
+                    state.snapshot = SnapshotState::Idle;
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "encoding a registry snapshot failed");
+                    state.snapshot = SnapshotState::Idle;
+                }
+            }
+            registrar.pump(&mut state);
+            registrar.publish_metrics(&state);
+        });
     }
 
     fn start_append(

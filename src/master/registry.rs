@@ -15,6 +15,7 @@
 //! snapshot (see `registrar.rs` for when).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -745,7 +746,9 @@ pub enum Applied {
 /// was and how much log has accumulated since the last snapshot.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RegistryMachine {
-    registry: Registry,
+    /// Shared so a snapshot can be encoded without holding the registrar's lock;
+    /// applying copies it only if such an encoding still holds it.
+    registry: Arc<Registry>,
     /// Position of the last batch or accepted snapshot applied.
     last_entry_position: Option<u64>,
     /// Position of the last accepted snapshot.
@@ -758,6 +761,11 @@ pub struct RegistryMachine {
 impl RegistryMachine {
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The registry as it is now, to read (encode) without borrowing the machine.
+    pub fn shared_registry(&self) -> Arc<Registry> {
+        Arc::clone(&self.registry)
     }
 
     pub fn last_entry_position(&self) -> Option<u64> {
@@ -795,7 +803,8 @@ impl RegistryMachine {
         let entry_bytes = bytes.len() as u64;
         match decode_entry(position, bytes)? {
             Entry::Batch { writer, seq, ops } => {
-                let outcomes = ops.iter().map(|op| self.registry.apply(op)).collect();
+                let registry = Arc::make_mut(&mut self.registry);
+                let outcomes = ops.iter().map(|op| registry.apply(op)).collect();
                 self.last_entry_position = Some(position);
                 self.operations_since_snapshot += ops.len() as u64;
                 self.bytes_since_snapshot += entry_bytes;
@@ -856,10 +865,10 @@ impl RegistryMachine {
         if accepted {
             if let Some(registry) = registry {
                 debug_assert!(
-                    self.last_entry_position.is_none() || self.registry == registry,
+                    self.last_entry_position.is_none() || *self.registry == registry,
                     "an accepted snapshot equals the registry it was taken from"
                 );
-                self.registry = registry;
+                self.registry = Arc::new(registry);
             }
             self.last_entry_position = Some(position);
             self.snapshot_position = Some(position);
