@@ -21,6 +21,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 use super::metrics::Metrics;
+use super::operator_api::{self, OperatorState};
+use super::registrar::Registrar;
 use super::view::SharedMasterView;
 
 /// Content type of the Prometheus exposition written by `prometheus-client`.
@@ -41,8 +43,8 @@ pub struct MasterState {
     pub metrics: Arc<Metrics>,
 }
 
-/// The master's routes. Unknown paths answer 404, known paths with another method
-/// 405; no handler reads a request body, so no input can make one fail.
+/// The master's routes without the registry. Unknown paths answer 404, known paths
+/// with another method 405; no handler here reads a request body.
 pub fn router(state: MasterState) -> Router {
     Router::new()
         .route("/health", get(health))
@@ -54,6 +56,18 @@ pub fn router(state: MasterState) -> Router {
         .route("/metrics", get(prometheus_metrics))
         .fallback(not_found)
         .with_state(state)
+}
+
+/// The master's routes plus the registry's operator API ([`operator_api::router`]:
+/// `/api/v1`, `/master/state`, `/master/slaves`, `/master/maintenance/schedule`,
+/// `/quota`, `/weights`, `/registrar/admit`). Those routes read bodies, limited to
+/// [`operator_api::MAX_BODY_BYTES`].
+pub fn router_with_registry(state: MasterState, registrar: Registrar) -> Router {
+    let operator = operator_api::router(OperatorState {
+        view: state.view.clone(),
+        registrar,
+    });
+    router(state).merge(operator)
 }
 
 /// A hyper HTTP/1.1 connection serving the master's router; a caller that owns

@@ -7,7 +7,7 @@
 //! Counters are owned by the modules that count (the transport's refused frames,
 //! ...): they ask [`Metrics::counter`] for one and increment it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -16,6 +16,7 @@ use std::time::Duration;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use super::view::MasterView;
@@ -24,13 +25,115 @@ use super::view::MasterView;
 pub const PROMETHEUS_PREFIX: &str = "mesos";
 
 /// The figures the master reports itself; a module's counter must not reuse a key.
-pub const BUILT_IN_KEYS: [&str; 5] = [
+pub const BUILT_IN_KEYS: [&str; 8] = [
     "master/elected",
     "master/uptime_secs",
     "registrar/log/recovered",
     "registrar/log/ensemble_size",
     "registrar/log/quorum",
+    "registrar/state_fetch_ms",
+    "registrar/queued_operations",
+    "registrar/registry_size_bytes",
 ];
+
+/// The registrar's store timer: Mesos reports it, with percentiles, only once it
+/// has a sample, so it is not among the [`BUILT_IN_KEYS`] always present.
+pub const STATE_STORE_KEY: &str = "registrar/state_store_ms";
+
+/// Store latencies kept for the percentiles: the last thousand stores, enough for a
+/// stable p99 and small enough to sort at every scrape (Mesos keeps a time window).
+pub const STORE_LATENCY_SAMPLES: usize = 1_000;
+
+/// The registrar's figures; the registrar sets them, both formats read them.
+pub struct RegistrarMetrics {
+    state_fetch_ms: Gauge<f64, AtomicU64>,
+    queued_operations: Gauge,
+    registry_size_bytes: Gauge,
+    state_store_ms: Histogram,
+    recent_store_ms: Mutex<VecDeque<f64>>,
+}
+
+impl RegistrarMetrics {
+    fn new() -> Self {
+        Self {
+            state_fetch_ms: Gauge::default(),
+            queued_operations: Gauge::default(),
+            registry_size_bytes: Gauge::default(),
+            // 0.1 ms to ~3 s.
+            state_store_ms: Histogram::new(exponential_buckets(0.1, 2.0, 16)),
+            recent_store_ms: Mutex::new(VecDeque::with_capacity(STORE_LATENCY_SAMPLES)),
+        }
+    }
+
+    /// Time to restore the registry from its latest snapshot entry.
+    pub fn set_state_fetch(&self, elapsed: Duration) {
+        self.state_fetch_ms.set(elapsed.as_secs_f64() * 1e3);
+    }
+
+    /// Time from appending a batch to having applied it.
+    pub fn observe_state_store(&self, elapsed: Duration) {
+        let ms = elapsed.as_secs_f64() * 1e3;
+        self.state_store_ms.observe(ms);
+        let mut recent = lock(&self.recent_store_ms);
+        if recent.len() == STORE_LATENCY_SAMPLES {
+            recent.pop_front();
+        }
+        recent.push_back(ms);
+    }
+
+    /// Operations queued or in flight.
+    pub fn set_queued_operations(&self, operations: usize) {
+        self.queued_operations.set(saturating_i64(operations));
+    }
+
+    /// Bytes of log the registry occupies (latest snapshot plus entries since).
+    pub fn set_registry_size_bytes(&self, bytes: u64) {
+        self.registry_size_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    fn snapshot_into(&self, snapshot: &mut BTreeMap<String, f64>) {
+        snapshot.insert(
+            "registrar/state_fetch_ms".to_owned(),
+            self.state_fetch_ms.get(),
+        );
+        snapshot.insert(
+            "registrar/queued_operations".to_owned(),
+            self.queued_operations.get() as f64,
+        );
+        snapshot.insert(
+            "registrar/registry_size_bytes".to_owned(),
+            self.registry_size_bytes.get() as f64,
+        );
+        let recent = lock(&self.recent_store_ms);
+        let Some(&last) = recent.back() else {
+            return;
+        };
+        let mut sorted: Vec<f64> = recent.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        let key = |suffix: &str| format!("{STATE_STORE_KEY}/{suffix}");
+        snapshot.insert(STATE_STORE_KEY.to_owned(), last);
+        snapshot.insert(key("count"), sorted.len() as f64);
+        snapshot.insert(key("min"), sorted[0]);
+        snapshot.insert(key("max"), sorted[sorted.len() - 1]);
+        for (suffix, quantile) in [
+            ("p50", 0.5),
+            ("p90", 0.9),
+            ("p95", 0.95),
+            ("p99", 0.99),
+            ("p999", 0.999),
+            ("p9999", 0.9999),
+        ] {
+            snapshot.insert(key(suffix), percentile(&sorted, quantile));
+        }
+    }
+}
+
+/// Nearest-rank percentile of a sorted, non-empty sample.
+fn percentile(sorted: &[f64], quantile: f64) -> f64 {
+    let rank = (quantile * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
 
 /// The master's metrics registry.
 pub struct Metrics {
@@ -41,6 +144,7 @@ pub struct Metrics {
     recovered: Gauge,
     ensemble_size: Gauge,
     quorum: Gauge,
+    registrar: RegistrarMetrics,
 }
 
 impl fmt::Debug for Metrics {
@@ -71,6 +175,7 @@ impl Metrics {
             recovered: Gauge::default(),
             ensemble_size: Gauge::default(),
             quorum: Gauge::default(),
+            registrar: RegistrarMetrics::new(),
         };
         {
             let mut registry = lock(&metrics.registry);
@@ -99,8 +204,33 @@ impl Metrics {
                 "The --quorum this master runs with",
                 metrics.quorum.clone(),
             );
+            registry.register(
+                "registrar_state_fetch_ms",
+                "Milliseconds the registry took to restore from its latest snapshot",
+                metrics.registrar.state_fetch_ms.clone(),
+            );
+            registry.register(
+                "registrar_queued_operations",
+                "Registry operations queued or in flight",
+                metrics.registrar.queued_operations.clone(),
+            );
+            registry.register(
+                "registrar_registry_size_bytes",
+                "Bytes of log the registry occupies: latest snapshot plus entries since",
+                metrics.registrar.registry_size_bytes.clone(),
+            );
+            registry.register(
+                "registrar_state_store_ms",
+                "Milliseconds from appending a registry batch to having applied it",
+                metrics.registrar.state_store_ms.clone(),
+            );
         }
         metrics
+    }
+
+    /// The registrar's figures.
+    pub fn registrar(&self) -> &RegistrarMetrics {
+        &self.registrar
     }
 
     /// A counter under the Mesos-style `key` (e.g. `log/refused_frames`), also
@@ -108,7 +238,7 @@ impl Metrics {
     /// for the same key returns the same counter, so modules need not coordinate.
     pub fn counter(&self, key: &str, help: &str) -> Counter {
         debug_assert!(
-            !BUILT_IN_KEYS.contains(&key),
+            !BUILT_IN_KEYS.contains(&key) && !key.starts_with(STATE_STORE_KEY),
             "{key} is one of the master's own figures, not a counter"
         );
         let mut counters = lock(&self.counters);
@@ -138,6 +268,7 @@ impl Metrics {
             view.masters.len() as f64,
         );
         snapshot.insert("registrar/log/quorum".to_owned(), view.quorum as f64);
+        self.registrar.snapshot_into(&mut snapshot);
         for (key, counter) in lock(&self.counters).iter() {
             // Counters beyond 2^53 lose precision in JSON either way.
             snapshot.insert(key.clone(), counter.get() as f64);
@@ -241,5 +372,41 @@ mod tests {
             text.contains("mesos_registrar_log_ensemble_size 2"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn registrar_figures_appear_in_both_formats_with_store_percentiles() {
+        let metrics = Metrics::new();
+        let registrar = metrics.registrar();
+        registrar.set_queued_operations(3);
+        registrar.set_registry_size_bytes(4096);
+        registrar.set_state_fetch(Duration::from_millis(12));
+        let snapshot = metrics.snapshot(&view(), Duration::ZERO);
+        assert!(!snapshot.contains_key(STATE_STORE_KEY));
+        for ms in 1..=100 {
+            registrar.observe_state_store(Duration::from_millis(ms));
+        }
+        let snapshot = metrics.snapshot(&view(), Duration::ZERO);
+        assert_eq!(snapshot["registrar/queued_operations"], 3.0);
+        assert_eq!(snapshot["registrar/registry_size_bytes"], 4096.0);
+        assert_eq!(snapshot["registrar/state_fetch_ms"], 12.0);
+        assert_eq!(snapshot["registrar/state_store_ms"], 100.0);
+        assert_eq!(snapshot["registrar/state_store_ms/p50"], 50.0);
+        assert_eq!(snapshot["registrar/state_store_ms/p99"], 99.0);
+        assert_eq!(snapshot["registrar/state_store_ms/count"], 100.0);
+        let text = metrics.encode_prometheus(&view(), Duration::ZERO).unwrap();
+        assert!(
+            text.contains("mesos_registrar_queued_operations 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mesos_registrar_registry_size_bytes 4096"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mesos_registrar_state_store_ms_count 100"),
+            "{text}"
+        );
+        assert!(text.contains("mesos_registrar_state_fetch_ms 12"), "{text}");
     }
 }

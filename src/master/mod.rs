@@ -3,12 +3,18 @@
 //! What is here so far is the shell that does not depend on the log's internals:
 //! [`flags`] (startup validation into a [`flags::MasterConfig`]), the live
 //! [`view::MasterView`] the log driver will publish, the HTTP [`http::router`] with
-//! its [`api`] types, and [`metrics`].
+//! its [`api`] types, and [`metrics`]; and the registry: the pure state machine
+//! [`registry`], its writer and reader over the log [`registrar`] (with the
+//! [`registrar::LogWriter`] boundary the log driver implements), and the Mesos
+//! operator API over it, [`operator_api`].
 
 pub mod api;
 pub mod flags;
 pub mod http;
 pub mod metrics;
+pub mod operator_api;
 pub mod raw_log;
+pub mod registrar;
+pub mod registry;
 pub mod server;
 pub mod view;
