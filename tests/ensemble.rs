@@ -490,3 +490,97 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+impl Ensemble {
+    /// A registry write through whichever member leads (followers answer 307).
+    fn registry_write(&self, path: &str, json: &str) {
+        let deadline = Instant::now() + EVENTUALLY;
+        while Instant::now() < deadline {
+            for i in self.running() {
+                if let Ok(response) = master_common::post_json(self.members[i], path, json) {
+                    if response.status == 200 {
+                        return;
+                    }
+                    assert!(
+                        [307, 503].contains(&response.status),
+                        "{path} {json} -> {} {}",
+                        response.status,
+                        response.body
+                    );
+                }
+            }
+            sleep(POLL);
+        }
+        panic!("registry write {path} {json} never acknowledged");
+    }
+
+    /// Waits until member `i` serves `path` with a body satisfying `check`.
+    fn eventually_reads(&self, i: usize, path: &str, check: impl Fn(&serde_json::Value) -> bool) {
+        let deadline = Instant::now() + EVENTUALLY;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            if let Ok(response) = master_common::request(self.members[i], "GET", path) {
+                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&response.body) {
+                    if response.status == 200 && check(&value) {
+                        return;
+                    }
+                }
+                last = response.body;
+            }
+            sleep(POLL);
+        }
+        panic!(
+            "member {} never served the expected {path}; last: {last}",
+            self.members[i]
+        );
+    }
+}
+
+#[test]
+fn registry_writes_reach_every_member_and_survive_killing_every_master() {
+    let mut ensemble = Ensemble::start(3, 2, 25110);
+    ensemble.wait_for_leader();
+    for k in 0..20 {
+        ensemble.registry_write(
+            "/registrar/admit",
+            &format!(r#"{{"id":"agent-{k}","hostname":"host-{k}","resources":[]}}"#),
+        );
+    }
+    ensemble.registry_write(
+        "/api/v1",
+        r#"{"type":"UPDATE_WEIGHTS","update_weights":{"weight_infos":[{"role":"dev","weight":2.5}]}}"#,
+    );
+    ensemble.registry_write(
+        "/api/v1",
+        r#"{"type":"MARK_AGENT_GONE","mark_agent_gone":{"agent_id":{"value":"agent-3"}}}"#,
+    );
+    let agents_and_weights = |ensemble: &Ensemble| {
+        for i in ensemble.running() {
+            ensemble.eventually_reads(i, "/master/slaves", |v| {
+                v["slaves"].as_array().is_some_and(|s| s.len() == 19)
+            });
+            ensemble.eventually_reads(i, "/weights", |v| {
+                v[0]["role"] == "dev" && v[0]["weight"] == 2.5
+            });
+        }
+    };
+    agents_and_weights(&ensemble);
+
+    for i in 0..3 {
+        ensemble.kill(i);
+    }
+    for i in 0..3 {
+        ensemble.spawn(i);
+    }
+    ensemble.wait_for_leader();
+    agents_and_weights(&ensemble);
+    // Re-admitting an agent marked gone stays refused after the restart.
+    let leader = ensemble.wait_for_leader();
+    let response = master_common::post_json(
+        ensemble.members[leader],
+        "/registrar/admit",
+        r#"{"id":"agent-3","hostname":"host-3","resources":[]}"#,
+    )
+    .expect("admit");
+    assert_eq!(response.status, 409, "{}", response.body);
+}

@@ -85,9 +85,6 @@ async fn serve(config: MasterConfig, token: Option<EnsembleToken>) -> anyhow::Re
             tracing::info!(signal, "shutting down");
         },
         |master| tracing::info!(addr = %master.local_addr, "serving HTTP and the replica protocol"),
-        // The registry consumes learned entries once it lands; until then the log
-        // runs bare and the entries are only counted by the log itself.
-        |_delivery| {},
     )
     .await?;
     tracing::info!("stopped");

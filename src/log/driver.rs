@@ -148,6 +148,25 @@ impl LogHandle {
         self.submit(Action::Truncate { to }).await
     }
 
+    /// Queues `action` now, in call order (callers that must order their entries,
+    /// like the registrar, rely on it), and returns a future of its outcome. A full
+    /// command queue fails at once with [`AppendError::Busy`].
+    pub fn submit_now(
+        &self,
+        action: Action,
+    ) -> impl std::future::Future<Output = Result<Position, AppendError>> + Send + 'static {
+        let (reply, outcome) = oneshot::channel();
+        let queued = match self.commands.try_send(Command::Append { action, reply }) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(AppendError::Busy),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(AppendError::Stopped),
+        };
+        async move {
+            queued?;
+            outcome.await.map_err(|_| AppendError::Stopped)?
+        }
+    }
+
     async fn submit(&self, action: Action) -> Result<Position, AppendError> {
         let (reply, outcome) = oneshot::channel();
         self.commands

@@ -11,6 +11,7 @@
 pub mod api;
 pub mod flags;
 pub mod http;
+pub mod log_writer;
 pub mod metrics;
 pub mod operator_api;
 pub mod raw_log;

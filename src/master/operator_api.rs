@@ -620,6 +620,7 @@ mod tests {
             advertise_addr: SELF.parse().unwrap(),
             leader: leader.map(|l| l.parse().unwrap()),
             elected,
+            read_lease: elected,
         }
     }
 

@@ -17,13 +17,15 @@ use crate::log::frame::FrameKey;
 use crate::log::node::{Node, NodeConfig, DEFAULT_HEARTBEAT_INTERVAL_TICKS};
 use crate::log::tcp::{self, LinkConfig, LinkCounters, Sniffed};
 use crate::log::wal::WalOptions;
-use crate::log::MemberId;
+use crate::log::{Action, MemberId};
 
 use super::api::ReplicaStatus;
 use super::flags::{EnsembleToken, MasterConfig};
 use super::http::{self, MasterState};
+use super::log_writer::DriverLogWriter;
 use super::metrics::Metrics;
 use super::raw_log;
+use super::registrar::{Registrar, RegistrarConfig};
 use super::view::{MasterView, SharedMasterView};
 
 /// Without `--ensemble_token_file` every member proves knowledge of this public
@@ -91,15 +93,13 @@ pub struct Master {
     pub counters: Arc<LinkCounters>,
 }
 
-/// Opens the log, binds the port and serves until `shutdown` resolves. The
-/// application's entries arrive on the returned receiver's side through
-/// `on_delivery` (the registry), called in position order.
+/// Opens the log, binds the port, feeds learned entries to the registry and serves
+/// until `shutdown` resolves.
 pub async fn run(
     config: MasterConfig,
     token: Option<EnsembleToken>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_started: impl FnOnce(&Master),
-    mut on_delivery: impl FnMut(Delivery) + Send + 'static,
 ) -> Result<(), ServerError> {
     let opened = WalStorage::open(&config.replicated_log_dir, WalOptions::default())?;
     if let Some(torn) = &opened.torn_tail {
@@ -163,18 +163,25 @@ pub async fn run(
     };
     on_started(&master);
 
-    let publisher = tokio::spawn(publish_log_state(running.handle.subscribe(), view.clone()));
-    let mut deliveries = running.deliveries;
-    let applier = tokio::spawn(async move {
-        while let Some(delivery) = deliveries.recv().await {
-            on_delivery(delivery);
-        }
-    });
+    let registrar = Registrar::new(
+        RegistrarConfig::new(config.advertise_addr.to_string()),
+        Arc::new(DriverLogWriter::new(running.handle.clone())),
+        metrics.clone(),
+    );
+    let publisher = tokio::spawn(publish_log_state(
+        running.handle.subscribe(),
+        view.clone(),
+        registrar.clone(),
+    ));
+    let applier = tokio::spawn(apply_to_registry(running.deliveries, registrar.clone()));
 
-    let mut router = http::router(MasterState {
-        view: view.clone(),
-        metrics,
-    });
+    let mut router = http::router_with_registry(
+        MasterState {
+            view: view.clone(),
+            metrics,
+        },
+        registrar,
+    );
     if config.raw_log_api {
         router = router.merge(raw_log::router(running.handle.clone()));
     }
@@ -224,12 +231,37 @@ pub async fn run(
     outcome
 }
 
+/// Hands learned registry entries to the registrar in position order. Raw entries
+/// (`--raw_log_api`), Nops and truncations are the log's own business.
+async fn apply_to_registry(mut deliveries: mpsc::Receiver<Delivery>, registrar: Registrar) {
+    while let Some(delivery) = deliveries.recv().await {
+        let Delivery::Learned {
+            position,
+            action: Action::Append(bytes),
+        } = delivery
+        else {
+            continue;
+        };
+        if bytes.first() == Some(&raw_log::RAW_ENTRY_TAG) {
+            continue;
+        }
+        if let Err(corrupt) = registrar.apply_learned(position, &bytes) {
+            // The registrar has stopped serving; every member reading this log
+            // stops at the same entry, so nobody serves a diverged registry.
+            tracing::error!(%corrupt, "the registry cannot read the log; registry reads and writes now fail");
+            return;
+        }
+    }
+}
+
 async fn publish_log_state(
     mut states: tokio::sync::watch::Receiver<LogState>,
     view: SharedMasterView,
+    registrar: Registrar,
 ) {
     loop {
         let state = states.borrow_and_update().clone();
+        registrar.set_read_lease(state.read_lease);
         view.update(|v| {
             v.replica_status = match state.status {
                 crate::log::ReplicaStatus::Empty => ReplicaStatus::Empty,

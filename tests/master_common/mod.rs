@@ -91,3 +91,15 @@ pub fn request_with_body(
     let bytes = send_raw(addr, &raw)?;
     parse_response(&bytes)
 }
+
+/// `POST` of a JSON document.
+pub fn post_json(addr: SocketAddr, path: &str, json: &str) -> std::io::Result<HttpResponse> {
+    let mut raw = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        json.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(json.as_bytes());
+    let bytes = send_raw(addr, &raw)?;
+    parse_response(&bytes)
+}
