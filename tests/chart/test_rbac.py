@@ -1,0 +1,69 @@
+"""The operator's permissions: exactly the verbs it uses, the same in the chart
+and in deploy/."""
+
+from __future__ import annotations
+
+from manifests import DEPLOY_DIR, load_yaml_file, render_objects, the_one
+
+# (API group, resource) -> verbs, the operator's whole footprint. Adding a verb
+# here is a decision to review: say in the RBAC file's comment why it is needed.
+EXPECTED: dict[tuple[str, str], set[str]] = {
+    ("mesos.operator.dev", "mesosmasterclusters"): {"get", "list", "watch", "patch", "update"},
+    ("mesos.operator.dev", "mesosmasterclusters/status"): {"get", "patch", "update"},
+    ("mesos.operator.dev", "mesosmasterclusters/finalizers"): {"update"},
+    ("apps", "statefulsets"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "secrets"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "persistentvolumeclaims"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("networking.k8s.io", "networkpolicies"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "pods"): {"get", "list", "watch", "delete", "patch"},
+    ("events.k8s.io", "events"): {"create", "patch"},
+    ("", "events"): {"create", "patch"},
+}
+
+
+def granted(role: dict) -> dict[tuple[str, str], set[str]]:
+    """Every (group, resource) the role grants, with its verbs, however the rules
+    are grouped."""
+    grants: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        assert "resourceNames" not in rule and "nonResourceURLs" not in rule, rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                grants.setdefault((group, resource), set()).update(rule["verbs"])
+    return grants
+
+
+def deploy_role() -> dict:
+    return the_one(load_yaml_file(DEPLOY_DIR / "20-rbac.yaml"), "ClusterRole")
+
+
+def chart_role() -> dict:
+    return the_one(render_objects(), "ClusterRole")
+
+
+def test_deploy_grants_exactly_the_verbs_the_operator_uses() -> None:
+    assert granted(deploy_role()) == EXPECTED
+
+
+def test_chart_grants_exactly_the_verbs_the_operator_uses() -> None:
+    assert granted(chart_role()) == EXPECTED
+
+
+def test_chart_and_deploy_have_the_same_rules() -> None:
+    assert chart_role()["rules"] == deploy_role()["rules"]
+
+
+def test_no_wildcards_and_no_escalation_verbs() -> None:
+    for role in (deploy_role(), chart_role()):
+        for rule in role["rules"]:
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[field], rule
+            assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
+
+
+def test_the_operator_never_creates_or_deletes_clusters() -> None:
+    # Users own their MesosMasterClusters; the operator only reconciles them.
+    verbs = granted(deploy_role())[("mesos.operator.dev", "mesosmasterclusters")]
+    assert not {"create", "delete", "deletecollection"} & verbs
