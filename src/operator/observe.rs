@@ -316,3 +316,63 @@ fn volume_state(claim: &PersistentVolumeClaim) -> VolumeState {
         VolumeState::Present
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+
+    fn status() -> LogStatus {
+        LogStatus {
+            member: "10.96.0.10:5050".parse().expect("address"),
+            status: api::ReplicaStatus::Voting,
+            log_id: Some(7),
+            begin: 0,
+            end: 42,
+            learned: 42,
+            quorum: 2,
+            masters: vec!["10.96.0.10:5050".parse().expect("address")],
+            leader: None,
+            elected: false,
+        }
+    }
+
+    fn target(address: SocketAddr) -> MemberTarget {
+        MemberTarget {
+            namespace: "db".into(),
+            pod: "prod-0-0".into(),
+            address,
+        }
+    }
+
+    #[tokio::test]
+    async fn http_source_reads_a_masters_log_status() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let router =
+            axum::Router::new().route("/log/status", get(|| async { axum::Json(status()) }));
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let read = HttpMasterStatus::default()
+            .log_status(target(address))
+            .await
+            .expect("status read");
+        assert_eq!(read, status());
+    }
+
+    #[tokio::test]
+    async fn http_source_names_the_pod_it_could_not_reach() {
+        // Bound and dropped: nothing listens there any more.
+        let address = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind")
+            .local_addr()
+            .expect("address");
+        let error = HttpMasterStatus::default()
+            .log_status(target(address))
+            .await
+            .expect_err("nothing listens");
+        assert!(error.to_string().starts_with("prod-0-0"), "{error}");
+    }
+}
