@@ -397,3 +397,45 @@ async fn deleting_the_cluster_deletes_volumes_only_when_the_spec_says_so() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_template_left_ahead_of_its_pod_by_a_crash_is_put_back_and_the_pod_kept() {
+    let world = World::new(spec(3)).await;
+    world.converge(3).await;
+    let pod_uid = world.pods().await[&1].uid();
+    // As if an operator wrote prod-1's template for a restart the planner no longer
+    // wants, and crashed before deleting the pod.
+    let patch = serde_json::json!({ "spec": { "template": { "metadata": { "annotations": {
+        "mesos.operator.dev/quorum": "3",
+        "mesos.operator.dev/whitelist": "0,1,2,3,4",
+    } } } } });
+    let statefulsets: Api<k8s_openapi::api::apps::v1::StatefulSet> =
+        Api::namespaced(world.client.clone(), NAMESPACE);
+    statefulsets
+        .patch("prod-1", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("template changed");
+
+    world.reconcile_once().await;
+
+    let template = world.statefulsets().await[&1]
+        .spec
+        .clone()
+        .expect("spec")
+        .template
+        .metadata
+        .expect("metadata")
+        .annotations
+        .expect("annotations");
+    assert_eq!(template["mesos.operator.dev/quorum"], "2");
+    assert_eq!(template["mesos.operator.dev/whitelist"], "0,1,2");
+    assert_eq!(
+        world.pods().await[&1].uid(),
+        pod_uid,
+        "the pod was not restarted"
+    );
+    // The member Services the stray template named were kept while a template
+    // named them; the next reconcile lets them go.
+    world.reconcile_once().await;
+    assert_settled(&world, 3).await;
+}
