@@ -1,12 +1,19 @@
 //! `mesos-operator`: runs Mesos master ensembles on Kubernetes or on this machine.
+//! `run` is the Kubernetes controller; `crd` and `plan` print.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use mesos_operator::operator::context::Context as OperatorContext;
 use mesos_operator::operator::crd::{self, SingleMasterExit};
-use mesos_operator::operator::planner;
+use mesos_operator::operator::metrics::Metrics;
+use mesos_operator::operator::observe::HttpMasterStatus;
+use mesos_operator::operator::serve::{self, Readiness};
+use mesos_operator::operator::{planner, reconcile};
 
 /// Runs Mesos master ensembles safely, one quorum-procedure step at a time.
 #[derive(Debug, Parser)]
@@ -37,6 +44,39 @@ enum Command {
         #[arg(long, default_value = planner::PREVIEW_CLUSTER_NAME)]
         name: String,
     },
+    /// Watch MesosMasterClusters and reconcile them (in a cluster, or against the
+    /// current kubeconfig).
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Where /healthz and /readyz are served.
+    #[arg(
+        long,
+        env = "MESOS_OPERATOR_HEALTH_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    health_addr: SocketAddr,
+    /// Where Prometheus /metrics is served.
+    #[arg(
+        long,
+        env = "MESOS_OPERATOR_METRICS_ADDR",
+        default_value = "0.0.0.0:9090"
+    )]
+    metrics_addr: SocketAddr,
+    /// Namespace whose MesosMasterClusters are reconciled; empty for all.
+    #[arg(long, env = "MESOS_OPERATOR_WATCH_NAMESPACE", default_value = "")]
+    watch_namespace: String,
+    /// Log lines as text for people or JSON for machines (verbosity: RUST_LOG).
+    #[arg(long, env = "MESOS_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -62,6 +102,13 @@ fn main() -> ExitCode {
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
+    if let Command::Run(args) = command {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the tokio runtime")?;
+        return runtime.block_on(run_operator(args));
+    }
     // Written, not printed: a closed pipe (`| head`) is an error to report, not a panic.
     let mut stdout = std::io::stdout().lock();
     match command {
@@ -83,6 +130,56 @@ fn run(command: Command) -> anyhow::Result<()> {
                 Output::Json => writeln!(stdout, "{}", serde_json::to_string_pretty(&steps)?)?,
             }
         }
+        Command::Run(_) => unreachable!("handled above"),
     }
     Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    // One line, before anything is bound: without a configuration there is
+    // nothing to operate.
+    let client = kube::Client::try_default().await.map_err(|error| {
+        anyhow::anyhow!(
+            "no usable Kubernetes configuration (neither in-cluster nor a kubeconfig; set KUBECONFIG or run in a pod with a service account): {}",
+            one_line(&error.to_string())
+        )
+    })?;
+    let metrics = Metrics::default();
+    let readiness = Readiness::default();
+    let health = serve::spawn(args.health_addr, serve::health_router(readiness.clone()))
+        .await
+        .with_context(|| format!("cannot serve health checks on {}", args.health_addr))?;
+    let metrics_at = serve::spawn(args.metrics_addr, serve::metrics_router(metrics.register()))
+        .await
+        .with_context(|| format!("cannot serve metrics on {}", args.metrics_addr))?;
+    let namespace = (!args.watch_namespace.is_empty()).then_some(args.watch_namespace);
+    tracing::info!(%health, metrics = %metrics_at, namespace = ?namespace, "mesos-operator starting");
+    let ctx = Arc::new(OperatorContext::new(
+        client,
+        Arc::new(HttpMasterStatus::default()),
+        metrics,
+        std::env::var("HOSTNAME").ok(),
+    ));
+    reconcile::run_controller(ctx, namespace, readiness)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot watch MesosMasterClusters (is the CRD installed, may the operator list them?): {error}"))?;
+    tracing::info!("mesos-operator stopped");
+    Ok(())
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }

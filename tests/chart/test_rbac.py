@@ -8,18 +8,23 @@ from manifests import DEPLOY_DIR, load_yaml_file, render_objects, the_one
 # (API group, resource) -> verbs, the operator's whole footprint. Adding a verb
 # here is a decision to review: say in the RBAC file's comment why it is needed.
 EXPECTED: dict[tuple[str, str], set[str]] = {
-    ("mesos.operator.dev", "mesosmasterclusters"): {"get", "list", "watch", "patch", "update"},
-    ("mesos.operator.dev", "mesosmasterclusters/status"): {"get", "patch", "update"},
+    # Controller list/watch; the finalizer helper's JSON patch.
+    ("mesos.operator.dev", "mesosmasterclusters"): {"list", "watch", "patch"},
+    # Status replaced whole with optimistic concurrency.
+    ("mesos.operator.dev", "mesosmasterclusters/status"): {"update"},
     ("mesos.operator.dev", "mesosmasterclusters/finalizers"): {"update"},
-    ("apps", "statefulsets"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "secrets"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "persistentvolumeclaims"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("networking.k8s.io", "networkpolicies"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "pods"): {"get", "list", "watch", "delete", "patch"},
+    # One StatefulSet per member: observed, watched as owned, applied, deleted.
+    ("apps", "statefulsets"): {"list", "watch", "patch", "delete"},
+    # Shared and per-member Services: observed, applied, deleted when unused.
+    ("", "services"): {"list", "patch", "delete"},
+    # The ensemble token: created once, never updated.
+    ("", "secrets"): {"get", "create"},
+    # Volumes: observed; deleted with a removed member (or per reclaim).
+    ("", "persistentvolumeclaims"): {"list", "delete"},
+    ("policy", "poddisruptionbudgets"): {"patch"},
+    ("networking.k8s.io", "networkpolicies"): {"patch"},
+    ("", "pods"): {"list", "delete", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
-    ("", "events"): {"create", "patch"},
 }
 
 

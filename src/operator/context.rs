@@ -1,0 +1,41 @@
+//! What every reconcile is handed: the client, the event recorder, the metrics and
+//! where master statuses come from. Nothing in it is state a reconcile relies on:
+//! a fresh `Context` (an operator restart) reconciles exactly as the old one would.
+
+use std::sync::Arc;
+
+use kube::runtime::events::{Recorder, Reporter};
+
+use crate::operator::metrics::Metrics;
+use crate::operator::observe::MasterStatusSource;
+
+/// The controller's name on Events and in `managedFields`.
+pub const CONTROLLER_NAME: &str = "mesos-operator";
+
+pub struct Context {
+    pub client: kube::Client,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    pub masters: Arc<dyn MasterStatusSource>,
+}
+
+impl Context {
+    /// `instance` names this operator process on its Events (its pod name).
+    pub fn new(
+        client: kube::Client,
+        masters: Arc<dyn MasterStatusSource>,
+        metrics: Metrics,
+        instance: Option<String>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: CONTROLLER_NAME.to_string(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            masters,
+        }
+    }
+}

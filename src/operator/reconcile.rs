@@ -1,0 +1,1112 @@
+//! The reconcile loop: observe → plan → apply ONE step → record.
+//!
+//! Level-triggered and idempotent. Every reconcile starts from what it observes
+//! (pods, volumes, StatefulSets, Services, each master's `/log/status`) and from
+//! what the cluster object itself remembers (`status.plannerMemory`, written
+//! *before* the step it guards). Nothing is kept in the process: an operator that
+//! crashes between any two API calls resumes from the next observation.
+//!
+//! Applying a step is a few idempotent API calls (server-side apply of the member's
+//! StatefulSet, deletion of its pod or volume); applying it again after a crash
+//! half-way is harmless. Every new step becomes an Event on the object and a
+//! numbered line in `status.transition`; a step that waits says which member and
+//! what for in `status.reason` and `status.transition.waitingFor`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::operator::context::Context;
+use crate::operator::crd::{
+    condition_types, MemberStatus, MesosMasterCluster, MesosMasterClusterStatus, Phase, StepState,
+    TransitionStatus, TransitionStep, VolumeReclaim,
+};
+use crate::operator::observe::{observe, pod_config, Observation};
+use crate::operator::planner::{
+    self, member_name, MemberConfig, Ordinal, PlannerMemory, ReplicaStatus, Step,
+};
+use crate::operator::resources::{
+    self, config_from_annotations, member_address, Names, ResourceError, FIELD_MANAGER,
+    LABEL_LEADER, TOKEN_BYTES,
+};
+
+/// The finalizer that lets the operator clean up (volumes per
+/// `spec.storage.reclaim`) before the cluster object goes.
+pub const FINALIZER: &str = "mesos.operator.dev/cleanup";
+
+/// While a transition runs (or a step waits on masters), look again this soon:
+/// master statuses change without any Kubernetes watch event.
+pub const REQUEUE_ACTIVE: Duration = Duration::from_secs(3);
+/// A settled cluster is still re-observed now and then (a master may fall behind
+/// or lose its leader without any object changing).
+pub const REQUEUE_IDLE: Duration = Duration::from_secs(60);
+/// A write that lost a race (HTTP 409) is retried almost at once, from a fresh read.
+pub const REQUEUE_CONFLICT: Duration = Duration::from_secs(1);
+/// Any other error is retried after this back-off.
+pub const REQUEUE_ERROR: Duration = Duration::from_secs(15);
+
+/// The operator's errors; each says what it was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Resource(#[from] ResourceError),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("the operating system's random generator failed: {0}")]
+    Random(String),
+}
+
+impl Error {
+    /// The label of the failure metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Resource(_) => "resource",
+            Error::Finalizer(_) => "finalizer",
+            Error::Random(_) => "random",
+        }
+    }
+
+    fn is_conflict(&self) -> bool {
+        match self {
+            Error::Kube(kube::Error::Api(response)) => response.code == 409,
+            Error::Finalizer(inner) => matches!(
+                inner.as_ref(),
+                kube::runtime::finalizer::Error::ApplyFailed(error)
+                    | kube::runtime::finalizer::Error::CleanupFailed(error)
+                    if error.is_conflict()
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// Reconciles one cluster: through the finalizer, `apply` or `cleanup`.
+pub async fn reconcile(
+    cluster: Arc<MesosMasterCluster>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    ctx.metrics.reconciles.inc();
+    let namespace = cluster
+        .namespace()
+        .ok_or(ResourceError::MissingMetadata("namespace"))?;
+    let api: Api<MesosMasterCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, FINALIZER, cluster, |event| async {
+        match event {
+            FinalizerEvent::Apply(cluster) => apply(cluster, ctx.clone()).await,
+            FinalizerEvent::Cleanup(cluster) => cleanup(cluster, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|error| Error::Finalizer(Box::new(error)))
+}
+
+/// Conflicts retry at once; other errors back off. The error is counted and logged
+/// here, once.
+pub fn error_policy(cluster: Arc<MesosMasterCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failed(error.metric_label());
+    tracing::warn!(cluster = %cluster.name_any(), %error, "reconcile failed");
+    if error.is_conflict() {
+        Action::requeue(REQUEUE_CONFLICT)
+    } else {
+        Action::requeue(REQUEUE_ERROR)
+    }
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// Server-side apply of an object the operator owns.
+async fn apply_object<K>(client: &kube::Client, namespace: &str, object: &K) -> Result<K, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let name = object
+        .meta()
+        .name
+        .clone()
+        .ok_or(ResourceError::MissingMetadata("name"))?;
+    Ok(api
+        .patch(&name, &apply_params(), &Patch::Apply(object))
+        .await?)
+}
+
+/// Deletes an object; one already gone is fine.
+async fn delete_object<K>(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    policy: Option<PropagationPolicy>,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let params = DeleteParams {
+        propagation_policy: policy,
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(response)) if response.code == 404 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The outcome of applying a step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Applied {
+    /// The step's API calls were made (or there was nothing to make).
+    Done,
+    /// The step waits on Kubernetes (a member Service without its cluster IP yet):
+    /// reported as a wait, applied by a later reconcile.
+    Waiting(String),
+    /// The step cannot be applied at all as things are; why, in words.
+    Blocked(String),
+}
+
+async fn apply(cluster: Arc<MesosMasterCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let names = Names::of(&cluster)?;
+    let api: Api<MesosMasterCluster> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    ensure_shared_objects(&cluster, &names, &ctx).await?;
+
+    let memory = cluster
+        .status
+        .as_ref()
+        .and_then(|status| status.planner_memory.clone())
+        .unwrap_or_default();
+    let mut observation = observe(
+        &ctx.client,
+        &names,
+        cluster.spec.port,
+        memory.clone(),
+        ctx.masters.as_ref(),
+    )
+    .await?;
+    ensure_member_services(&cluster, &names, &mut observation, &ctx).await?;
+
+    let decision = planner::decide(&cluster.spec, &observation.observed);
+    let step = decision.step.clone();
+    tracing::info!(cluster = %names.cluster, namespace = %names.namespace, step = %step.describe(&names.cluster), "planned");
+
+    // Write-ahead: what the planner must remember (a member being fenced, a wipe
+    // under way) is durable before the step it guards begins.
+    let mut latest = (*cluster).clone();
+    if decision.memory != memory {
+        let mut status = latest.status.clone().unwrap_or_default();
+        status.planner_memory = Some(decision.memory.clone());
+        latest = replace_status(&api, &latest, status).await?;
+    }
+
+    pin_templates(&cluster, &names, &observation, &step, &ctx).await?;
+
+    let started = Instant::now();
+    let applied = apply_step(&cluster, &names, &observation, &step, &ctx).await?;
+    ctx.metrics
+        .step_applied(action_name(&step), started.elapsed());
+    let memory_after = match &applied {
+        Applied::Done => decision.memory.after_success(&step),
+        Applied::Waiting(_) | Applied::Blocked(_) => decision.memory.clone(),
+    };
+    let (step, blocked) = match applied {
+        Applied::Done => (step, None),
+        Applied::Waiting(reason) => (Step::Wait { reason }, None),
+        Applied::Blocked(why) => (step, Some(why)),
+    };
+    let blocked = blocked.as_deref();
+
+    label_leader(&names, &observation, &ctx).await?;
+    let quorum_floor = observation
+        .pods
+        .values()
+        .map(|pod| pod_config(pod).quorum)
+        .max()
+        .unwrap_or(cluster.spec.target_quorum() as u32)
+        .max(1);
+    apply_object(
+        &ctx.client,
+        &names.namespace,
+        &resources::pod_disruption_budget(&cluster, &names, quorum_floor)?,
+    )
+    .await?;
+
+    let previous = latest.status.clone().unwrap_or_default();
+    let status = next_status(
+        &previous,
+        &latest,
+        &names,
+        &observation,
+        &step,
+        blocked,
+        memory_after,
+        Time(k8s_openapi::jiff::Timestamp::now()),
+    );
+    publish_events(&cluster, &names, &previous, &status, &step, blocked, &ctx).await;
+    replace_status(&api, &latest, status).await?;
+
+    Ok(match step {
+        Step::Done => Action::requeue(REQUEUE_IDLE),
+        Step::Failed { .. } => Action::requeue(REQUEUE_ERROR),
+        _ => Action::requeue(REQUEUE_ACTIVE),
+    })
+}
+
+/// Writes the whole status with optimistic concurrency (`PUT .../status` with the
+/// object's resourceVersion): the status is one document computed from one
+/// observation, so a writer that raced us gets a conflict and re-observes, rather
+/// than two views being merged field by field.
+async fn replace_status(
+    api: &Api<MesosMasterCluster>,
+    cluster: &MesosMasterCluster,
+    status: MesosMasterClusterStatus,
+) -> Result<MesosMasterCluster, Error> {
+    let mut updated = cluster.clone();
+    updated.status = Some(status);
+    updated.metadata.managed_fields = None;
+    Ok(api
+        .replace_status(&cluster.name_any(), &PostParams::default(), &updated)
+        .await?)
+}
+
+/// The token Secret (created once), the headless, client and leader Services and
+/// the NetworkPolicy.
+async fn ensure_shared_objects(
+    cluster: &MesosMasterCluster,
+    names: &Names,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    if secrets.get_opt(&names.token_secret()).await?.is_none() {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        getrandom::fill(&mut bytes).map_err(|error| Error::Random(error.to_string()))?;
+        let secret = resources::token_secret(cluster, names, resources::hex(&bytes))?;
+        match secrets.create(&PostParams::default(), &secret).await {
+            Ok(_) => tracing::info!(secret = %names.token_secret(), "ensemble token created"),
+            // Another writer created it first: theirs stands, ours is dropped unread.
+            Err(kube::Error::Api(response)) if response.code == 409 => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    for service in [
+        resources::headless_service(cluster, names)?,
+        resources::client_service(cluster, names)?,
+        resources::leader_service(cluster, names)?,
+    ] {
+        apply_object(&ctx.client, &names.namespace, &service).await?;
+    }
+    apply_object(
+        &ctx.client,
+        &names.namespace,
+        &resources::network_policy(cluster, names)?,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Member Services exist for every member that is asked for, exists, or is in a
+/// whitelist in use (pod or template): a whitelisted address must stay the same
+/// member's for as long as anyone may use it. Others are deleted.
+async fn ensure_member_services(
+    cluster: &MesosMasterCluster,
+    names: &Names,
+    observation: &mut Observation,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let mut needed: BTreeSet<Ordinal> = (0..cluster.spec.replicas.max(0) as Ordinal).collect();
+    needed.extend(observation.pods.keys());
+    needed.extend(observation.claims.keys());
+    needed.extend(observation.statefulsets.keys());
+    for pod in observation.pods.values() {
+        needed.extend(pod_config(pod).whitelist);
+    }
+    for statefulset in observation.statefulsets.values() {
+        if let Some(config) = template_config(statefulset) {
+            needed.extend(config.whitelist);
+        }
+    }
+    let needed: BTreeSet<Ordinal> = needed
+        .into_iter()
+        .filter(|ordinal| *ordinal < crate::operator::crd::MAX_REPLICAS as Ordinal)
+        .collect();
+
+    for ordinal in &needed {
+        if !observation.member_services.contains(ordinal) {
+            let service = apply_object(
+                &ctx.client,
+                &names.namespace,
+                &resources::member_service(cluster, names, *ordinal)?,
+            )
+            .await?;
+            observation.member_services.insert(*ordinal);
+            if let Some(ip) = service
+                .spec
+                .and_then(|spec| spec.cluster_ip)
+                .and_then(|ip| ip.parse().ok())
+            {
+                observation.service_ips.insert(*ordinal, ip);
+            }
+        }
+        match resources::external_service(cluster, names, *ordinal)? {
+            Some(service) => {
+                apply_object(&ctx.client, &names.namespace, &service).await?;
+            }
+            None => {
+                delete_object::<Service>(
+                    &ctx.client,
+                    &names.namespace,
+                    &names.external_service(*ordinal),
+                    None,
+                )
+                .await?
+            }
+        }
+    }
+    let unneeded: Vec<Ordinal> = observation
+        .member_services
+        .iter()
+        .filter(|ordinal| !needed.contains(ordinal))
+        .copied()
+        .collect();
+    for ordinal in unneeded {
+        for name in [
+            names.member_service(ordinal),
+            names.external_service(ordinal),
+        ] {
+            delete_object::<Service>(&ctx.client, &names.namespace, &name, None).await?;
+        }
+        observation.member_services.remove(&ordinal);
+        observation.service_ips.remove(&ordinal);
+    }
+    Ok(())
+}
+
+fn template_config(statefulset: &StatefulSet) -> Option<MemberConfig> {
+    statefulset
+        .spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()
+        .and_then(config_from_annotations)
+}
+
+/// The member a step acts on.
+fn step_member(step: &Step) -> Option<Ordinal> {
+    match step {
+        Step::RestartMember { member, .. }
+        | Step::CreateMember { member, .. }
+        | Step::RemoveMember { member, .. }
+        | Step::WipeMember { member, .. } => Some(*member),
+        _ => None,
+    }
+}
+
+/// Every StatefulSet other than the step's member carries its pod's configuration:
+/// a pod that dies and is recreated comes back as it was, never with a
+/// configuration the planner has not chosen for it (after a crash between writing a
+/// template and deleting the pod, the template is put back).
+async fn pin_templates(
+    cluster: &MesosMasterCluster,
+    names: &Names,
+    observation: &Observation,
+    step: &Step,
+    ctx: &Context,
+) -> Result<(), Error> {
+    for (ordinal, statefulset) in &observation.statefulsets {
+        if Some(*ordinal) == step_member(step) {
+            continue;
+        }
+        let Some(pod) = observation.pods.get(ordinal) else {
+            continue;
+        };
+        let config = pod_config(pod);
+        if config.ensemble_size().is_none() || template_config(statefulset) == Some(config.clone())
+        {
+            continue;
+        }
+        match resources::member_statefulset(
+            cluster,
+            names,
+            *ordinal,
+            &config,
+            &observation.service_ips,
+        ) {
+            Ok(statefulset) => {
+                apply_object(&ctx.client, &names.namespace, &statefulset).await?;
+            }
+            Err(error) => tracing::warn!(%error, "cannot pin the template yet"),
+        }
+    }
+    Ok(())
+}
+
+/// Stops member `ordinal` for good: its StatefulSet first (nothing recreates the
+/// pod), then its pod, then its volume. Kubernetes keeps the volume until the pod
+/// is gone (pvc-protection), so the volume is never reused by a restarted pod.
+async fn remove_member(names: &Names, ordinal: Ordinal, ctx: &Context) -> Result<(), Error> {
+    delete_object::<StatefulSet>(
+        &ctx.client,
+        &names.namespace,
+        &names.statefulset(ordinal),
+        Some(PropagationPolicy::Background),
+    )
+    .await?;
+    delete_object::<Pod>(&ctx.client, &names.namespace, &names.pod(ordinal), None).await?;
+    delete_object::<PersistentVolumeClaim>(
+        &ctx.client,
+        &names.namespace,
+        &names.volume_claim(ordinal),
+        None,
+    )
+    .await?;
+    Ok(())
+}
+
+async fn apply_step(
+    cluster: &MesosMasterCluster,
+    names: &Names,
+    observation: &Observation,
+    step: &Step,
+    ctx: &Context,
+) -> Result<Applied, Error> {
+    let statefulset = |ordinal: Ordinal, config: &MemberConfig| {
+        resources::member_statefulset(cluster, names, ordinal, config, &observation.service_ips)
+    };
+    match step {
+        Step::CreateMember { member, config } => match statefulset(*member, config) {
+            Ok(statefulset) => {
+                apply_object(&ctx.client, &names.namespace, &statefulset).await?;
+                Ok(Applied::Done)
+            }
+            Err(error @ ResourceError::NoAddress { .. }) => Ok(Applied::Waiting(error.to_string())),
+            Err(error) => Err(error.into()),
+        },
+        Step::RestartMember { member, config } => {
+            let statefulset = match statefulset(*member, config) {
+                Ok(statefulset) => statefulset,
+                Err(error @ ResourceError::NoAddress { .. }) => {
+                    return Ok(Applied::Waiting(error.to_string()))
+                }
+                Err(error) => return Err(error.into()),
+            };
+            // The template first, then the pod: the StatefulSet controller recreates
+            // the pod from the new template (OnDelete never does it on its own).
+            apply_object(&ctx.client, &names.namespace, &statefulset).await?;
+            let runs_old = observation.pods.get(member).is_some_and(|pod| {
+                pod.metadata.deletion_timestamp.is_none() && pod_config(pod) != *config
+            });
+            if runs_old {
+                delete_object::<Pod>(&ctx.client, &names.namespace, &names.pod(*member), None)
+                    .await?;
+            }
+            Ok(Applied::Done)
+        }
+        Step::RemoveMember { member, .. } => {
+            remove_member(names, *member, ctx).await?;
+            Ok(Applied::Done)
+        }
+        // On Kubernetes the whole work_dir is the member's volume: wiping
+        // replicated_log is removing the member with its volume; the planner then
+        // starts the new ensemble from empty logs (it sees no member left).
+        Step::WipeMember { member, .. } => {
+            remove_member(names, *member, ctx).await?;
+            Ok(Applied::Done)
+        }
+        Step::ExportRegistry { .. } | Step::ImportRegistry { .. } => Ok(Applied::Blocked(
+            "mesos-master has no registry export/import endpoint yet; set spec.singleMasterExit: Wipe to leave single-master mode (the registry is then lost)".to_string(),
+        )),
+        Step::Wait { .. } | Step::Done | Step::Failed { .. } => Ok(Applied::Done),
+    }
+}
+
+/// The leader pod carries `mesos.operator.dev/leader=true` (the leader Service
+/// selects it); no other pod does.
+async fn label_leader(
+    names: &Names,
+    observation: &Observation,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    for (ordinal, pod) in &observation.pods {
+        let is_leader = observation.observed.leader == Some(*ordinal);
+        let labelled = pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(LABEL_LEADER))
+            .is_some_and(|value| value == "true");
+        if is_leader == labelled || pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let value = if is_leader {
+            serde_json::Value::from("true")
+        } else {
+            serde_json::Value::Null
+        };
+        let patch = serde_json::json!({ "metadata": { "labels": { LABEL_LEADER: value } } });
+        match pods
+            .patch(
+                &names.pod(*ordinal),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(response)) if response.code == 404 => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(())
+}
+
+/// `RestartMember`, `Wait`, ...: the step's kind, for metrics and Event reasons.
+pub fn action_name(step: &Step) -> &'static str {
+    match step {
+        Step::RestartMember { .. } => "RestartMember",
+        Step::CreateMember { .. } => "CreateMember",
+        Step::RemoveMember { .. } => "RemoveMember",
+        Step::WipeMember { .. } => "WipeMember",
+        Step::ExportRegistry { .. } => "ExportRegistry",
+        Step::ImportRegistry { .. } => "ImportRegistry",
+        Step::Wait { .. } => "Wait",
+        Step::Done => "Done",
+        Step::Failed { .. } => "Failed",
+    }
+}
+
+/// What identifies a step across reconciles: a removal that takes several rounds
+/// (pod, then volume) and is re-planned as "finishing its removal" is one line.
+fn step_key(step: &Step, cluster: &str) -> String {
+    match step {
+        Step::RemoveMember { member, .. } => {
+            format!("remove {} and its volume", member_name(cluster, *member))
+        }
+        step => step.describe(cluster),
+    }
+}
+
+/// The transition after `step`: a new step is a new numbered line (the one before
+/// it is done); the same step again changes nothing; waits fill `waitingFor`.
+pub fn next_transition(
+    previous: Option<&TransitionStatus>,
+    members_now: i32,
+    target: i32,
+    step: &Step,
+    blocked: Option<&str>,
+    cluster: &str,
+) -> Option<TransitionStatus> {
+    let active = previous.filter(|transition| transition.current_step.is_some());
+    match step {
+        step if step.is_action() => {
+            let mut transition = match active {
+                Some(transition) if transition.to == target => transition.clone(),
+                _ => TransitionStatus {
+                    from: members_now,
+                    to: target,
+                    steps: Vec::new(),
+                    current_step: None,
+                    waiting_for: None,
+                },
+            };
+            let key = step_key(step, cluster);
+            let same = transition
+                .steps
+                .last()
+                .is_some_and(|last| last.description.starts_with(&key));
+            if !same {
+                for earlier in &mut transition.steps {
+                    if earlier.state == StepState::Running {
+                        earlier.state = StepState::Done;
+                    }
+                }
+                transition.steps.push(TransitionStep {
+                    number: transition.steps.len() as u32 + 1,
+                    description: step.describe(cluster),
+                    state: StepState::Running,
+                });
+            }
+            if let Some(last) = transition.steps.last_mut() {
+                last.state = if blocked.is_some() {
+                    StepState::Failed
+                } else {
+                    StepState::Running
+                };
+                transition.current_step = Some(last.number);
+            }
+            transition.waiting_for = blocked.map(str::to_string);
+            Some(transition)
+        }
+        Step::Wait { reason } | Step::Failed { reason } => {
+            let mut transition = previous?.clone();
+            if transition.current_step.is_some() {
+                transition.waiting_for = Some(reason.clone());
+            }
+            Some(transition)
+        }
+        _ => {
+            // Done: the transition (if any) is complete and stays for the record.
+            let mut transition = previous?.clone();
+            for line in &mut transition.steps {
+                line.state = StepState::Done;
+            }
+            transition.current_step = None;
+            transition.waiting_for = None;
+            Some(transition)
+        }
+    }
+}
+
+fn condition(
+    previous: &[Condition],
+    type_: &str,
+    holds: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let status = if holds { "True" } else { "False" };
+    let since = previous
+        .iter()
+        .find(|condition| condition.type_ == type_ && condition.status == status)
+        .map(|condition| condition.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message,
+        observed_generation: generation,
+        last_transition_time: since,
+    }
+}
+
+/// The status after one reconcile. Pure.
+#[allow(clippy::too_many_arguments)]
+fn next_status(
+    previous: &MesosMasterClusterStatus,
+    cluster: &MesosMasterCluster,
+    names: &Names,
+    observation: &Observation,
+    step: &Step,
+    blocked: Option<&str>,
+    memory: PlannerMemory,
+    now: Time,
+) -> MesosMasterClusterStatus {
+    let generation = cluster.metadata.generation;
+    let members: Vec<MemberStatus> = observation
+        .observed
+        .members
+        .iter()
+        .map(|member| {
+            let pod = member.pod.as_ref();
+            let replica = pod.and_then(|pod| pod.replica);
+            MemberStatus {
+                name: names.statefulset(member.ordinal),
+                address: member_address(cluster, names, member.ordinal, &observation.service_ips)
+                    .ok()
+                    .map(|address| address.to_string()),
+                quorum: pod.map(|pod| pod.config.quorum as i32),
+                replica_status: replica.map(|replica| format!("{:?}", replica.status)),
+                log_end_position: replica.map(|replica| replica.log_end_position),
+                ready: pod.is_some_and(|pod| {
+                    pod.ready
+                        && !pod.terminating
+                        && replica.is_some_and(|replica| replica.status == ReplicaStatus::Voting)
+                }),
+            }
+        })
+        .collect();
+    let running = observation
+        .pods
+        .values()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .count() as i32;
+    let ready = members.iter().filter(|member| member.ready).count() as i32;
+    let quorum = observation
+        .pods
+        .values()
+        .map(|pod| pod_config(pod).quorum as i32)
+        .filter(|quorum| *quorum > 0)
+        .min();
+    let leader = observation
+        .observed
+        .leader
+        .map(|ordinal| names.statefulset(ordinal));
+    let transition = next_transition(
+        previous.transition.as_ref(),
+        running,
+        cluster.spec.replicas,
+        step,
+        blocked,
+        &names.cluster,
+    );
+    let in_transition = transition
+        .as_ref()
+        .is_some_and(|transition| transition.current_step.is_some());
+    let current_step = transition.as_ref().and_then(|transition| {
+        let number = transition.current_step?;
+        let line = transition.steps.iter().find(|line| line.number == number)?;
+        Some(format!("{number}: {}", line.description))
+    });
+    let failed = matches!(step, Step::Failed { .. });
+    let reason = match (step, blocked) {
+        (_, Some(why)) => format!("blocked: {} ({why})", step.describe(&names.cluster)),
+        (Step::Wait { reason }, None) => reason.clone(),
+        (Step::Failed { reason }, None) => reason.clone(),
+        (Step::Done, None) => format!(
+            "{} masters running with --quorum={}",
+            cluster.spec.replicas,
+            cluster.spec.target_quorum()
+        ),
+        (step, None) => step.describe(&names.cluster),
+    };
+    let phase = if failed {
+        Phase::Failed
+    } else if cluster.spec.paused {
+        Phase::Paused
+    } else if blocked.is_some() {
+        Phase::Degraded
+    } else if *step == Step::Done {
+        Phase::Running
+    } else if running == 0 && !in_transition {
+        Phase::Pending
+    } else {
+        Phase::Transitioning
+    };
+    let quorum_safe = planner::check_step(
+        &observation.observed,
+        &Step::Wait {
+            reason: String::new(),
+        },
+    );
+    let available =
+        observation.observed.leader.is_some() && quorum.is_some_and(|quorum| ready >= quorum);
+    let conditions = vec![
+        condition(
+            &previous.conditions,
+            condition_types::AVAILABLE,
+            available,
+            if available {
+                "LeaderElected"
+            } else {
+                "NoQuorum"
+            },
+            match &leader {
+                Some(leader) => format!("{leader} leads; {ready} of {running} masters ready"),
+                None => format!("no leader; {ready} of {running} masters ready"),
+            },
+            generation,
+            &now,
+        ),
+        condition(
+            &previous.conditions,
+            condition_types::PROGRESSING,
+            in_transition,
+            if in_transition {
+                action_name(step)
+            } else {
+                "Settled"
+            },
+            reason.clone(),
+            generation,
+            &now,
+        ),
+        condition(
+            &previous.conditions,
+            condition_types::DEGRADED,
+            failed || blocked.is_some() || ready < running,
+            if failed {
+                "PlanFailed"
+            } else if blocked.is_some() {
+                "StepBlocked"
+            } else if ready < running {
+                "MastersNotReady"
+            } else {
+                "AllReady"
+            },
+            format!("{ready} of {running} masters ready"),
+            generation,
+            &now,
+        ),
+        condition(
+            &previous.conditions,
+            condition_types::QUORUM_SAFE,
+            quorum_safe.is_ok(),
+            if quorum_safe.is_ok() {
+                "QuorumsIntersect"
+            } else {
+                "QuorumsMayNotIntersect"
+            },
+            match &quorum_safe {
+                Ok(()) => {
+                    "every two quorums in use intersect among the masters that may run".to_string()
+                }
+                Err(violation) => violation.to_string(),
+            },
+            generation,
+            &now,
+        ),
+    ];
+    MesosMasterClusterStatus {
+        observed_generation: generation,
+        phase: Some(phase),
+        reason: Some(reason),
+        replicas: running,
+        ready_replicas: ready,
+        quorum,
+        target_quorum: Some(cluster.spec.target_quorum()),
+        leader,
+        current_step,
+        members,
+        transition,
+        planner_memory: (memory != PlannerMemory::default()).then_some(memory),
+        conditions,
+    }
+}
+
+/// One Event per new transition line, per blocked or failed step, per completed
+/// transition. Events are best-effort: a failure to publish is logged, never
+/// stops the step.
+async fn publish_events(
+    cluster: &MesosMasterCluster,
+    names: &Names,
+    previous: &MesosMasterClusterStatus,
+    status: &MesosMasterClusterStatus,
+    step: &Step,
+    blocked: Option<&str>,
+    ctx: &Context,
+) {
+    let lines = |status: &MesosMasterClusterStatus| {
+        status
+            .transition
+            .as_ref()
+            .map(|transition| (transition.from, transition.to, transition.steps.len()))
+    };
+    let mut events = Vec::new();
+    let new_line = lines(status) != lines(previous);
+    if step.is_action() && new_line {
+        if let Some(line) = status
+            .transition
+            .as_ref()
+            .and_then(|transition| transition.steps.last())
+        {
+            events.push(Event {
+                type_: EventType::Normal,
+                reason: action_name(step).to_string(),
+                note: Some(format!("step {}: {}", line.number, line.description)),
+                action: action_name(step).to_string(),
+                secondary: None,
+            });
+        }
+    }
+    if let Some(why) = blocked {
+        events.push(Event {
+            type_: EventType::Warning,
+            reason: "StepBlocked".to_string(),
+            note: Some(format!("{}: {why}", step.describe(&names.cluster))),
+            action: action_name(step).to_string(),
+            secondary: None,
+        });
+    }
+    if let Step::Failed { reason } = step {
+        events.push(Event {
+            type_: EventType::Warning,
+            reason: "PlanFailed".to_string(),
+            note: Some(reason.clone()),
+            action: "Plan".to_string(),
+            secondary: None,
+        });
+    }
+    let was_active = previous
+        .transition
+        .as_ref()
+        .is_some_and(|transition| transition.current_step.is_some());
+    if *step == Step::Done && was_active {
+        events.push(Event {
+            type_: EventType::Normal,
+            reason: "TransitionComplete".to_string(),
+            note: Some(format!(
+                "{} masters running with --quorum={}",
+                cluster.spec.replicas,
+                cluster.spec.target_quorum()
+            )),
+            action: "Done".to_string(),
+            secondary: None,
+        });
+    }
+    let reference = cluster.object_ref(&());
+    for event in events {
+        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(%error, reason = %event.reason, "could not publish an event");
+        }
+    }
+}
+
+/// The cluster object is being deleted: owned objects go with it (owner
+/// references); volumes, which the StatefulSets' claim templates create without
+/// owners, are deleted only if `spec.storage.reclaim` is `Delete`.
+async fn cleanup(cluster: Arc<MesosMasterCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let names = Names::of(&cluster)?;
+    let note = match cluster.spec.storage.reclaim {
+        VolumeReclaim::Retain => "volumes retained (spec.storage.reclaim: Retain)".to_string(),
+        VolumeReclaim::Delete => {
+            let claims: Api<PersistentVolumeClaim> =
+                Api::namespaced(ctx.client.clone(), &names.namespace);
+            let listed = claims
+                .list(&ListParams::default().labels(&names.selector()))
+                .await?;
+            let mut deleted = Vec::new();
+            for claim in listed.items {
+                let name = claim.name_any();
+                delete_object::<PersistentVolumeClaim>(&ctx.client, &names.namespace, &name, None)
+                    .await?;
+                deleted.push(name);
+            }
+            format!(
+                "volumes deleted (spec.storage.reclaim: Delete): {}",
+                deleted.join(", ")
+            )
+        }
+    };
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "Cleanup".to_string(),
+        note: Some(note),
+        action: "Delete".to_string(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
+        tracing::warn!(%error, "could not publish the cleanup event");
+    }
+    Ok(Action::await_change())
+}
+
+/// Watches `MesosMasterCluster`s (in `namespace`, or everywhere) and reconciles
+/// them until a shutdown signal. Fails at once, with the API's answer, when the
+/// CRD is not installed or the operator may not list clusters.
+pub async fn run_controller(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    readiness: crate::operator::serve::Readiness,
+) -> Result<(), Error> {
+    let (clusters, statefulsets) = match &namespace {
+        Some(namespace) => (
+            Api::<MesosMasterCluster>::namespaced(ctx.client.clone(), namespace),
+            Api::<StatefulSet>::namespaced(ctx.client.clone(), namespace),
+        ),
+        None => (
+            Api::<MesosMasterCluster>::all(ctx.client.clone()),
+            Api::<StatefulSet>::all(ctx.client.clone()),
+        ),
+    };
+    clusters.list(&ListParams::default().limit(1)).await?;
+    readiness.set_ready();
+    let owned = watcher::Config::default()
+        .labels(&format!("{}={FIELD_MANAGER}", resources::LABEL_MANAGED_BY));
+    Controller::new(clusters, watcher::Config::default().any_semantic())
+        .owns(statefulsets, owned)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(cluster = %object.name, "reconciled"),
+                Err(error) => tracing::debug!(%error, "reconcile error"),
+            }
+        })
+        .await;
+    Ok(())
+}
+
+/// The ordinals whose pods run each configuration, for tests and diagnostics.
+pub fn configs_by_member(observation: &Observation) -> BTreeMap<Ordinal, MemberConfig> {
+    observation
+        .pods
+        .iter()
+        .map(|(ordinal, pod)| (*ordinal, pod_config(pod)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::planner::{MemberConfig, RemovalReason};
+
+    fn restart(member: Ordinal, size: u32) -> Step {
+        Step::RestartMember {
+            member,
+            config: MemberConfig::ensemble(size),
+        }
+    }
+
+    #[test]
+    fn each_new_step_is_a_numbered_line_and_the_one_before_is_done() {
+        let first = next_transition(None, 3, 5, &restart(0, 5), None, "prod").expect("starts");
+        assert_eq!((first.from, first.to, first.current_step), (3, 5, Some(1)));
+        let again =
+            next_transition(Some(&first), 3, 5, &restart(0, 5), None, "prod").expect("same step");
+        assert_eq!(again, first);
+        let second =
+            next_transition(Some(&first), 3, 5, &restart(1, 5), None, "prod").expect("next");
+        assert_eq!(second.steps.len(), 2);
+        assert_eq!(second.steps[0].state, StepState::Done);
+        assert_eq!(second.steps[1].state, StepState::Running);
+        let waiting = next_transition(
+            Some(&second),
+            3,
+            5,
+            &Step::Wait {
+                reason: "prod-1 to be ready".into(),
+            },
+            None,
+            "prod",
+        )
+        .expect("waits");
+        assert_eq!(waiting.waiting_for.as_deref(), Some("prod-1 to be ready"));
+        let done = next_transition(Some(&waiting), 5, 5, &Step::Done, None, "prod").expect("kept");
+        assert_eq!(done.current_step, None);
+        assert!(done.steps.iter().all(|line| line.state == StepState::Done));
+    }
+
+    #[test]
+    fn a_removal_over_several_rounds_is_one_line() {
+        let extra = Step::RemoveMember {
+            member: 4,
+            reason: RemovalReason::Extra,
+        };
+        let fenced = Step::RemoveMember {
+            member: 4,
+            reason: RemovalReason::Fenced,
+        };
+        let first = next_transition(None, 5, 3, &extra, None, "prod").expect("starts");
+        let second = next_transition(Some(&first), 5, 3, &fenced, None, "prod").expect("same");
+        assert_eq!(second.steps.len(), 1);
+    }
+}

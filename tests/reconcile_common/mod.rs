@@ -1,0 +1,547 @@
+//! A small simulated Kubernetes for the reconcile tests.
+//!
+//! The API itself is `kube-fake-client` 0.3: an in-memory `kube::Client` backend
+//! with get/list/create/patch/replace/delete, label selectors, resourceVersion
+//! conflicts, a status subresource, and server-side apply (treated as a merge
+//! patch, which is enough for objects the operator always writes whole). It has no
+//! controllers, so this harness plays them between two reconciles ([`World::tick`]):
+//! the Service IP allocator, the StatefulSet controller (one pod and its claim from
+//! each StatefulSet of one replica), and the kubelet plus the masters' replicated
+//! log (a new member catches up from a voting peer; a new ensemble initializes once
+//! every whitelisted member has a pod). [`FakeMasters`] answers `/log/status` as a
+//! master started with the pod's *current* environment would: its `MESOS_QUORUM`
+//! and `MESOS_MASTERS`.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, PodCondition, PodStatus, Service};
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Resource, ResourceExt};
+use mesos_operator::master::api::{LogStatus, ReplicaStatus};
+use mesos_operator::operator::context::Context;
+use mesos_operator::operator::crd::{MesosMasterCluster, MesosMasterClusterSpec};
+use mesos_operator::operator::metrics::Metrics;
+use mesos_operator::operator::observe::{MasterStatusSource, MemberTarget, StatusError};
+use mesos_operator::operator::planner::{MemberConfig, Ordinal};
+use mesos_operator::operator::reconcile;
+use mesos_operator::operator::resources::{LABEL_MEMBER, LABEL_NAME, MASTER_APP_NAME};
+
+pub const NAMESPACE: &str = "db";
+pub const NAME: &str = "prod";
+/// A finalizer of some other controller (see [`World::new`]).
+pub const OTHER_FINALIZER: &str = "example.com/other";
+/// The simulated log's state of a pod, kept on the pod by the harness.
+const REPLICA: &str = "test.mesos/replica";
+/// On a claim whose volume holds a log.
+const HAS_LOG: &str = "test.mesos/has-log";
+/// Bound on reconciles per transition (1 -> 9 takes about 40 steps plus waits).
+pub const MAX_ROUNDS: usize = 200;
+
+pub struct World {
+    pub client: kube::Client,
+    next_ip: AtomicU32,
+}
+
+fn env(pod: &Pod, name: &str) -> Option<String> {
+    pod.spec
+        .as_ref()?
+        .containers
+        .first()?
+        .env
+        .as_ref()?
+        .iter()
+        .find(|var| var.name == name)?
+        .value
+        .clone()
+}
+
+pub fn ordinal(meta: &ObjectMeta) -> Option<Ordinal> {
+    meta.labels.as_ref()?.get(LABEL_MEMBER)?.parse().ok()
+}
+
+fn annotation(meta: &ObjectMeta, key: &str) -> Option<String> {
+    meta.annotations.as_ref()?.get(key).cloned()
+}
+
+impl World {
+    pub async fn new(spec: MesosMasterClusterSpec) -> Self {
+        let mut cluster = MesosMasterCluster::new(NAME, spec);
+        cluster.metadata.namespace = Some(NAMESPACE.into());
+        // kube-runtime adds the first finalizer with a JSON patch that tests
+        // `/metadata/finalizers` for null; the fake's JSON patch refuses a test of a
+        // missing path (a real API server accepts it). Another party's finalizer
+        // takes the other branch of the helper: append to an existing list.
+        cluster.metadata.finalizers = Some(vec![OTHER_FINALIZER.to_string()]);
+        let client = kube_fake_client::ClientBuilder::new()
+            .with_resource::<MesosMasterCluster>()
+            // Not `with_status_subresource`: it needs `Default` on the CRD type, which
+            // the spec has none of. Without it a status PUT writes the whole object;
+            // the operator sends the object it read, with its resourceVersion, so a
+            // spec changed in between is a conflict, never overwritten.
+            .with_object(cluster)
+            .build()
+            .await
+            .expect("fake API");
+        Self {
+            client,
+            next_ip: AtomicU32::new(10),
+        }
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        Api::namespaced(self.client.clone(), NAMESPACE)
+    }
+
+    /// A fresh operator: new client handle, recorder and metrics; nothing carried over.
+    pub fn fresh_context(&self) -> Arc<Context> {
+        Arc::new(Context::new(
+            self.client.clone(),
+            Arc::new(FakeMasters {
+                client: self.client.clone(),
+            }),
+            Metrics::default(),
+            Some("test-operator".into()),
+        ))
+    }
+
+    pub async fn cluster(&self) -> MesosMasterCluster {
+        self.api::<MesosMasterCluster>()
+            .get(NAME)
+            .await
+            .expect("cluster exists")
+    }
+
+    pub async fn set_spec(&self, change: impl FnOnce(&mut MesosMasterClusterSpec)) {
+        let mut cluster = self.cluster().await;
+        change(&mut cluster.spec);
+        let patch = serde_json::json!({ "spec": cluster.spec });
+        self.api::<MesosMasterCluster>()
+            .patch(NAME, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("spec patched");
+    }
+
+    /// One reconcile by an operator that just started (crash/restart between any two).
+    pub async fn reconcile_once(&self) {
+        let cluster = Arc::new(self.cluster().await);
+        reconcile::reconcile(cluster, self.fresh_context())
+            .await
+            .expect("reconcile succeeds");
+    }
+
+    pub async fn pods(&self) -> BTreeMap<Ordinal, Pod> {
+        self.api::<Pod>()
+            .list(&ListParams::default())
+            .await
+            .expect("pods")
+            .items
+            .into_iter()
+            .filter_map(|pod| ordinal(&pod.metadata).map(|ordinal| (ordinal, pod)))
+            .collect()
+    }
+
+    pub async fn claims(&self) -> BTreeMap<Ordinal, PersistentVolumeClaim> {
+        self.api::<PersistentVolumeClaim>()
+            .list(&ListParams::default())
+            .await
+            .expect("claims")
+            .items
+            .into_iter()
+            .filter_map(|claim| ordinal(&claim.metadata).map(|ordinal| (ordinal, claim)))
+            .collect()
+    }
+
+    pub async fn statefulsets(&self) -> BTreeMap<Ordinal, StatefulSet> {
+        self.api::<StatefulSet>()
+            .list(&ListParams::default())
+            .await
+            .expect("statefulsets")
+            .items
+            .into_iter()
+            .filter_map(|sts| ordinal(&sts.metadata).map(|ordinal| (ordinal, sts)))
+            .collect()
+    }
+
+    pub async fn services(&self) -> BTreeMap<String, Service> {
+        self.api::<Service>()
+            .list(&ListParams::default())
+            .await
+            .expect("services")
+            .items
+            .into_iter()
+            .map(|service| (service.name_any(), service))
+            .collect()
+    }
+
+    pub async fn events(&self) -> Vec<K8sEvent> {
+        self.api::<K8sEvent>()
+            .list(&ListParams::default())
+            .await
+            .expect("events")
+            .items
+    }
+
+    /// Member ordinal -> address, from the member Services' cluster IPs.
+    pub async fn member_addresses(&self) -> BTreeMap<Ordinal, String> {
+        self.services()
+            .await
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(&format!("{NAME}-member-")))
+            .filter_map(|(_, service)| {
+                let ordinal = ordinal(&service.metadata)?;
+                let ip = service.spec?.cluster_ip?;
+                Some((ordinal, format!("{ip}:5050")))
+            })
+            .collect()
+    }
+
+    /// The configuration pod `ordinal` runs, read from its environment (not from the
+    /// operator's annotations), with the whitelist mapped back to ordinals.
+    pub async fn running_configs(&self) -> BTreeMap<Ordinal, MemberConfig> {
+        let addresses = self.member_addresses().await;
+        let by_address: BTreeMap<String, Ordinal> = addresses
+            .iter()
+            .map(|(ordinal, address)| (address.clone(), *ordinal))
+            .collect();
+        self.pods()
+            .await
+            .into_iter()
+            .map(|(ordinal, pod)| {
+                let quorum = env(&pod, "MESOS_QUORUM")
+                    .and_then(|q| q.parse().ok())
+                    .unwrap_or(0);
+                let mut whitelist: Vec<Ordinal> = env(&pod, "MESOS_MASTERS")
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(|address| *by_address.get(address).unwrap_or(&u32::MAX))
+                    .collect();
+                whitelist.sort();
+                (ordinal, MemberConfig { quorum, whitelist })
+            })
+            .collect()
+    }
+
+    fn ip(&self, prefix: [u8; 2]) -> String {
+        let n = self.next_ip.fetch_add(1, Ordering::SeqCst);
+        format!("{}.{}.{}.{}", prefix[0], prefix[1], n / 250, n % 250 + 1)
+    }
+
+    /// Time passes: what Kubernetes' controllers, the kubelet and the masters do
+    /// between two reconciles.
+    pub async fn tick(&self) {
+        // Service IP allocation.
+        for (name, service) in self.services().await {
+            let spec = service.spec.clone().unwrap_or_default();
+            if spec.cluster_ip.is_none() {
+                let patch = serde_json::json!({ "spec": { "clusterIP": self.ip([10, 96]) } });
+                self.api::<Service>()
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .expect("ip allocated");
+            }
+        }
+
+        // The log: pods that existed before this tick make progress.
+        let pods = self.pods().await;
+        let configs = self.running_configs().await;
+        let state =
+            |pod: &Pod| annotation(&pod.metadata, REPLICA).unwrap_or_else(|| "EMPTY".into());
+        let mut progress: BTreeMap<Ordinal, &str> = BTreeMap::new();
+        for (ordinal, pod) in &pods {
+            let config = &configs[ordinal];
+            match state(pod).as_str() {
+                "RECOVERING" => {
+                    progress.insert(*ordinal, "VOTING");
+                }
+                "EMPTY" => {
+                    let voting_peer = config
+                        .whitelist
+                        .iter()
+                        .any(|peer| pods.get(peer).is_some_and(|peer| state(peer) == "VOTING"));
+                    let all_empty_present = config
+                        .whitelist
+                        .iter()
+                        .all(|peer| pods.get(peer).is_some_and(|peer| state(peer) == "EMPTY"));
+                    if voting_peer || all_empty_present {
+                        progress.insert(*ordinal, "VOTING");
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (ordinal, next) in progress {
+            self.set_replica(&pods[&ordinal], next).await;
+            let claim = format!("work-{NAME}-{ordinal}-0");
+            let patch = serde_json::json!({ "metadata": { "annotations": { HAS_LOG: "true" } } });
+            self.api::<PersistentVolumeClaim>()
+                .patch(&claim, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .expect("claim marked");
+        }
+
+        // The StatefulSet controller: a missing pod (and its claim) from the template.
+        let pods = self.pods().await;
+        let claims = self.claims().await;
+        for (ordinal, sts) in self.statefulsets().await {
+            if pods.contains_key(&ordinal) {
+                continue;
+            }
+            let spec = sts.spec.clone().expect("sts spec");
+            let pod_name = format!("{}-0", sts.name_any());
+            let claim_template = spec.volume_claim_templates.clone().unwrap_or_default();
+            let has_log = match claims.get(&ordinal) {
+                Some(claim) => annotation(&claim.metadata, HAS_LOG).is_some(),
+                None => {
+                    for template in &claim_template {
+                        let mut claim = template.clone();
+                        claim.metadata.name = Some(format!("{}-{}", template.name_any(), pod_name));
+                        claim.metadata.namespace = Some(NAMESPACE.into());
+                        self.api::<PersistentVolumeClaim>()
+                            .create(&PostParams::default(), &claim)
+                            .await
+                            .expect("claim created");
+                    }
+                    false
+                }
+            };
+            let template = spec.template.clone();
+            let mut metadata = template.metadata.clone().unwrap_or_default();
+            metadata.name = Some(pod_name.clone());
+            metadata.namespace = Some(NAMESPACE.into());
+            metadata.labels.get_or_insert_with(BTreeMap::new).insert(
+                "statefulset.kubernetes.io/pod-name".into(),
+                pod_name.clone(),
+            );
+            metadata
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .insert(
+                    REPLICA.into(),
+                    if has_log { "RECOVERING" } else { "EMPTY" }.into(),
+                );
+            metadata.owner_references = sts.controller_owner_ref(&()).map(|owner| vec![owner]);
+            let pod = Pod {
+                metadata,
+                spec: template.spec.clone(),
+                status: Some(PodStatus {
+                    pod_ip: Some(self.ip([10, 244])),
+                    phase: Some("Running".into()),
+                    ..PodStatus::default()
+                }),
+            };
+            self.api::<Pod>()
+                .create(&PostParams::default(), &pod)
+                .await
+                .expect("pod created");
+        }
+    }
+
+    async fn set_replica(&self, pod: &Pod, replica: &str) {
+        let ready = if replica == "VOTING" { "True" } else { "False" };
+        let metadata = serde_json::json!({ "metadata": { "annotations": { REPLICA: replica } } });
+        let status = serde_json::json!({
+            "status": { "conditions": [ { "type": "Ready", "status": ready } ] },
+        });
+        let pods = self.api::<Pod>();
+        pods.patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&metadata),
+        )
+        .await
+        .expect("pod progressed");
+        pods.patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await
+        .expect("pod ready");
+    }
+
+    /// Checks the safety invariant on what exists now: every pod and volume is in
+    /// the whitelist every pod runs with (so a removed member's volume is gone
+    /// before anyone runs without it), every two quorums intersect among the pods,
+    /// and no whitelist is longer than 2q-1.
+    pub async fn check_invariants(&self) {
+        let configs = self.running_configs().await;
+        let claims = self.claims().await;
+        let present: BTreeSet<Ordinal> = configs.keys().chain(claims.keys()).copied().collect();
+        for (ordinal, config) in &configs {
+            for other in &present {
+                assert!(
+                    config.whitelist.contains(other),
+                    "member {other} exists but {NAME}-{ordinal} runs with {config:?}"
+                );
+            }
+            assert!(
+                (config.whitelist.len() as u32) < 2 * config.quorum,
+                "{NAME}-{ordinal}: {config:?}"
+            );
+            for other in configs.values() {
+                assert!(
+                    config.quorum + other.quorum > configs.len() as u32,
+                    "quorums {} and {} need not intersect among {} pods",
+                    config.quorum,
+                    other.quorum,
+                    configs.len()
+                );
+            }
+        }
+    }
+
+    /// Reconciles (each time as a freshly started operator) and lets time pass
+    /// until the cluster runs `replicas` masters with their canonical configuration
+    /// and reports Running. Returns the steps the status recorded, in order.
+    pub async fn converge(&self, replicas: u32) -> Vec<String> {
+        let mut lines: Vec<String> = Vec::new();
+        // The transition the lines belong to: an earlier one stays in the status
+        // until this one's first step replaces it.
+        let mut current: Option<(i32, i32)> = None;
+        for _ in 0..MAX_ROUNDS {
+            self.reconcile_once().await;
+            let status = self.cluster().await.status.unwrap_or_default();
+            if let Some(transition) = &status.transition {
+                if current != Some((transition.from, transition.to)) {
+                    current = Some((transition.from, transition.to));
+                    lines.clear();
+                }
+                for step in &transition.steps {
+                    if !lines.contains(&step.description) {
+                        lines.push(step.description.clone());
+                    }
+                }
+            }
+            self.check_invariants().await;
+            let configs = self.running_configs().await;
+            let settled = configs.len() as u32 == replicas
+                && configs
+                    .values()
+                    .all(|config| *config == MemberConfig::ensemble(replicas));
+            if settled && status.phase == Some(mesos_operator::operator::crd::Phase::Running) {
+                return lines;
+            }
+            self.tick().await;
+            self.check_invariants().await;
+        }
+        panic!(
+            "{NAME} did not reach {replicas} masters in {MAX_ROUNDS} reconciles; status: {:#?}",
+            self.cluster().await.status
+        );
+    }
+}
+
+/// A master's advertised address, replica status, quorum and whitelist.
+type MasterView = (SocketAddr, ReplicaStatus, usize, Vec<SocketAddr>);
+
+/// `/log/status` as a master started with the pod's current environment answers.
+pub struct FakeMasters {
+    client: kube::Client,
+}
+
+impl MasterStatusSource for FakeMasters {
+    fn log_status(&self, target: MemberTarget) -> BoxFuture<'_, Result<LogStatus, StatusError>> {
+        Box::pin(async move {
+            let pods: Api<Pod> = Api::namespaced(self.client.clone(), &target.namespace);
+            let unreachable = |reason: &str| StatusError::Unreachable {
+                pod: target.pod.clone(),
+                reason: reason.to_string(),
+            };
+            let all = pods
+                .list(&ListParams::default().labels(&format!("{LABEL_NAME}={MASTER_APP_NAME}")))
+                .await
+                .map_err(|error| unreachable(&error.to_string()))?
+                .items;
+            let view = |pod: &Pod| -> Option<MasterView> {
+                let advertise: IpAddr = env(pod, "MESOS_ADVERTISE_IP")?.parse().ok()?;
+                let port: u16 = env(pod, "MESOS_ADVERTISE_PORT")?.parse().ok()?;
+                let quorum = env(pod, "MESOS_QUORUM")?.parse().ok()?;
+                let masters = env(pod, "MESOS_MASTERS")?
+                    .split(',')
+                    .filter_map(|address| address.parse().ok())
+                    .collect();
+                let status = match annotation(&pod.metadata, REPLICA).as_deref() {
+                    Some("VOTING") => ReplicaStatus::Voting,
+                    Some("RECOVERING") => ReplicaStatus::Recovering,
+                    _ => ReplicaStatus::Empty,
+                };
+                Some((SocketAddr::new(advertise, port), status, quorum, masters))
+            };
+            let mut members: Vec<(Ordinal, MasterView)> = all
+                .iter()
+                .filter_map(|pod| Some((ordinal(&pod.metadata)?, view(pod)?)))
+                .collect();
+            members.sort_by_key(|(ordinal, _)| *ordinal);
+            // The lowest-ordinal voting member that a quorum of its whitelist backs.
+            let leader = members
+                .iter()
+                .find_map(|(_, (address, status, quorum, masters))| {
+                    let backing = members
+                        .iter()
+                        .filter(|(_, (peer, peer_status, _, peer_masters))| {
+                            *peer_status == ReplicaStatus::Voting
+                                && masters.contains(peer)
+                                && peer_masters.contains(address)
+                        })
+                        .count();
+                    (*status == ReplicaStatus::Voting && backing >= *quorum).then_some(*address)
+                });
+            let me = all
+                .iter()
+                .find(|pod| pod.name_any() == target.pod)
+                .ok_or_else(|| unreachable("no such pod"))?;
+            let (member, status, quorum, masters) =
+                view(me).ok_or_else(|| unreachable("not started"))?;
+            let end = if status == ReplicaStatus::Voting {
+                100
+            } else {
+                0
+            };
+            Ok(LogStatus {
+                member,
+                status,
+                log_id: (status != ReplicaStatus::Empty).then_some(7),
+                begin: 0,
+                end,
+                learned: end,
+                quorum,
+                masters,
+                leader,
+                elected: leader == Some(member),
+            })
+        })
+    }
+}
+
+/// A spec with `replicas` masters.
+pub fn spec(replicas: i32) -> MesosMasterClusterSpec {
+    MesosMasterClusterSpec::with_replicas(replicas)
+}
+
+/// Env of pod, for assertions.
+pub fn pod_env(pod: &Pod, name: &str) -> Option<String> {
+    env(pod, name)
+}
+
+pub fn ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|status| status.conditions.as_ref())
+        .is_some_and(|conditions: &Vec<PodCondition>| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+}
