@@ -13,7 +13,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -34,6 +34,8 @@ const VALUE_BYTES: usize = 256;
 /// Value size used to fill the log before the catch-up phase: large values, so the
 /// phase measures moving bytes rather than per-entry overhead.
 const FILL_VALUE_BYTES: usize = 64 * 1024;
+/// Rounds of retries of the fill's failed writes.
+const FILL_ATTEMPTS: usize = 3;
 /// Writers filling the log before catch-up.
 const FILL_WRITERS: usize = 8;
 /// Concurrency levels of the throughput phase.
@@ -162,9 +164,11 @@ fn median(mut xs: Vec<f64>) -> Option<f64> {
 // ---------------------------------------------------------------------------------
 // The physical floor: fsync, loopback RTT, sequential write bandwidth.
 
-/// Median time of a 256-byte append + fdatasync to a file on the benchmark's
-/// filesystem: what one durable write can cost at best.
-fn fsync_floor(dir: &Path, samples: usize) -> Result<Duration> {
+/// Median time of a 256-byte write + fdatasync to a file on the benchmark's
+/// filesystem: what one durable write costs at best. With `preallocate`, the
+/// records overwrite a file already written and synced (no size or extent change
+/// to journal: the device's own flush); without, each record extends the file.
+fn fsync_floor(dir: &Path, samples: usize, preallocate: bool) -> Result<Duration> {
     let path = dir.join("fsync-probe");
     let mut file = OpenOptions::new()
         .create(true)
@@ -172,6 +176,11 @@ fn fsync_floor(dir: &Path, samples: usize) -> Result<Duration> {
         .write(true)
         .open(&path)?;
     let record = [0x5au8; VALUE_BYTES];
+    if preallocate {
+        file.write_all(&vec![0u8; samples * VALUE_BYTES])?;
+        file.sync_all()?;
+        file.seek(SeekFrom::Start(0))?;
+    }
     let mut times = Vec::with_capacity(samples);
     for _ in 0..samples {
         let start = Instant::now();
@@ -597,24 +606,30 @@ impl Etcd {
 // Failover: kill -9 the leader under load, time to the first write acknowledged
 // that was sent after the kill.
 
-/// Writers under load that move to the next member on any failure; each records
-/// (sent, acknowledged) of every acknowledged write.
+/// Writers under load that move to the next member on any failure, plus a prober
+/// that sends a fresh write every [`PROBE_INTERVAL`] to the members in turn, each
+/// in its own task: a writer stuck in a request the dead leader lost (etcd holds
+/// such proposals until its request timeout) must not hide the moment the cluster
+/// can acknowledge writes again. Every acknowledgement is recorded as (sent, acked).
 struct FailoverLoad {
     stop: Arc<AtomicBool>,
-    acks: Arc<Mutex<Vec<Instant>>>,
+    acks: Arc<Mutex<Vec<(Instant, Instant)>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
+
+/// Period of the failover prober's fresh writes.
+const PROBE_INTERVAL: Duration = Duration::from_millis(10);
 
 impl FailoverLoad {
     fn start<F, Fut>(members: usize, op: F) -> FailoverLoad
     where
         F: Fn(usize) -> Fut + Clone + Send + Sync + 'static,
-        Fut: Future<Output = bool> + Send,
+        Fut: Future<Output = bool> + Send + 'static,
     {
         let stop = Arc::new(AtomicBool::new(false));
         let acks = Arc::new(Mutex::new(Vec::new()));
         let deadline = Instant::now() + EVENTUALLY;
-        let tasks = (0..FAILOVER_WRITERS)
+        let mut tasks: Vec<_> = (0..FAILOVER_WRITERS)
             .map(|writer| {
                 let (stop, acks, op) = (stop.clone(), acks.clone(), op.clone());
                 tokio::spawn(async move {
@@ -623,7 +638,7 @@ impl FailoverLoad {
                         let sent = Instant::now();
                         if op(member).await {
                             if let Ok(mut acks) = acks.lock() {
-                                acks.push(sent);
+                                acks.push((sent, Instant::now()));
                             }
                         } else {
                             member = (member + 1) % members;
@@ -633,6 +648,23 @@ impl FailoverLoad {
                 })
             })
             .collect();
+        let (probe_stop, probe_acks) = (stop.clone(), acks.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut member = 0;
+            while !probe_stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let (acks, write) = (probe_acks.clone(), op(member));
+                tokio::spawn(async move {
+                    let sent = Instant::now();
+                    if write.await {
+                        if let Ok(mut acks) = acks.lock() {
+                            acks.push((sent, Instant::now()));
+                        }
+                    }
+                });
+                member = (member + 1) % members;
+                tokio::time::sleep(PROBE_INTERVAL).await;
+            }
+        }));
         FailoverLoad { stop, acks, tasks }
     }
 
@@ -640,17 +672,16 @@ impl FailoverLoad {
     async fn first_ack_after(&self, killed_at: Instant) -> Option<Duration> {
         let deadline = killed_at + Duration::from_secs(30);
         while Instant::now() < deadline {
-            let first = self
-                .acks
-                .lock()
-                .ok()
-                .and_then(|acks| acks.iter().copied().filter(|sent| *sent >= killed_at).min());
-            if first.is_some() {
-                // The recorded instant is when the write was sent; take the time it
-                // was seen acknowledged instead, which is now at most a poll late.
-                return Some(killed_at.elapsed());
+            let first = self.acks.lock().ok().and_then(|acks| {
+                acks.iter()
+                    .filter(|(sent, _)| *sent >= killed_at)
+                    .map(|(_, acked)| *acked)
+                    .min()
+            });
+            if let Some(acked) = first {
+                return Some(acked - killed_at);
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         None
     }
@@ -735,14 +766,18 @@ where
     Fut: Future<Output = bool> + Send,
 {
     let writes = (mb * (1 << 20)).div_ceil(FILL_VALUE_BYTES) as u64;
-    let result = run_writers(FILL_WRITERS, EVENTUALLY, writes, op).await;
-    if result.ok < writes {
-        bail!(
-            "filling {mb} MiB: {} of {writes} writes acknowledged",
-            result.ok
-        );
+    // A write may fail (a 503 with an unknown outcome): retry the missing ones, a
+    // bounded number of times.
+    let mut acknowledged = 0;
+    for _ in 0..FILL_ATTEMPTS {
+        acknowledged += run_writers(FILL_WRITERS, EVENTUALLY, writes - acknowledged, op.clone())
+            .await
+            .ok;
+        if acknowledged >= writes {
+            return Ok(());
+        }
     }
-    Ok(())
+    bail!("filling {mb} MiB: {acknowledged} of {writes} writes acknowledged")
 }
 
 /// MB/s at which a wiped follower caught up, from its restart to learning the
@@ -986,12 +1021,17 @@ async fn main() -> Result<()> {
     };
 
     eprintln!("== physical floor");
-    let fsync = fsync_floor(&run_dir, plan.fsync_samples)?;
+    let fsync = fsync_floor(&run_dir, plan.fsync_samples, true)?;
+    let fsync_extend = fsync_floor(&run_dir, plan.fsync_samples, false)?;
     let rtt = loopback_rtt(plan.rtt_samples)?;
     let seq_mb_s = sequential_write_mb_s(&run_dir, plan.seq_write_mb)?;
     report.machine.push((
-        "fsync floor p50 (256 B write + fdatasync), ms".into(),
+        "fsync floor p50 (256 B overwrite + fdatasync), ms".into(),
         ms(fsync),
+    ));
+    report.machine.push((
+        "fsync p50 appending (256 B extend + fdatasync), ms".into(),
+        ms(fsync_extend),
     ));
     report
         .machine
