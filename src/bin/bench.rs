@@ -701,15 +701,17 @@ impl FailoverLoad {
         None
     }
 
-    async fn stop(self) {
+    /// Stops the load; answers how many writes were acknowledged.
+    async fn stop(self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
         for task in self.tasks {
             let _ = task.await;
         }
+        self.acks.lock().map_or(0, |acks| acks.len() as u64)
     }
 }
 
-async fn failover_ours(ours: &mut Ours, rounds: usize) -> Result<Vec<f64>> {
+async fn failover_ours(ours: &mut Ours, rounds: usize, acked: &mut u64) -> Result<Vec<f64>> {
     let mut times = Vec::new();
     for _ in 0..rounds {
         let leader = ours.wait_leader().await?;
@@ -724,7 +726,7 @@ async fn failover_ours(ours: &mut Ours, rounds: usize) -> Result<Vec<f64>> {
         let killed_at = Instant::now();
         ours.procs[leader].kill();
         let took = load.first_ack_after(killed_at).await;
-        load.stop().await;
+        *acked += load.stop().await;
         if let Some(took) = took {
             times.push(ms(took));
         }
@@ -740,7 +742,7 @@ async fn failover_ours(ours: &mut Ours, rounds: usize) -> Result<Vec<f64>> {
     Ok(times)
 }
 
-async fn failover_etcd(etcd: &mut Etcd, rounds: usize) -> Result<Vec<f64>> {
+async fn failover_etcd(etcd: &mut Etcd, rounds: usize, acked: &mut u64) -> Result<Vec<f64>> {
     let mut times = Vec::new();
     for _ in 0..rounds {
         let leader = etcd.wait_leader().await?;
@@ -758,7 +760,7 @@ async fn failover_etcd(etcd: &mut Etcd, rounds: usize) -> Result<Vec<f64>> {
         let killed_at = Instant::now();
         etcd.procs[leader].kill();
         let took = load.first_ack_after(killed_at).await;
-        load.stop().await;
+        *acked += load.stop().await;
         if let Some(took) = took {
             times.push(ms(took));
         }
@@ -797,7 +799,7 @@ where
 
 /// MB/s at which a wiped follower caught up, from its restart to learning the
 /// leader's learned position (as it stood at the restart).
-async fn catchup_ours(ours: &mut Ours, mb: usize) -> Result<f64> {
+async fn catchup_ours(ours: &mut Ours, mb: usize, prior_bytes: u64) -> Result<(f64, String)> {
     let leader = ours.wait_leader().await?;
     let (client, members) = (ours.http.clone(), ours.members.clone());
     let body = Bytes::from(vec![0x43u8; FILL_VALUE_BYTES]);
@@ -838,12 +840,17 @@ async fn catchup_ours(ours: &mut Ours, mb: usize) -> Result<f64> {
         }
         tokio::time::sleep(POLL).await;
     }
-    Ok(mb as f64 / start.elapsed().as_secs_f64())
+    let took = start.elapsed();
+    let total_mb = (prior_bytes as f64 / (1 << 20) as f64) + mb as f64;
+    Ok((
+        total_mb / took.as_secs_f64(),
+        format!("ours: {total_mb:.0} MiB, {target} positions, {took:.1?}"),
+    ))
 }
 
 /// The same for etcd: remove a follower, re-add it with an empty data dir, time
 /// from its start to reporting the leader's revision.
-async fn catchup_etcd(etcd: &mut Etcd, mb: usize) -> Result<f64> {
+async fn catchup_etcd(etcd: &mut Etcd, mb: usize, prior_bytes: u64) -> Result<(f64, String)> {
     let leader = etcd.wait_leader().await?;
     let client = etcd_connect(leader).await?;
     let value = vec![0x43u8; FILL_VALUE_BYTES];
@@ -880,7 +887,12 @@ async fn catchup_etcd(etcd: &mut Etcd, mb: usize) -> Result<f64> {
         }
         tokio::time::sleep(POLL).await;
     }
-    Ok(mb as f64 / start.elapsed().as_secs_f64())
+    let took = start.elapsed();
+    let total_mb = (prior_bytes as f64 / (1 << 20) as f64) + mb as f64;
+    Ok((
+        total_mb / took.as_secs_f64(),
+        format!("etcd: {total_mb:.0} MiB, revision {target}, {took:.1?}"),
+    ))
 }
 
 // ---------------------------------------------------------------------------------
@@ -1123,6 +1135,9 @@ async fn main() -> Result<()> {
     ));
     eprintln!("== throughput and latency (interleaved)");
     let mut single: (Option<LoadResult>, Option<LoadResult>) = (None, None);
+    // Payload bytes each log holds, for the catch-up figure: the empty member
+    // catches up all of it, not only the fill.
+    let (mut ours_acked, mut etcd_acked) = (0u64, 0u64);
     for writers in WRITER_COUNTS {
         leader = ours.wait_leader().await?;
         let mine = ours.load(leader, writers, &plan, VALUE_BYTES).await;
@@ -1133,6 +1148,8 @@ async fn main() -> Result<()> {
             ),
             None => None,
         };
+        ours_acked += mine.ok;
+        etcd_acked += theirs.as_ref().map_or(0, |t| t.ok);
         report.row(
             &format!("append throughput, {writers} writers"),
             "ops/s",
@@ -1182,9 +1199,9 @@ async fn main() -> Result<()> {
         "== failover ({} rounds each; the killed leader's refusals are expected)",
         plan.failover_rounds
     );
-    let ours_failover = failover_ours(&mut ours, plan.failover_rounds).await?;
+    let ours_failover = failover_ours(&mut ours, plan.failover_rounds, &mut ours_acked).await?;
     let etcd_failover = match &mut etcd {
-        Some(e) => match failover_etcd(e, plan.failover_rounds).await {
+        Some(e) => match failover_etcd(e, plan.failover_rounds, &mut etcd_acked).await {
             Ok(times) => times,
             Err(err) => {
                 report.errors.push(format!("etcd failover: {err:#}"));
@@ -1207,15 +1224,16 @@ async fn main() -> Result<()> {
     eprintln!("== catch-up of an empty member ({} MiB)", plan.catchup_mb);
     // The killed leaders' refusals above were expected; show this phase's own.
     ERRORS_SHOWN.store(0, Ordering::Relaxed);
-    let ours_catchup = match catchup_ours(&mut ours, plan.catchup_mb).await {
-        Ok(v) => Some(v),
-        Err(err) => {
-            report.errors.push(format!("our catch-up: {err:#}"));
-            None
-        }
-    };
+    let ours_catchup =
+        match catchup_ours(&mut ours, plan.catchup_mb, ours_acked * VALUE_BYTES as u64).await {
+            Ok(v) => Some(v),
+            Err(err) => {
+                report.errors.push(format!("our catch-up: {err:#}"));
+                None
+            }
+        };
     let etcd_catchup = match &mut etcd {
-        Some(e) => match catchup_etcd(e, plan.catchup_mb).await {
+        Some(e) => match catchup_etcd(e, plan.catchup_mb, etcd_acked * VALUE_BYTES as u64).await {
             Ok(v) => Some(v),
             Err(err) => {
                 report.errors.push(format!("etcd catch-up: {err:#}"));
@@ -1224,13 +1242,20 @@ async fn main() -> Result<()> {
         },
         None => None,
     };
+    let note = [&ours_catchup, &etcd_catchup]
+        .iter()
+        .filter_map(|c| c.as_ref().map(|(_, n)| n.clone()))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let (ours_catchup, etcd_catchup) = (ours_catchup.map(|(v, _)| v), etcd_catchup.map(|(v, _)| v));
     report.row(
-        &format!("catch-up of {} MiB", plan.catchup_mb),
+        &format!("catch-up of the whole log ({} MiB fill)", plan.catchup_mb),
         "MB/s",
         ours_catchup,
         etcd_catchup,
         "",
     );
+    report.note(note);
     report.row(
         "catch-up / sequential write bandwidth",
         "%",
