@@ -871,10 +871,26 @@ async fn catchup_etcd(etcd: &mut Etcd, mb: usize, prior_bytes: u64) -> Result<(f
         .context("follower's member id")?;
     etcd.procs[follower].kill();
     let mut admin = etcd_connect(leader).await?;
-    admin.member_remove(follower_id).await?;
+    // etcd refuses to remove a member while it deems the cluster unhealthy (e.g. a
+    // member restarted moments ago by the failover phase): retry, bounded. The
+    // removed member is dead already, so this does not count in the catch-up time.
+    let deadline = Instant::now() + EVENTUALLY;
+    while let Err(err) = admin.member_remove(follower_id).await {
+        if Instant::now() > deadline {
+            return Err(err.into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     fs::remove_dir_all(etcd.data_dir(follower))?;
     etcd.generation[follower] += 1;
-    admin.member_add([etcd_peer_url(follower)], None).await?;
+    // Likewise for adding: etcd counts a member active only once it has been
+    // connected for a few seconds.
+    while let Err(err) = admin.member_add([etcd_peer_url(follower)], None).await {
+        if Instant::now() > deadline {
+            return Err(err.into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let (_, _, target) = Etcd::status(leader).await.context("leader's revision")?;
     let start = Instant::now();
     etcd.procs[follower] = etcd.spawn(follower, "existing")?;
@@ -1296,5 +1312,11 @@ async fn main() -> Result<()> {
     )?;
     eprintln!("wrote {}", out_dir.join("report.json").display());
     let _ = fs::remove_dir_all(&run_dir);
+    if !report.errors.is_empty() {
+        bail!(
+            "{} phase(s) failed; see the errors above",
+            report.errors.len()
+        );
+    }
     Ok(())
 }
