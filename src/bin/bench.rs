@@ -1,0 +1,1322 @@
+//! `bench`: our replicated log (3 `mesos-master` processes) side by side with a
+//! 3-member etcd cluster, on this machine, in the same run (issue #9).
+//!
+//! Both clusters run at once on 127.0.0.x with their data on the same filesystem
+//! (`target/bench/run`), with real fsync. Load phases alternate between the two
+//! systems, so noise from other work on the machine falls on both. `--quick` runs
+//! every phase with small counts (seconds) so CI keeps it working; it asserts
+//! nothing about speed. Every load loop is bounded by a count and a time; every
+//! child process is killed when its guard drops (also on panic).
+//!
+//! Usage: `bench [--quick] [--master-bin PATH] [--operator-bin PATH] [--etcd-bin PATH]`.
+//! The table goes to stdout, the same figures as JSON to `target/bench/report.json`.
+
+use std::fs::{self, File, OpenOptions};
+use std::future::Future;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+
+/// Value size of the throughput and latency phases, as the issue asks.
+const VALUE_BYTES: usize = 256;
+/// Value size used to fill the log before the catch-up phase: large values, so the
+/// phase measures moving bytes rather than per-entry overhead.
+const FILL_VALUE_BYTES: usize = 64 * 1024;
+/// Rounds of retries of the fill's failed writes.
+const FILL_ATTEMPTS: usize = 3;
+/// Writers filling the log before catch-up.
+const FILL_WRITERS: usize = 8;
+/// Concurrency levels of the throughput phase.
+const WRITER_COUNTS: [usize; 3] = [1, 16, 64];
+/// Writers keeping the cluster under load while its leader is killed.
+const FAILOVER_WRITERS: usize = 4;
+/// Our masters: one port, one loopback address each (as in production).
+const OUR_IPS: [[u8; 4]; 3] = [[127, 0, 0, 41], [127, 0, 0, 42], [127, 0, 0, 43]];
+const OUR_PORT: u16 = 15050;
+/// etcd members: client and peer ports on their own loopback addresses.
+const ETCD_IPS: [&str; 3] = ["127.0.0.51", "127.0.0.52", "127.0.0.53"];
+const ETCD_CLIENT_PORT: u16 = 12379;
+const ETCD_PEER_PORT: u16 = 12380;
+/// Unexpected append answers printed to stderr at most (the rest are counted).
+const MAX_ERRORS_SHOWN: u64 = 5;
+static ERRORS_SHOWN: AtomicU64 = AtomicU64::new(0);
+/// Bound on one request: above the master's own 5 s append timeout.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(6);
+/// Bound on anything a cluster must eventually do (elect, restart, catch up).
+const EVENTUALLY: Duration = Duration::from_secs(120);
+const POLL: Duration = Duration::from_millis(10);
+/// Quiet time before an idle RSS reading.
+const IDLE_SETTLE: Duration = Duration::from_secs(2);
+
+/// Sizes of every phase; `--quick` shrinks them all.
+#[derive(Debug, Clone, Serialize)]
+struct Plan {
+    quick: bool,
+    load_secs_per_level: f64,
+    max_ops_per_level: u64,
+    failover_rounds: usize,
+    catchup_mb: usize,
+    fsync_samples: usize,
+    rtt_samples: usize,
+    seq_write_mb: usize,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                quick,
+                load_secs_per_level: 1.0,
+                max_ops_per_level: 20_000,
+                failover_rounds: 1,
+                catchup_mb: 2,
+                fsync_samples: 50,
+                rtt_samples: 200,
+                seq_write_mb: 16,
+            }
+        } else {
+            Plan {
+                quick,
+                load_secs_per_level: 8.0,
+                max_ops_per_level: 1_000_000,
+                failover_rounds: 5,
+                catchup_mb: 64,
+                fsync_samples: 500,
+                rtt_samples: 5_000,
+                seq_write_mb: 256,
+            }
+        }
+    }
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped.
+struct Proc {
+    child: Option<Child>,
+}
+
+impl Proc {
+    fn spawn(mut command: Command, log: &Path) -> Result<Proc> {
+        let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("spawning {command:?}"))?;
+        Ok(Proc { child: Some(child) })
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn rss_mb(pid: Option<u32>) -> Option<f64> {
+    let status = fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    Some(sorted[i])
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median(mut xs: Vec<f64>) -> Option<f64> {
+    if xs.is_empty() {
+        return None;
+    }
+    xs.sort_by(f64::total_cmp);
+    Some(xs[xs.len() / 2])
+}
+
+// ---------------------------------------------------------------------------------
+// The physical floor: fsync, loopback RTT, sequential write bandwidth.
+
+/// Median time of a 256-byte write + fdatasync to a file on the benchmark's
+/// filesystem: what one durable write costs at best. With `preallocate`, the
+/// records overwrite a file already written and synced (no size or extent change
+/// to journal: the device's own flush); without, each record extends the file.
+fn fsync_floor(dir: &Path, samples: usize, preallocate: bool) -> Result<Duration> {
+    let path = dir.join("fsync-probe");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)?;
+    let record = [0x5au8; VALUE_BYTES];
+    if preallocate {
+        file.write_all(&vec![0u8; samples * VALUE_BYTES])?;
+        file.sync_all()?;
+        file.seek(SeekFrom::Start(0))?;
+    }
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let start = Instant::now();
+        file.write_all(&record)?;
+        file.sync_data()?;
+        times.push(start.elapsed());
+    }
+    drop(file);
+    fs::remove_file(&path)?;
+    times.sort();
+    percentile(&times, 0.5).context("no fsync samples")
+}
+
+/// Median round trip of one byte over loopback TCP with Nagle off.
+fn loopback_rtt(samples: usize) -> Result<Duration> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut stream, _) = listener.accept()?;
+        stream.set_nodelay(true)?;
+        let mut byte = [0u8; 1];
+        while stream.read_exact(&mut byte).is_ok() {
+            stream.write_all(&byte)?;
+        }
+        Ok(())
+    });
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut times = Vec::with_capacity(samples);
+    let mut byte = [7u8; 1];
+    for _ in 0..samples {
+        let start = Instant::now();
+        stream.write_all(&byte)?;
+        stream.read_exact(&mut byte)?;
+        times.push(start.elapsed());
+    }
+    drop(stream);
+    let _ = echo.join();
+    times.sort();
+    percentile(&times, 0.5).context("no RTT samples")
+}
+
+/// Sequential write bandwidth (MB/s): `mb` MiB in 1 MiB writes, then one fsync.
+fn sequential_write_mb_s(dir: &Path, mb: usize) -> Result<f64> {
+    let path = dir.join("seq-probe");
+    let chunk = vec![0xa5u8; 1 << 20];
+    let start = Instant::now();
+    let mut file = File::create(&path)?;
+    for _ in 0..mb {
+        file.write_all(&chunk)?;
+    }
+    file.sync_all()?;
+    let elapsed = start.elapsed();
+    drop(file);
+    fs::remove_file(&path)?;
+    Ok(mb as f64 / elapsed.as_secs_f64())
+}
+
+// ---------------------------------------------------------------------------------
+// Load: bounded concurrent writers.
+
+#[derive(Debug, Default)]
+struct LoadResult {
+    ok: u64,
+    errors: u64,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl LoadResult {
+    fn ops_per_s(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// `writers` tasks each calling `op(writer, seq)` in a loop until `duration` or
+/// `max_ops` in total; `op` answers whether the write was acknowledged.
+async fn run_writers<F, Fut>(writers: usize, duration: Duration, max_ops: u64, op: F) -> LoadResult
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let issued = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::new();
+    for writer in 0..writers {
+        let op = op.clone();
+        let issued = issued.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut result = LoadResult::default();
+            while Instant::now() < deadline {
+                let seq = issued.fetch_add(1, Ordering::Relaxed);
+                if seq >= max_ops {
+                    break;
+                }
+                let begin = Instant::now();
+                if op(writer, seq).await {
+                    result.ok += 1;
+                    result.latencies.push(begin.elapsed());
+                } else {
+                    result.errors += 1;
+                    // An error is not a reason to spin.
+                    tokio::time::sleep(POLL).await;
+                }
+            }
+            result
+        }));
+    }
+    let mut total = LoadResult::default();
+    for task in tasks {
+        if let Ok(part) = task.await {
+            total.ok += part.ok;
+            total.errors += part.errors;
+            total.latencies.extend(part.latencies);
+        }
+    }
+    total.elapsed = start.elapsed();
+    total.latencies.sort();
+    total
+}
+
+// ---------------------------------------------------------------------------------
+// Our ensemble.
+
+type Http = Client<HttpConnector, Full<Bytes>>;
+
+fn http_client() -> Http {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(1)));
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+async fn http(
+    client: &Http,
+    method: &str,
+    addr: SocketAddr,
+    path: &str,
+    body: Bytes,
+) -> Option<(u16, Bytes)> {
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .body(Full::new(body))
+        .ok()?;
+    let exchange = async {
+        let response = client.request(request).await.ok()?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.ok()?.to_bytes();
+        Some((status, body))
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .ok()
+        .flatten()
+}
+
+struct Ours {
+    bin: PathBuf,
+    dir: PathBuf,
+    members: Vec<SocketAddr>,
+    procs: Vec<Proc>,
+    http: Http,
+}
+
+impl Ours {
+    fn start(bin: &Path, dir: &Path) -> Result<Ours> {
+        fs::create_dir_all(dir)?;
+        fs::write(dir.join("token"), "bench-ensemble-token\n")?;
+        let mut ours = Ours {
+            bin: bin.to_path_buf(),
+            dir: dir.to_path_buf(),
+            members: OUR_IPS
+                .iter()
+                .map(|ip| SocketAddr::from((*ip, OUR_PORT)))
+                .collect(),
+            procs: Vec::new(),
+            http: http_client(),
+        };
+        for i in 0..ours.members.len() {
+            let proc = ours.spawn(i)?;
+            ours.procs.push(proc);
+        }
+        Ok(ours)
+    }
+
+    fn work_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("master-{i}"))
+    }
+
+    fn spawn(&self, i: usize) -> Result<Proc> {
+        let masters = self
+            .members
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut command = Command::new(&self.bin);
+        command
+            .arg(format!("--ip={}", self.members[i].ip()))
+            .arg(format!("--port={}", self.members[i].port()))
+            .arg("--quorum=2")
+            .arg(format!("--masters={masters}"))
+            .arg(format!("--work_dir={}", self.work_dir(i).display()))
+            .arg(format!(
+                "--ensemble_token_file={}",
+                self.dir.join("token").display()
+            ))
+            .arg("--raw_log_api")
+            .env("RUST_LOG", "warn");
+        Proc::spawn(command, &self.dir.join(format!("master-{i}.log")))
+    }
+
+    async fn status(&self, i: usize) -> Option<serde_json::Value> {
+        let (code, body) = http(
+            &self.http,
+            "GET",
+            self.members[i],
+            "/log/status",
+            Bytes::new(),
+        )
+        .await?;
+        if code != 200 {
+            return None;
+        }
+        serde_json::from_slice(&body).ok()
+    }
+
+    async fn wait_leader(&self) -> Result<usize> {
+        let deadline = Instant::now() + EVENTUALLY;
+        while Instant::now() < deadline {
+            for i in 0..self.members.len() {
+                if self.procs[i].child.is_some()
+                    && self.status(i).await.is_some_and(|s| s["elected"] == true)
+                {
+                    return Ok(i);
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        bail!("no master elected within {EVENTUALLY:?}")
+    }
+
+    async fn learned(&self, i: usize) -> Option<u64> {
+        self.status(i).await?["learned"].as_u64()
+    }
+
+    async fn append(client: &Http, addr: SocketAddr, body: Bytes) -> bool {
+        match http(client, "POST", addr, "/log/append", body).await {
+            Some((200, _)) => true,
+            Some((307, _)) => false,
+            other => {
+                if ERRORS_SHOWN.fetch_add(1, Ordering::Relaxed) < MAX_ERRORS_SHOWN {
+                    eprintln!(
+                        "append to {addr}: {}",
+                        other.map_or("no answer".into(), |(code, body)| format!(
+                            "{code} {}",
+                            String::from_utf8_lossy(&body).trim()
+                        ))
+                    );
+                }
+                false
+            }
+        }
+    }
+
+    async fn load(&self, leader: usize, writers: usize, plan: &Plan, value: usize) -> LoadResult {
+        let addr = self.members[leader];
+        let client = self.http.clone();
+        let body = Bytes::from(vec![0x42u8; value]);
+        run_writers(
+            writers,
+            Duration::from_secs_f64(plan.load_secs_per_level),
+            plan.max_ops_per_level,
+            move |_, _| {
+                let client = client.clone();
+                let body = body.clone();
+                async move { Ours::append(&client, addr, body).await }
+            },
+        )
+        .await
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// etcd.
+
+struct Etcd {
+    bin: PathBuf,
+    dir: PathBuf,
+    procs: Vec<Proc>,
+    /// Incremented when a member is re-added with an empty data dir.
+    generation: Vec<u32>,
+}
+
+fn etcd_client_url(i: usize) -> String {
+    format!("http://{}:{ETCD_CLIENT_PORT}", ETCD_IPS[i])
+}
+
+fn etcd_peer_url(i: usize) -> String {
+    format!("http://{}:{ETCD_PEER_PORT}", ETCD_IPS[i])
+}
+
+async fn etcd_connect(i: usize) -> Result<etcd_client::Client> {
+    let options = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(1))
+        .with_timeout(REQUEST_TIMEOUT);
+    Ok(etcd_client::Client::connect([etcd_client_url(i)], Some(options)).await?)
+}
+
+impl Etcd {
+    fn start(bin: &Path, dir: &Path) -> Result<Etcd> {
+        fs::create_dir_all(dir)?;
+        let mut etcd = Etcd {
+            bin: bin.to_path_buf(),
+            dir: dir.to_path_buf(),
+            procs: Vec::new(),
+            generation: vec![0; ETCD_IPS.len()],
+        };
+        for i in 0..ETCD_IPS.len() {
+            let proc = etcd.spawn(i, "new")?;
+            etcd.procs.push(proc);
+        }
+        Ok(etcd)
+    }
+
+    fn name(&self, i: usize) -> String {
+        format!("e{i}-{}", self.generation[i])
+    }
+
+    fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("etcd-{i}"))
+    }
+
+    fn spawn(&self, i: usize, state: &str) -> Result<Proc> {
+        let cluster = (0..ETCD_IPS.len())
+            .map(|j| format!("{}={}", self.name(j), etcd_peer_url(j)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut command = Command::new(&self.bin);
+        command
+            .arg(format!("--name={}", self.name(i)))
+            .arg(format!("--data-dir={}", self.data_dir(i).display()))
+            .arg(format!("--listen-client-urls={}", etcd_client_url(i)))
+            .arg(format!("--advertise-client-urls={}", etcd_client_url(i)))
+            .arg(format!("--listen-peer-urls={}", etcd_peer_url(i)))
+            .arg(format!(
+                "--initial-advertise-peer-urls={}",
+                etcd_peer_url(i)
+            ))
+            .arg(format!("--initial-cluster={cluster}"))
+            .arg(format!("--initial-cluster-state={state}"))
+            .arg("--initial-cluster-token=bench")
+            .arg("--log-level=warn");
+        Proc::spawn(
+            command,
+            &self
+                .dir
+                .join(format!("etcd-{i}-{}.log", self.generation[i])),
+        )
+    }
+
+    /// (member id, leader id, revision) as member `i` reports them.
+    async fn status(i: usize) -> Option<(u64, u64, i64)> {
+        let mut client = etcd_connect(i).await.ok()?;
+        let status = tokio::time::timeout(Duration::from_secs(1), client.status())
+            .await
+            .ok()?
+            .ok()?;
+        let header = status.header()?;
+        Some((header.member_id(), status.leader(), header.revision()))
+    }
+
+    async fn wait_leader(&self) -> Result<usize> {
+        let deadline = Instant::now() + EVENTUALLY;
+        while Instant::now() < deadline {
+            let mut ids = Vec::new();
+            let mut leader = None;
+            for i in 0..ETCD_IPS.len() {
+                if self.procs[i].child.is_none() {
+                    continue;
+                }
+                if let Some((id, lead, _)) = Etcd::status(i).await {
+                    ids.push((i, id));
+                    if lead != 0 {
+                        leader = Some(lead);
+                    }
+                }
+            }
+            if let Some(lead) = leader {
+                if let Some((i, _)) = ids.iter().find(|(_, id)| *id == lead) {
+                    return Ok(*i);
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        bail!("etcd elected no leader within {EVENTUALLY:?}")
+    }
+
+    async fn load(
+        &self,
+        writers: usize,
+        plan: &Plan,
+        value: usize,
+        prefix: &str,
+    ) -> Result<LoadResult> {
+        // One client (one HTTP/2 connection per endpoint), concurrent requests on it,
+        // as the etcd benchmark tool does with --clients=1.
+        let mut clients = Vec::new();
+        for i in 0..ETCD_IPS.len() {
+            clients.push(etcd_connect(i).await?);
+        }
+        let leader = self.wait_leader().await?;
+        let client = clients.swap_remove(leader);
+        let value = vec![0x42u8; value];
+        let prefix = prefix.to_string();
+        Ok(run_writers(
+            writers,
+            Duration::from_secs_f64(plan.load_secs_per_level),
+            plan.max_ops_per_level,
+            move |writer, seq| {
+                let mut client = client.clone();
+                let value = value.clone();
+                let key = format!("{prefix}/{writer}/{seq}");
+                async move { client.put(key, value, None).await.is_ok() }
+            },
+        )
+        .await)
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Failover: kill -9 the leader under load, time to the first write acknowledged
+// that was sent after the kill.
+
+/// Writers under load that move to the next member on any failure, plus a prober
+/// that sends a fresh write every [`PROBE_INTERVAL`] to the members in turn, each
+/// in its own task: a writer stuck in a request the dead leader lost (etcd holds
+/// such proposals until its request timeout) must not hide the moment the cluster
+/// can acknowledge writes again. Every acknowledgement is recorded as (sent, acked).
+struct FailoverLoad {
+    stop: Arc<AtomicBool>,
+    acks: Arc<Mutex<Vec<(Instant, Instant)>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Period of the failover prober's fresh writes.
+const PROBE_INTERVAL: Duration = Duration::from_millis(10);
+
+impl FailoverLoad {
+    fn start<F, Fut>(members: usize, op: F) -> FailoverLoad
+    where
+        F: Fn(usize) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        let deadline = Instant::now() + EVENTUALLY;
+        let mut tasks: Vec<_> = (0..FAILOVER_WRITERS)
+            .map(|writer| {
+                let (stop, acks, op) = (stop.clone(), acks.clone(), op.clone());
+                tokio::spawn(async move {
+                    let mut member = writer % members;
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        let sent = Instant::now();
+                        if op(member).await {
+                            if let Ok(mut acks) = acks.lock() {
+                                acks.push((sent, Instant::now()));
+                            }
+                        } else {
+                            member = (member + 1) % members;
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        let (probe_stop, probe_acks) = (stop.clone(), acks.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut member = 0;
+            while !probe_stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let (acks, write) = (probe_acks.clone(), op(member));
+                tokio::spawn(async move {
+                    let sent = Instant::now();
+                    if write.await {
+                        if let Ok(mut acks) = acks.lock() {
+                            acks.push((sent, Instant::now()));
+                        }
+                    }
+                });
+                member = (member + 1) % members;
+                tokio::time::sleep(PROBE_INTERVAL).await;
+            }
+        }));
+        FailoverLoad { stop, acks, tasks }
+    }
+
+    /// Time from `killed_at` to the first acknowledgement of a write sent after it.
+    async fn first_ack_after(&self, killed_at: Instant) -> Option<Duration> {
+        let deadline = killed_at + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let first = self.acks.lock().ok().and_then(|acks| {
+                acks.iter()
+                    .filter(|(sent, _)| *sent >= killed_at)
+                    .map(|(_, acked)| *acked)
+                    .min()
+            });
+            if let Some(acked) = first {
+                return Some(acked - killed_at);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        None
+    }
+
+    /// Stops the load; answers how many writes were acknowledged.
+    async fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.acks.lock().map_or(0, |acks| acks.len() as u64)
+    }
+}
+
+async fn failover_ours(ours: &mut Ours, rounds: usize, acked: &mut u64) -> Result<Vec<f64>> {
+    let mut times = Vec::new();
+    for _ in 0..rounds {
+        let leader = ours.wait_leader().await?;
+        let client = ours.http.clone();
+        let members = ours.members.clone();
+        let body = Bytes::from(vec![0x42u8; VALUE_BYTES]);
+        let load = FailoverLoad::start(members.len(), move |m| {
+            let (client, body, addr) = (client.clone(), body.clone(), members[m]);
+            async move { Ours::append(&client, addr, body).await }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let killed_at = Instant::now();
+        ours.procs[leader].kill();
+        let took = load.first_ack_after(killed_at).await;
+        *acked += load.stop().await;
+        if let Some(took) = took {
+            times.push(ms(took));
+        }
+        ours.procs[leader] = ours.spawn(leader)?;
+        // Let the restarted member catch up before the next round.
+        let new_leader = ours.wait_leader().await?;
+        let target = ours.learned(new_leader).await.unwrap_or(0);
+        let deadline = Instant::now() + EVENTUALLY;
+        while Instant::now() < deadline && ours.learned(leader).await.is_none_or(|l| l < target) {
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    Ok(times)
+}
+
+async fn failover_etcd(etcd: &mut Etcd, rounds: usize, acked: &mut u64) -> Result<Vec<f64>> {
+    let mut times = Vec::new();
+    for _ in 0..rounds {
+        let leader = etcd.wait_leader().await?;
+        let mut clients = Vec::new();
+        for i in 0..ETCD_IPS.len() {
+            clients.push(etcd_connect(i).await?);
+        }
+        let value = vec![0x42u8; VALUE_BYTES];
+        let load = FailoverLoad::start(clients.len(), move |m| {
+            let mut client = clients[m].clone();
+            let value = value.clone();
+            async move { client.put("failover", value, None).await.is_ok() }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let killed_at = Instant::now();
+        etcd.procs[leader].kill();
+        let took = load.first_ack_after(killed_at).await;
+        *acked += load.stop().await;
+        if let Some(took) = took {
+            times.push(ms(took));
+        }
+        etcd.procs[leader] = etcd.spawn(leader, "existing")?;
+        let deadline = Instant::now() + EVENTUALLY;
+        while Instant::now() < deadline && Etcd::status(leader).await.is_none() {
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    Ok(times)
+}
+
+// ---------------------------------------------------------------------------------
+// Catch-up: an empty member reaching the leader's log of `mb` MiB.
+
+/// Fills the log with `mb` MiB of 64 KiB values; bounded by count and time.
+async fn fill<F, Fut>(mb: usize, op: F) -> Result<()>
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let writes = (mb * (1 << 20)).div_ceil(FILL_VALUE_BYTES) as u64;
+    // A write may fail (a 503 with an unknown outcome): retry the missing ones, a
+    // bounded number of times.
+    let mut acknowledged = 0;
+    for _ in 0..FILL_ATTEMPTS {
+        acknowledged += run_writers(FILL_WRITERS, EVENTUALLY, writes - acknowledged, op.clone())
+            .await
+            .ok;
+        if acknowledged >= writes {
+            return Ok(());
+        }
+    }
+    bail!("filling {mb} MiB: {acknowledged} of {writes} writes acknowledged")
+}
+
+/// MB/s at which a wiped follower caught up, from its restart to learning the
+/// leader's learned position (as it stood at the restart).
+async fn catchup_ours(ours: &mut Ours, mb: usize, prior_bytes: u64) -> Result<(f64, String)> {
+    let leader = ours.wait_leader().await?;
+    let (client, members) = (ours.http.clone(), ours.members.clone());
+    let body = Bytes::from(vec![0x43u8; FILL_VALUE_BYTES]);
+    // Leadership may move under this load: a failed write sends the writers to the
+    // next member (a follower answers 307 at once).
+    let target = Arc::new(AtomicUsize::new(leader));
+    fill(mb, move |_, _| {
+        let (client, body, target) = (client.clone(), body.clone(), target.clone());
+        let member = target.load(Ordering::Relaxed);
+        let addr = members[member];
+        async move {
+            let ok = Ours::append(&client, addr, body).await;
+            if !ok {
+                let _ = target.compare_exchange(
+                    member,
+                    (member + 1) % OUR_IPS.len(),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            ok
+        }
+    })
+    .await?;
+    let leader = ours.wait_leader().await?;
+    let follower = (leader + 1) % ours.members.len();
+    ours.procs[follower].kill();
+    fs::remove_dir_all(ours.work_dir(follower))?;
+    let target = ours
+        .learned(leader)
+        .await
+        .context("leader's learned position")?;
+    let start = Instant::now();
+    ours.procs[follower] = ours.spawn(follower)?;
+    while ours.learned(follower).await.is_none_or(|l| l < target) {
+        if start.elapsed() > EVENTUALLY {
+            bail!("wiped master did not catch up within {EVENTUALLY:?}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let took = start.elapsed();
+    let total_mb = (prior_bytes as f64 / (1 << 20) as f64) + mb as f64;
+    Ok((
+        total_mb / took.as_secs_f64(),
+        format!("ours: {total_mb:.0} MiB, {target} positions, {took:.1?}"),
+    ))
+}
+
+/// The same for etcd: remove a follower, re-add it with an empty data dir, time
+/// from its start to reporting the leader's revision.
+async fn catchup_etcd(etcd: &mut Etcd, mb: usize, prior_bytes: u64) -> Result<(f64, String)> {
+    let leader = etcd.wait_leader().await?;
+    let client = etcd_connect(leader).await?;
+    let value = vec![0x43u8; FILL_VALUE_BYTES];
+    fill(mb, move |writer, seq| {
+        let mut client = client.clone();
+        let value = value.clone();
+        async move {
+            client
+                .put(format!("fill/{writer}/{seq}"), value, None)
+                .await
+                .is_ok()
+        }
+    })
+    .await?;
+    let follower = (leader + 1) % ETCD_IPS.len();
+    let (follower_id, _, _) = Etcd::status(follower)
+        .await
+        .context("follower's member id")?;
+    etcd.procs[follower].kill();
+    let mut admin = etcd_connect(leader).await?;
+    // etcd refuses to remove a member while it deems the cluster unhealthy (e.g. a
+    // member restarted moments ago by the failover phase): retry, bounded. The
+    // removed member is dead already, so this does not count in the catch-up time.
+    let deadline = Instant::now() + EVENTUALLY;
+    while let Err(err) = admin.member_remove(follower_id).await {
+        if Instant::now() > deadline {
+            return Err(err.into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    fs::remove_dir_all(etcd.data_dir(follower))?;
+    etcd.generation[follower] += 1;
+    // Likewise for adding: etcd counts a member active only once it has been
+    // connected for a few seconds.
+    while let Err(err) = admin.member_add([etcd_peer_url(follower)], None).await {
+        if Instant::now() > deadline {
+            return Err(err.into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, _, target) = Etcd::status(leader).await.context("leader's revision")?;
+    let start = Instant::now();
+    etcd.procs[follower] = etcd.spawn(follower, "existing")?;
+    while Etcd::status(follower)
+        .await
+        .is_none_or(|(_, _, revision)| revision < target)
+    {
+        if start.elapsed() > EVENTUALLY {
+            bail!("re-added etcd member did not catch up within {EVENTUALLY:?}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let took = start.elapsed();
+    let total_mb = (prior_bytes as f64 / (1 << 20) as f64) + mb as f64;
+    Ok((
+        total_mb / took.as_secs_f64(),
+        format!("etcd: {total_mb:.0} MiB, revision {target}, {took:.1?}"),
+    ))
+}
+
+// ---------------------------------------------------------------------------------
+// The report.
+
+#[derive(Debug, Serialize)]
+struct Row {
+    figure: String,
+    unit: String,
+    ours: Option<f64>,
+    etcd: Option<f64>,
+    /// ours / etcd.
+    ratio: Option<f64>,
+    goal: String,
+    note: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    plan: Plan,
+    etcd_version: Option<String>,
+    etcd_unavailable: Option<String>,
+    machine: Vec<(String, f64)>,
+    rows: Vec<Row>,
+    errors: Vec<String>,
+}
+
+impl Report {
+    fn row(&mut self, figure: &str, unit: &str, ours: Option<f64>, etcd: Option<f64>, goal: &str) {
+        let ratio = match (ours, etcd) {
+            (Some(a), Some(b)) if b != 0.0 => Some(a / b),
+            _ => None,
+        };
+        self.rows.push(Row {
+            figure: figure.into(),
+            unit: unit.into(),
+            ours,
+            etcd,
+            ratio,
+            goal: goal.into(),
+            note: String::new(),
+        });
+    }
+
+    fn note(&mut self, note: impl Into<String>) {
+        if let Some(row) = self.rows.last_mut() {
+            row.note = note.into();
+        }
+    }
+
+    fn print(&self) {
+        let cell = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.2}"));
+        println!();
+        println!(
+            "mode: {}; both systems in the same run, load phases interleaved",
+            if self.plan.quick { "quick" } else { "full" }
+        );
+        if let Some(reason) = &self.etcd_unavailable {
+            println!("etcd: unavailable ({reason})");
+        } else if let Some(version) = &self.etcd_version {
+            println!("etcd: {version}");
+        }
+        for (name, value) in &self.machine {
+            println!("machine: {name} = {value:.3}");
+        }
+        println!(
+            "{:<40} {:>8} {:>10} {:>10} {:>7}  {:<18} note",
+            "figure", "unit", "ours", "etcd", "ratio", "goal"
+        );
+        for r in &self.rows {
+            println!(
+                "{:<40} {:>8} {:>10} {:>10} {:>7}  {:<18} {}",
+                r.figure,
+                r.unit,
+                cell(r.ours),
+                cell(r.etcd),
+                cell(r.ratio),
+                r.goal,
+                r.note
+            );
+        }
+        for e in &self.errors {
+            println!("error: {e}");
+        }
+    }
+}
+
+struct Args {
+    quick: bool,
+    master_bin: PathBuf,
+    operator_bin: PathBuf,
+    etcd_bin: String,
+}
+
+fn parse_args() -> Result<Args> {
+    let exe = std::env::current_exe()?;
+    let bin_dir = exe.parent().context("bench binary has no directory")?;
+    let mut args = Args {
+        quick: false,
+        master_bin: bin_dir.join("mesos-master"),
+        operator_bin: bin_dir.join("mesos-operator"),
+        etcd_bin: "etcd".into(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => args.quick = true,
+            "--master-bin" => args.master_bin = it.next().context("--master-bin PATH")?.into(),
+            "--operator-bin" => {
+                args.operator_bin = it.next().context("--operator-bin PATH")?.into()
+            }
+            "--etcd-bin" => args.etcd_bin = it.next().context("--etcd-bin PATH")?,
+            other => bail!("unknown argument {other}; usage: bench [--quick] [--master-bin PATH] [--operator-bin PATH] [--etcd-bin PATH]"),
+        }
+    }
+    Ok(args)
+}
+
+fn etcd_version(bin: &str) -> Result<String> {
+    let output = Command::new(bin)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("running `{bin} --version` (install etcd-server)"))?;
+    if !output.status.success() {
+        bail!("`{bin} --version` failed");
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    Ok(text.lines().next().unwrap_or_default().trim().to_string())
+}
+
+/// Idle RSS of `mesos-operator local`, or why it cannot be measured.
+fn operator_rss(bin: &Path, dir: &Path) -> Result<f64, String> {
+    let help = Command::new(bin)
+        .arg("--help")
+        .output()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    let help = String::from_utf8_lossy(&help.stdout);
+    if !help.lines().any(|l| l.trim_start().starts_with("local")) {
+        return Err("mesos-operator has no `local` (or `run`) command yet".into());
+    }
+    let mut command = Command::new(bin);
+    command.arg("local");
+    let proc = Proc::spawn(command, &dir.join("operator.log")).map_err(|e| e.to_string())?;
+    std::thread::sleep(IDLE_SETTLE * 2);
+    rss_mb(proc.pid()).ok_or_else(|| "mesos-operator local exited".into())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let args = parse_args()?;
+    let plan = Plan::new(args.quick);
+    let out_dir = PathBuf::from("target/bench");
+    let run_dir = out_dir.join("run");
+    let _ = fs::remove_dir_all(&run_dir);
+    fs::create_dir_all(&run_dir)?;
+    if !args.master_bin.exists() {
+        bail!(
+            "{} not found: build it first (cargo build --release --bin mesos-master)",
+            args.master_bin.display()
+        );
+    }
+
+    let mut report = Report {
+        plan: plan.clone(),
+        etcd_version: None,
+        etcd_unavailable: None,
+        machine: Vec::new(),
+        rows: Vec::new(),
+        errors: Vec::new(),
+    };
+
+    eprintln!("== physical floor");
+    let fsync = fsync_floor(&run_dir, plan.fsync_samples, true)?;
+    let fsync_extend = fsync_floor(&run_dir, plan.fsync_samples, false)?;
+    let rtt = loopback_rtt(plan.rtt_samples)?;
+    let seq_mb_s = sequential_write_mb_s(&run_dir, plan.seq_write_mb)?;
+    report.machine.push((
+        "fsync floor p50 (256 B overwrite + fdatasync), ms".into(),
+        ms(fsync),
+    ));
+    report.machine.push((
+        "fsync p50 appending (256 B extend + fdatasync), ms".into(),
+        ms(fsync_extend),
+    ));
+    report
+        .machine
+        .push(("loopback TCP RTT p50, ms".into(), ms(rtt)));
+    report
+        .machine
+        .push(("sequential write + fsync, MB/s".into(), seq_mb_s));
+
+    eprintln!("== starting 3 masters and 3 etcd members");
+    let mut ours = Ours::start(&args.master_bin, &run_dir.join("ours"))?;
+    let mut etcd = match etcd_version(&args.etcd_bin) {
+        Ok(version) => {
+            report.etcd_version = Some(version);
+            match Etcd::start(Path::new(&args.etcd_bin), &run_dir.join("etcd")) {
+                Ok(etcd) => Some(etcd),
+                Err(e) => {
+                    report.etcd_unavailable = Some(format!("{e:#}"));
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            report.etcd_unavailable = Some(format!("{e:#}"));
+            None
+        }
+    };
+    let mut leader = ours.wait_leader().await?;
+    if let Some(e) = &etcd {
+        if let Err(err) = e.wait_leader().await {
+            report.etcd_unavailable = Some(format!("{err:#}"));
+            etcd = None;
+        }
+    }
+
+    tokio::time::sleep(IDLE_SETTLE).await;
+    let ours_rss = rss_mb(ours.procs[leader].pid());
+    let etcd_rss = etcd.as_ref().and_then(|e| {
+        e.procs
+            .iter()
+            .filter_map(|p| rss_mb(p.pid()))
+            .max_by(f64::total_cmp)
+    });
+    report.row(
+        "idle RSS, leader / largest etcd member",
+        "MB",
+        ours_rss,
+        etcd_rss,
+        "ours < 30",
+    );
+
+    // The disk is shared and its flush time swings by an order of magnitude over
+    // minutes: the floor the latency is compared with is taken right before it.
+    let fsync = fsync_floor(&run_dir, plan.fsync_samples, true)?;
+    report.machine.push((
+        "fsync floor p50 just before the latency phase (used for the ratio), ms".into(),
+        ms(fsync),
+    ));
+    eprintln!("== throughput and latency (interleaved)");
+    let mut single: (Option<LoadResult>, Option<LoadResult>) = (None, None);
+    // Payload bytes each log holds, for the catch-up figure: the empty member
+    // catches up all of it, not only the fill.
+    let (mut ours_acked, mut etcd_acked) = (0u64, 0u64);
+    for writers in WRITER_COUNTS {
+        leader = ours.wait_leader().await?;
+        let mine = ours.load(leader, writers, &plan, VALUE_BYTES).await;
+        let theirs = match &etcd {
+            Some(e) => Some(
+                e.load(writers, &plan, VALUE_BYTES, &format!("w{writers}"))
+                    .await?,
+            ),
+            None => None,
+        };
+        ours_acked += mine.ok;
+        etcd_acked += theirs.as_ref().map_or(0, |t| t.ok);
+        report.row(
+            &format!("append throughput, {writers} writers"),
+            "ops/s",
+            Some(mine.ops_per_s()),
+            theirs.as_ref().map(LoadResult::ops_per_s),
+            if writers == 64 { "ratio >= 2" } else { "" },
+        );
+        let errors = mine.errors + theirs.as_ref().map_or(0, |t| t.errors);
+        if errors > 0 {
+            report.note(format!(
+                "errors: ours {}, etcd {}",
+                mine.errors,
+                theirs.as_ref().map_or(0, |t| t.errors)
+            ));
+        }
+        if writers == 1 {
+            single = (Some(mine), theirs);
+        }
+    }
+    let p = |r: &Option<LoadResult>, q: f64| {
+        r.as_ref().and_then(|r| percentile(&r.latencies, q)).map(ms)
+    };
+    let (p50_ours, p50_etcd) = (p(&single.0, 0.5), p(&single.1, 0.5));
+    report.row(
+        "1 writer latency p50",
+        "ms",
+        p50_ours,
+        p50_etcd,
+        "below etcd",
+    );
+    report.row(
+        "1 writer latency p99",
+        "ms",
+        p(&single.0, 0.99),
+        p(&single.1, 0.99),
+        "",
+    );
+    report.row(
+        "1 writer p50 / fsync floor",
+        "x",
+        p50_ours.map(|v| v / ms(fsync)),
+        p50_etcd.map(|v| v / ms(fsync)),
+        "ours <= 1.2",
+    );
+
+    eprintln!(
+        "== failover ({} rounds each; the killed leader's refusals are expected)",
+        plan.failover_rounds
+    );
+    let ours_failover = failover_ours(&mut ours, plan.failover_rounds, &mut ours_acked).await?;
+    let etcd_failover = match &mut etcd {
+        Some(e) => match failover_etcd(e, plan.failover_rounds, &mut etcd_acked).await {
+            Ok(times) => times,
+            Err(err) => {
+                report.errors.push(format!("etcd failover: {err:#}"));
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
+    report.row(
+        "failover: kill -9 leader -> first ack (median)",
+        "ms",
+        median(ours_failover.clone()),
+        median(etcd_failover.clone()),
+        "ours < 1000",
+    );
+    report.note(format!(
+        "ours {ours_failover:.0?}, etcd {etcd_failover:.0?}"
+    ));
+
+    eprintln!("== catch-up of an empty member ({} MiB)", plan.catchup_mb);
+    // The killed leaders' refusals above were expected; show this phase's own.
+    ERRORS_SHOWN.store(0, Ordering::Relaxed);
+    let ours_catchup =
+        match catchup_ours(&mut ours, plan.catchup_mb, ours_acked * VALUE_BYTES as u64).await {
+            Ok(v) => Some(v),
+            Err(err) => {
+                report.errors.push(format!("our catch-up: {err:#}"));
+                None
+            }
+        };
+    let etcd_catchup = match &mut etcd {
+        Some(e) => match catchup_etcd(e, plan.catchup_mb, etcd_acked * VALUE_BYTES as u64).await {
+            Ok(v) => Some(v),
+            Err(err) => {
+                report.errors.push(format!("etcd catch-up: {err:#}"));
+                None
+            }
+        },
+        None => None,
+    };
+    let note = [&ours_catchup, &etcd_catchup]
+        .iter()
+        .filter_map(|c| c.as_ref().map(|(_, n)| n.clone()))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let (ours_catchup, etcd_catchup) = (ours_catchup.map(|(v, _)| v), etcd_catchup.map(|(v, _)| v));
+    report.row(
+        &format!("catch-up of the whole log ({} MiB fill)", plan.catchup_mb),
+        "MB/s",
+        ours_catchup,
+        etcd_catchup,
+        "",
+    );
+    report.note(note);
+    report.row(
+        "catch-up / sequential write bandwidth",
+        "%",
+        ours_catchup.map(|v| 100.0 * v / seq_mb_s),
+        etcd_catchup.map(|v| 100.0 * v / seq_mb_s),
+        "ours >= 50",
+    );
+
+    tokio::time::sleep(IDLE_SETTLE).await;
+    leader = ours.wait_leader().await?;
+    let etcd_rss = etcd.as_ref().and_then(|e| {
+        e.procs
+            .iter()
+            .filter_map(|p| rss_mb(p.pid()))
+            .max_by(f64::total_cmp)
+    });
+    report.row(
+        "RSS after the run, leader / largest etcd",
+        "MB",
+        rss_mb(ours.procs[leader].pid()),
+        etcd_rss,
+        "",
+    );
+    match operator_rss(&args.operator_bin, &run_dir) {
+        Ok(v) => report.row("idle RSS, mesos-operator local", "MB", Some(v), None, ""),
+        Err(reason) => {
+            report.row("idle RSS, mesos-operator local", "MB", None, None, "");
+            report.note(reason);
+        }
+    }
+
+    drop(ours);
+    drop(etcd);
+    report.print();
+    fs::write(
+        out_dir.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    eprintln!("wrote {}", out_dir.join("report.json").display());
+    let _ = fs::remove_dir_all(&run_dir);
+    if !report.errors.is_empty() {
+        bail!(
+            "{} phase(s) failed; see the errors above",
+            report.errors.len()
+        );
+    }
+    Ok(())
+}
