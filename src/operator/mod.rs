@@ -2,4 +2,5 @@
 //! reconcile loop and the local runtime.
 
 pub mod crd;
+pub mod local;
 pub mod planner;
