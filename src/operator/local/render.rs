@@ -27,7 +27,9 @@ pub struct Frame<'a> {
     pub notes: &'a [String],
 }
 
-const CLEAR: &str = "\x1b[H\x1b[2J";
+/// Cursor home; each line clears its rest and the frame clears below itself, so
+/// the view is redrawn in place without flicker.
+const HOME: &str = "\x1b[H";
 const BOLD: &str = "\x1b[1m";
 const DIM: &str = "\x1b[2m";
 const GREEN: &str = "\x1b[32m";
@@ -37,7 +39,7 @@ const RESET: &str = "\x1b[0m";
 
 pub fn render(frame: &Frame<'_>) -> String {
     let status = frame.status;
-    let mut out = String::from(CLEAR);
+    let mut out = String::from(HOME);
     let _ = writeln!(
         out,
         "{BOLD}mesos-operator local{RESET}  cluster {}  state {}  up {}s",
@@ -139,5 +141,5 @@ pub fn render(frame: &Frame<'_>) -> String {
         out,
         "\n{DIM}edit the spec file to change replicas; Ctrl-C stops the masters{RESET}"
     );
-    out
+    out.replace('\n', "\x1b[K\n") + "\x1b[J"
 }
