@@ -273,6 +273,23 @@ impl Supervisor {
                 ));
             }
         }
+        // A master started just before an earlier runtime died, before its pid file
+        // was written: nothing remembers it, so it goes.
+        let needle = format!("--work_dir={}/", self.layout.members_dir().display());
+        let adopted: Vec<u32> = self.processes.values().map(|p| p.pid).collect();
+        if let Ok(entries) = fs::read_dir("/proc") {
+            for pid in entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+                let orphan = !adopted.contains(&pid)
+                    && pid_alive(pid)
+                    && pid_cmdline(pid)
+                        .is_some_and(|cmd| cmd.iter().any(|arg| arg.starts_with(&needle)));
+                if orphan {
+                    send_signal(pid, "KILL");
+                    wait_dead(pid, STOP_GRACE);
+                    notes.push(format!("killed an unrecorded master (pid {pid})"));
+                }
+            }
+        }
         notes
     }
 

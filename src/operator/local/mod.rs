@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -279,6 +279,8 @@ pub struct LocalRuntime<C: MasterClient = HttpMasterClient> {
     status: MesosMasterClusterStatus,
     notes: Vec<String>,
     started: Instant,
+    /// Held (locked) for the runtime's life.
+    _lock: fs::File,
 }
 
 impl LocalRuntime<HttpMasterClient> {
@@ -323,9 +325,24 @@ fn random_token() -> anyhow::Result<String> {
 }
 
 impl<C: MasterClient> LocalRuntime<C> {
-    pub fn with_client(options: LocalOptions, client: C) -> anyhow::Result<Self> {
+    pub fn with_client(mut options: LocalOptions, client: C) -> anyhow::Result<Self> {
         fs::create_dir_all(options.state_dir.join("members"))
             .with_context(|| format!("creating {}", options.state_dir.display()))?;
+        // Absolute: the members' flags name their work dirs, and a restart from
+        // another directory must launch (and recognise) the same command lines.
+        options.state_dir = options.state_dir.canonicalize()?;
+        // One runtime per state dir: a second would fight the first over members.
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(options.state_dir.join("lock"))?;
+        if lock.try_lock().is_err() {
+            anyhow::bail!(
+                "another mesos-operator local is running on {}",
+                options.state_dir.display()
+            );
+        }
         let layout = Layout {
             state_dir: options.state_dir.clone(),
             base_port: options.base_port,
@@ -373,12 +390,16 @@ impl<C: MasterClient> LocalRuntime<C> {
             status: previous.clone().unwrap_or_default(),
             notes: Vec::new(),
             started: Instant::now(),
+            _lock: lock,
         };
+        let finished = previous.as_ref().and_then(|s| s.phase) == Some(Phase::Running);
         if let Some(TransitionStatus { from, to, .. }) =
             previous.and_then(|status| status.transition)
         {
             if to == runtime.cluster.spec.replicas {
-                runtime.transition = Some(runtime.new_transition(from, to));
+                let mut transition = runtime.new_transition(from, to);
+                transition.done = finished;
+                runtime.transition = Some(transition);
             }
         }
         Ok(runtime)
@@ -1050,9 +1071,4 @@ fn spawn_signal_watcher(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             stop.store(true, Ordering::SeqCst);
         })?;
     Ok(())
-}
-
-/// `true` when `path` is a state dir an earlier run left (for messages).
-pub fn is_state_dir(path: &Path) -> bool {
-    path.join("status.yaml").exists()
 }
