@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use mesos_operator::operator::context::Context as OperatorContext;
 use mesos_operator::operator::crd::{self, SingleMasterExit};
+use mesos_operator::operator::local;
 use mesos_operator::operator::metrics::Metrics;
 use mesos_operator::operator::observe::HttpMasterStatus;
 use mesos_operator::operator::serve::{self, Readiness};
@@ -47,6 +49,32 @@ enum Command {
     /// Watch MesosMasterClusters and reconcile them (in a cluster, or against the
     /// current kubeconfig).
     Run(RunArgs),
+    /// Run the ensemble as local mesos-master processes on 127.0.0.x, driven by
+    /// the same planner, with a live view of members and transitions.
+    Local {
+        /// A MesosMasterCluster YAML file; edit `spec.replicas` in it to start a
+        /// transition. Without it: the spec last used in the state dir, or 3 masters.
+        #[arg(long)]
+        spec: Option<PathBuf>,
+        /// Everything the runtime remembers: status.yaml, member flags, work dirs.
+        #[arg(long, default_value = "./mesos-local")]
+        state_dir: PathBuf,
+        /// Member i listens on 127.0.0.(i+1):BASE_PORT.
+        #[arg(long, default_value_t = crd::DEFAULT_PORT)]
+        base_port: u16,
+        /// The mesos-master binary (default: next to this executable).
+        #[arg(long)]
+        master_binary: Option<PathBuf>,
+        /// An extra mesos-master flag, e.g. --master-arg=--raw_log_api (repeatable).
+        #[arg(long = "master-arg", allow_hyphen_values = true)]
+        master_args: Vec<String>,
+        /// Milliseconds between observations.
+        #[arg(long, default_value_t = 150)]
+        poll_ms: u64,
+        /// How to show progress: live (redrawn, default on a TTY), lines, or quiet.
+        #[arg(long, value_enum)]
+        display: Option<DisplayMode>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -77,6 +105,13 @@ struct RunArgs {
 enum LogFormat {
     Text,
     Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DisplayMode {
+    Live,
+    Lines,
+    Quiet,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -131,6 +166,31 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Run(_) => unreachable!("handled above"),
+        Command::Local {
+            spec,
+            state_dir,
+            base_port,
+            master_binary,
+            master_args,
+            poll_ms,
+            display,
+        } => {
+            drop(stdout);
+            local::run(local::LocalOptions {
+                state_dir,
+                base_port,
+                spec_file: spec,
+                master_binary: master_binary.unwrap_or_else(local::default_master_binary),
+                master_args,
+                poll_interval: std::time::Duration::from_millis(poll_ms),
+                display: match display {
+                    None => local::Display::detect(),
+                    Some(DisplayMode::Live) => local::Display::Live,
+                    Some(DisplayMode::Lines) => local::Display::Lines,
+                    Some(DisplayMode::Quiet) => local::Display::Quiet,
+                },
+            })?;
+        }
     }
     Ok(())
 }

@@ -1,0 +1,1074 @@
+//! `mesos-operator local`: the planner driving real `mesos-master` processes on this
+//! machine (member `i` on 127.0.0.(i+1):base_port), the project's embedded default
+//! and the backbone of its end-to-end tests.
+//!
+//! The loop has the shape of the Kubernetes reconcile loop: observe (is each
+//! member's process alive, what does its `/log/status` say), ask the planner,
+//! persist its memory, apply ONE step, record status, and come back.
+//!
+//! Everything the runtime must remember lives in the state directory:
+//!
+//! ```text
+//! <state-dir>/
+//!   status.yaml          MesosMasterClusterStatus, written atomically after every step
+//!   spec.yaml            the last valid MesosMasterCluster taken from --spec
+//!   ensemble-token       generated once, shared by every member
+//!   registry-export.json the registry exported when leaving single-master mode
+//!   events.log           one line per applied step: unix-ms, tab, description
+//!   members/<i>/flags.json, work_dir/, pid, master.log   (see `members`)
+//! ```
+
+pub mod http;
+pub mod members;
+mod render;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::master::api::{self, LogStatus};
+use crate::operator::crd::{
+    condition_types, MemberStatus, MesosMasterCluster, MesosMasterClusterSpec,
+    MesosMasterClusterStatus, Phase, TransitionStatus, MAX_REPLICAS,
+};
+use crate::operator::planner::{
+    self, Decision, MemberConfig, Observed, ObservedMember, Ordinal, PlannerMemory, PodView,
+    ReplicaStatus, ReplicaView, Step, StepDescription, VolumeState,
+};
+use members::{write_atomically, Layout, MemberFlags, Supervisor, STOP_GRACE};
+
+/// Cluster name when no spec file names one.
+pub const DEFAULT_CLUSTER_NAME: &str = "local";
+/// Masters started when no spec file is given and the state dir holds no spec.
+pub const DEFAULT_REPLICAS: i32 = 3;
+
+/// How `mesos-operator local` runs.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    pub state_dir: PathBuf,
+    pub base_port: u16,
+    /// A `MesosMasterCluster` YAML file, polled for changes.
+    pub spec_file: Option<PathBuf>,
+    pub master_binary: PathBuf,
+    /// Extra `mesos-master` flags, appended to every member's command line.
+    pub master_args: Vec<String>,
+    pub poll_interval: Duration,
+    /// Redraw a live view in place (a TTY) or print plain lines.
+    pub display: Display,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Display {
+    Live,
+    Lines,
+    Quiet,
+}
+
+impl Display {
+    /// Live on a terminal, lines otherwise.
+    pub fn detect() -> Self {
+        if std::io::stdout().is_terminal() {
+            Display::Live
+        } else {
+            Display::Lines
+        }
+    }
+}
+
+/// The `mesos-master` next to the running executable.
+pub fn default_master_binary() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("mesos-master")))
+        .unwrap_or_else(|| PathBuf::from("mesos-master"))
+}
+
+/// Why a registry call did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryCallError {
+    #[error("{member} answered 404 to {method} {path}: this mesos-master has no registry export/import endpoint (it needs a master built with the registry)")]
+    EndpointMissing {
+        member: SocketAddr,
+        method: &'static str,
+        path: &'static str,
+    },
+    #[error("{member} answered {status} to {method} {path}: {body}")]
+    Status {
+        member: SocketAddr,
+        method: &'static str,
+        path: &'static str,
+        status: u16,
+        body: String,
+    },
+    #[error("{method} {path} on {member}: {error}")]
+    Io {
+        member: SocketAddr,
+        method: &'static str,
+        path: &'static str,
+        error: String,
+    },
+}
+
+/// What the runtime asks of a master over HTTP; a trait so tests can stand in.
+pub trait MasterClient {
+    /// `GET /log/status`, `None` when the member does not answer.
+    fn log_status(&self, member: SocketAddr) -> Option<LogStatus>;
+    /// `GET /registry/export` from the leader: the registry as an opaque document.
+    fn export_registry(&self, member: SocketAddr) -> Result<Vec<u8>, RegistryCallError>;
+    /// `POST /registry/import`: `Ok(true)` once learned, `Ok(false)` if the registry
+    /// already held data (409) and was left as it is.
+    fn import_registry(
+        &self,
+        member: SocketAddr,
+        document: &[u8],
+    ) -> Result<bool, RegistryCallError>;
+}
+
+/// The real client.
+#[derive(Debug, Clone)]
+pub struct HttpMasterClient {
+    pub status_timeout: Duration,
+    pub registry_timeout: Duration,
+}
+
+impl Default for HttpMasterClient {
+    fn default() -> Self {
+        Self {
+            status_timeout: Duration::from_millis(500),
+            registry_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+impl HttpMasterClient {
+    fn call(
+        &self,
+        member: SocketAddr,
+        method: &'static str,
+        path: &'static str,
+        body: &[u8],
+    ) -> Result<http::HttpResponse, RegistryCallError> {
+        let mut target = member;
+        // Follow one redirect to the leader.
+        for _ in 0..2 {
+            let response = http::request(target, method, path, body, self.registry_timeout)
+                .map_err(|error| RegistryCallError::Io {
+                    member: target,
+                    method,
+                    path,
+                    error: error.to_string(),
+                })?;
+            if response.status == 307 {
+                if let Some(leader) = response.header("location").and_then(parse_location) {
+                    target = leader;
+                    continue;
+                }
+            }
+            return match response.status {
+                404 => Err(RegistryCallError::EndpointMissing {
+                    member: target,
+                    method,
+                    path,
+                }),
+                _ => Ok(response),
+            };
+        }
+        Err(RegistryCallError::Status {
+            member: target,
+            method,
+            path,
+            status: 307,
+            body: "redirected more than once".into(),
+        })
+    }
+}
+
+/// `http://127.0.0.2:5050/...` → 127.0.0.2:5050.
+pub fn parse_location(location: &str) -> Option<SocketAddr> {
+    let rest = location.strip_prefix("http://")?;
+    rest.split('/').next()?.parse().ok()
+}
+
+impl MasterClient for HttpMasterClient {
+    fn log_status(&self, member: SocketAddr) -> Option<LogStatus> {
+        let response =
+            http::request(member, "GET", "/log/status", b"", self.status_timeout).ok()?;
+        (response.status == 200)
+            .then(|| serde_json::from_slice(&response.body).ok())
+            .flatten()
+    }
+
+    fn export_registry(&self, member: SocketAddr) -> Result<Vec<u8>, RegistryCallError> {
+        const PATH: &str = "/registry/export";
+        let response = self.call(member, "GET", PATH, b"")?;
+        match response.status {
+            200 => Ok(response.body),
+            status => Err(RegistryCallError::Status {
+                member,
+                method: "GET",
+                path: PATH,
+                status,
+                body: response.text(),
+            }),
+        }
+    }
+
+    fn import_registry(
+        &self,
+        member: SocketAddr,
+        document: &[u8],
+    ) -> Result<bool, RegistryCallError> {
+        const PATH: &str = "/registry/import";
+        let response = self.call(member, "POST", PATH, document)?;
+        match response.status {
+            200 => Ok(true),
+            409 => Ok(false),
+            status => Err(RegistryCallError::Status {
+                member,
+                method: "POST",
+                path: PATH,
+                status,
+                body: response.text(),
+            }),
+        }
+    }
+}
+
+/// The transition in progress, as the runtime tracks it.
+#[derive(Debug, Clone)]
+struct Transition {
+    from: i32,
+    to: i32,
+    steps: Vec<StepDescription>,
+    started: Instant,
+    applied: u32,
+    done: bool,
+}
+
+/// What one member looked like at the last observation (for status and display).
+#[derive(Debug, Clone, Default)]
+struct MemberSnapshot {
+    pid: Option<u32>,
+    flags: Option<MemberFlags>,
+    status: Option<LogStatus>,
+}
+
+/// The runtime: one per state directory.
+pub struct LocalRuntime<C: MasterClient = HttpMasterClient> {
+    options: LocalOptions,
+    client: C,
+    supervisor: Supervisor,
+    cluster: MesosMasterCluster,
+    spec_text: Option<String>,
+    spec_error: Option<String>,
+    generation: i64,
+    memory: PlannerMemory,
+    transition: Option<Transition>,
+    last_applied: Option<Step>,
+    last_step: Step,
+    last_error: Option<String>,
+    snapshots: BTreeMap<Ordinal, MemberSnapshot>,
+    status: MesosMasterClusterStatus,
+    notes: Vec<String>,
+    started: Instant,
+    /// Held (locked) for the runtime's life.
+    _lock: fs::File,
+}
+
+impl LocalRuntime<HttpMasterClient> {
+    pub fn new(options: LocalOptions) -> anyhow::Result<Self> {
+        Self::with_client(options, HttpMasterClient::default())
+    }
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default()
+}
+
+fn default_cluster(replicas: i32) -> MesosMasterCluster {
+    let mut cluster = MesosMasterCluster::new(
+        DEFAULT_CLUSTER_NAME,
+        MesosMasterClusterSpec::with_replicas(replicas),
+    );
+    cluster.metadata.namespace = None;
+    cluster
+}
+
+/// Parses a `MesosMasterCluster` document and validates its spec; the error is a
+/// reason fit for `status.reason`.
+pub fn parse_cluster(text: &str) -> Result<MesosMasterCluster, String> {
+    let cluster: MesosMasterCluster =
+        serde_yaml::from_str(text).map_err(|error| format!("cannot parse the spec: {error}"))?;
+    cluster
+        .spec
+        .validate()
+        .map_err(|error| format!("invalid spec: {error}"))?;
+    Ok(cluster)
+}
+
+fn random_token() -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+impl<C: MasterClient> LocalRuntime<C> {
+    pub fn with_client(mut options: LocalOptions, client: C) -> anyhow::Result<Self> {
+        fs::create_dir_all(options.state_dir.join("members"))
+            .with_context(|| format!("creating {}", options.state_dir.display()))?;
+        // Absolute: the members' flags name their work dirs, and a restart from
+        // another directory must launch (and recognise) the same command lines.
+        options.state_dir = options.state_dir.canonicalize()?;
+        // One runtime per state dir: a second would fight the first over members.
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(options.state_dir.join("lock"))?;
+        if lock.try_lock().is_err() {
+            anyhow::bail!(
+                "another mesos-operator local is running on {}",
+                options.state_dir.display()
+            );
+        }
+        let layout = Layout {
+            state_dir: options.state_dir.clone(),
+            base_port: options.base_port,
+        };
+        if !layout.token_file().exists() {
+            write_atomically(
+                &layout.token_file(),
+                format!("{}\n", random_token()?).as_bytes(),
+            )?;
+        }
+        let supervisor = Supervisor::new(layout, options.master_binary.clone());
+        // What an earlier run remembered.
+        let previous: Option<MesosMasterClusterStatus> =
+            fs::read_to_string(options.state_dir.join("status.yaml"))
+                .ok()
+                .and_then(|text| serde_yaml::from_str(&text).ok());
+        let stored_spec = fs::read_to_string(options.state_dir.join("spec.yaml"))
+            .ok()
+            .and_then(|text| parse_cluster(&text).ok());
+        let cluster = stored_spec.unwrap_or_else(|| default_cluster(DEFAULT_REPLICAS));
+        let memory = previous
+            .as_ref()
+            .and_then(|status| status.planner_memory.clone())
+            .unwrap_or_default();
+        let generation = previous
+            .as_ref()
+            .and_then(|status| status.observed_generation)
+            .unwrap_or(0);
+        let mut runtime = Self {
+            options,
+            client,
+            supervisor,
+            cluster,
+            spec_text: None,
+            spec_error: None,
+            generation,
+            memory,
+            transition: None,
+            last_applied: None,
+            last_step: Step::Wait {
+                reason: "starting".into(),
+            },
+            last_error: None,
+            snapshots: BTreeMap::new(),
+            status: previous.clone().unwrap_or_default(),
+            notes: Vec::new(),
+            started: Instant::now(),
+            _lock: lock,
+        };
+        let finished = previous.as_ref().and_then(|s| s.phase) == Some(Phase::Running);
+        if let Some(TransitionStatus { from, to, .. }) =
+            previous.and_then(|status| status.transition)
+        {
+            if to == runtime.cluster.spec.replicas {
+                let mut transition = runtime.new_transition(from, to);
+                transition.done = finished;
+                runtime.transition = Some(transition);
+            }
+        }
+        Ok(runtime)
+    }
+
+    fn layout(&self) -> &Layout {
+        &self.supervisor.layout
+    }
+
+    fn name(&self) -> String {
+        self.cluster
+            .metadata
+            .name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_CLUSTER_NAME.into())
+    }
+
+    fn new_transition(&self, from: i32, to: i32) -> Transition {
+        let steps = planner::preview(&self.name(), from, to, self.cluster.spec.single_master_exit)
+            .unwrap_or_default();
+        Transition {
+            from,
+            to,
+            steps,
+            started: Instant::now(),
+            applied: 0,
+            done: false,
+        }
+    }
+
+    fn note(&mut self, text: String) {
+        if self.options.display == Display::Lines {
+            println!("{text}");
+        }
+        self.notes.push(text);
+        if self.notes.len() > 8 {
+            self.notes.remove(0);
+        }
+    }
+
+    /// Runs until `stop` is set, then stops the masters.
+    pub fn run(&mut self, stop: &AtomicBool) -> anyhow::Result<()> {
+        for note in self.supervisor.adopt_or_kill_stale() {
+            self.note(note);
+        }
+        while !stop.load(Ordering::SeqCst) {
+            let tick = Instant::now();
+            if let Err(error) = self.tick() {
+                let text = format!("{error:#}");
+                if self.last_error.as_deref() != Some(&text) {
+                    self.note(format!("error: {text}"));
+                }
+                self.last_error = Some(text);
+            }
+            if self.options.display == Display::Live {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(self.render().as_bytes());
+                let _ = out.flush();
+            }
+            let elapsed = tick.elapsed();
+            if elapsed < self.options.poll_interval {
+                std::thread::sleep(self.options.poll_interval - elapsed);
+            }
+        }
+        self.shutdown();
+        Ok(())
+    }
+
+    /// Stops every master (SIGTERM, then SIGKILL after a grace period).
+    pub fn shutdown(&mut self) {
+        let running: Vec<Ordinal> = self.supervisor.processes.keys().copied().collect();
+        self.note(format!("stopping {} master(s)", running.len()));
+        self.supervisor.stop_all(&running, STOP_GRACE);
+        self.note("stopped; start again on the same --state-dir to resume".into());
+    }
+
+    /// Reads the spec file if its content changed.
+    fn poll_spec(&mut self) -> anyhow::Result<()> {
+        let Some(path) = self.options.spec_file.clone() else {
+            return Ok(());
+        };
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) => {
+                let reason = format!("cannot read {}: {error}", path.display());
+                if self.spec_error.as_deref() != Some(&reason) {
+                    self.note(format!("spec: {reason}; nothing changed"));
+                }
+                self.spec_error = Some(reason);
+                self.spec_text = None;
+                return Ok(());
+            }
+        };
+        if self.spec_text.as_deref() == Some(&text) {
+            return Ok(());
+        }
+        self.spec_text = Some(text.clone());
+        match parse_cluster(&text) {
+            Err(reason) => {
+                self.note(format!(
+                    "spec {}: {reason}; nothing changed",
+                    path.display()
+                ));
+                self.spec_error = Some(reason);
+            }
+            Ok(cluster) => {
+                self.spec_error = None;
+                if cluster.spec != self.cluster.spec
+                    || cluster.metadata.name != self.cluster.metadata.name
+                {
+                    self.generation += 1;
+                    self.note(format!(
+                        "spec: {} replicas (quorum {})",
+                        cluster.spec.replicas,
+                        cluster.spec.target_quorum()
+                    ));
+                    self.cluster = cluster;
+                    write_atomically(&self.options.state_dir.join("spec.yaml"), text.as_bytes())?;
+                } else if self.generation == 0 {
+                    self.generation = 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Restarts members whose process exited (the kubelet's part).
+    fn supervise(&mut self) -> anyhow::Result<()> {
+        for ordinal in 0..MAX_REPLICAS as Ordinal {
+            let Some(flags) = self.layout().read_flags(ordinal)? else {
+                continue;
+            };
+            if self.memory.removing.contains(&ordinal) || self.supervisor.alive(ordinal) {
+                continue;
+            }
+            // A lost volume is never started again: the planner fences the member.
+            if !self.layout().volume_marked(ordinal) || !self.supervisor.may_start(ordinal) {
+                continue;
+            }
+            self.supervisor.start(ordinal)?;
+            let pid = self.supervisor.pid(ordinal).unwrap_or_default();
+            self.note(format!(
+                "started member {ordinal} (pid {pid}) with {}",
+                flags.config
+            ));
+        }
+        Ok(())
+    }
+
+    fn observe(&mut self) -> anyhow::Result<Observed> {
+        let mut members = Vec::new();
+        let mut snapshots = BTreeMap::new();
+        let mut elected = Vec::new();
+        for ordinal in 0..MAX_REPLICAS as Ordinal {
+            let flags = self.layout().read_flags(ordinal)?;
+            let work_dir = self.layout().work_dir(ordinal);
+            let volume = if self.layout().volume_marked(ordinal) {
+                VolumeState::Present
+            } else if flags.is_some() || work_dir.exists() {
+                VolumeState::Lost
+            } else {
+                VolumeState::Absent
+            };
+            let alive = self.supervisor.alive(ordinal);
+            let status = if alive {
+                self.client.log_status(self.layout().address(ordinal))
+            } else {
+                None
+            };
+            if flags.is_none() && volume == VolumeState::Absent && !alive {
+                continue;
+            }
+            let replica = status.as_ref().map(|status| ReplicaView {
+                status: match status.status {
+                    api::ReplicaStatus::Empty => ReplicaStatus::Empty,
+                    api::ReplicaStatus::Starting => ReplicaStatus::Starting,
+                    api::ReplicaStatus::Recovering => ReplicaStatus::Recovering,
+                    api::ReplicaStatus::Voting => ReplicaStatus::Voting,
+                },
+                log_end_position: status.end,
+            });
+            if status.as_ref().is_some_and(|status| status.elected) {
+                elected.push(ordinal);
+            }
+            let pod = match &flags {
+                Some(flags) => Some(PodView {
+                    config: flags.config.clone(),
+                    terminating: false,
+                    ready: replica.is_some_and(|r| r.status == ReplicaStatus::Voting),
+                    replica,
+                }),
+                // A process without flags is a member being removed.
+                None if alive => Some(PodView {
+                    config: status
+                        .as_ref()
+                        .map(|status| self.config_from_status(status))
+                        .unwrap_or_else(|| MemberConfig::ensemble(1)),
+                    terminating: true,
+                    ready: false,
+                    replica,
+                }),
+                None => None,
+            };
+            members.push(ObservedMember {
+                ordinal,
+                pod,
+                volume,
+            });
+            snapshots.insert(
+                ordinal,
+                MemberSnapshot {
+                    pid: self.supervisor.pid(ordinal),
+                    flags,
+                    status,
+                },
+            );
+        }
+        self.snapshots = snapshots;
+        Ok(Observed {
+            cluster_name: self.name(),
+            members,
+            leader: (elected.len() == 1).then(|| elected[0]),
+            memory: self.memory.clone(),
+        })
+    }
+
+    fn config_from_status(&self, status: &LogStatus) -> MemberConfig {
+        MemberConfig {
+            quorum: status.quorum as u32,
+            whitelist: status
+                .masters
+                .iter()
+                .filter_map(|address| match address.ip() {
+                    std::net::IpAddr::V4(ip) if ip.octets()[..3] == [127, 0, 0] => {
+                        Some(ip.octets()[3] as Ordinal - 1)
+                    }
+                    _ => None,
+                })
+                .collect(),
+        }
+    }
+
+    /// The ensemble size the members run now (for a transition's `from`).
+    fn current_size(&self, observed: &Observed) -> i32 {
+        let with_pod: Vec<&ObservedMember> = observed
+            .members
+            .iter()
+            .filter(|member| member.pod.is_some())
+            .collect();
+        let leader_size = observed.leader.and_then(|leader| {
+            with_pod
+                .iter()
+                .find(|member| member.ordinal == leader)
+                .and_then(|member| member.pod.as_ref()?.config.ensemble_size())
+        });
+        leader_size
+            .map(|size| size as i32)
+            .unwrap_or(with_pod.len() as i32)
+    }
+
+    /// One pass: observe, decide, persist memory, apply one step, record status.
+    pub fn tick(&mut self) -> anyhow::Result<()> {
+        self.poll_spec()?;
+        self.supervise()?;
+        let observed = self.observe()?;
+        let spec = self.cluster.spec.clone();
+        let target = spec.replicas;
+        let needs_new = match &self.transition {
+            Some(transition) => transition.to != target,
+            None => self.current_size(&observed) != target,
+        };
+        if needs_new {
+            let from = self.current_size(&observed);
+            self.transition = Some(self.new_transition(from, target));
+            self.note(format!("transition {from} -> {target} begins"));
+        }
+        let Decision { step, memory } = planner::decide(&spec, &observed);
+        // Write-ahead: the planner's memory is durable before its step is applied.
+        if memory != self.memory {
+            self.memory = memory;
+            self.write_status(&step, &observed)?;
+        }
+        let applied = if step.is_action() {
+            let description = step.describe(&self.name());
+            self.append_event(&description)?;
+            let number = self
+                .transition
+                .as_ref()
+                .and_then(|t| t.steps.iter().position(|d| d.step == step))
+                .map(|index| format!("step {}: ", index + 1))
+                .unwrap_or_default();
+            self.note(format!("{number}{description}"));
+            let result = self.apply(&step);
+            if let Some(transition) = &mut self.transition {
+                transition.applied += 1;
+            }
+            self.last_applied = Some(step.clone());
+            match result {
+                Ok(()) => {
+                    self.last_error = None;
+                    true
+                }
+                Err(error) => {
+                    let text = format!("{} failed: {error:#}", description);
+                    self.note(text.clone());
+                    self.last_error = Some(text);
+                    false
+                }
+            }
+        } else {
+            false
+        };
+        if step != self.last_step {
+            if let Step::Failed { reason } = &step {
+                self.note(format!("planner refuses to act: {reason}"));
+            }
+        }
+        if step == Step::Done {
+            if let Some(transition) = &mut self.transition {
+                if !transition.done {
+                    transition.done = true;
+                    let text = format!(
+                        "transition {} -> {} done in {:.1}s, {} step(s)",
+                        transition.from,
+                        transition.to,
+                        transition.started.elapsed().as_secs_f64(),
+                        transition.applied
+                    );
+                    self.note(text);
+                }
+            }
+        }
+        self.last_step = step.clone();
+        // Re-observe after an action so status shows its effect's beginning.
+        let observed = if applied { self.observe()? } else { observed };
+        self.write_status(&step, &observed)
+    }
+
+    fn append_event(&self, description: &str) -> anyhow::Result<()> {
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.options.state_dir.join("events.log"))?;
+        writeln!(file, "{}\t{description}", now_ms())?;
+        Ok(())
+    }
+
+    fn flags_for(&self, ordinal: Ordinal, config: &MemberConfig, wipe: bool) -> MemberFlags {
+        MemberFlags {
+            ordinal,
+            config: config.clone(),
+            wipe_pending: wipe,
+            args: self
+                .layout()
+                .args(ordinal, config, &self.options.master_args),
+        }
+    }
+
+    fn export_file(&self) -> PathBuf {
+        self.options.state_dir.join("registry-export.json")
+    }
+
+    fn apply(&mut self, step: &Step) -> anyhow::Result<()> {
+        match step {
+            Step::RestartMember { member, config } => {
+                let flags = self.flags_for(*member, config, false);
+                self.layout().write_flags(&flags)?;
+                self.supervisor.stop(*member, STOP_GRACE);
+                self.supervisor.start(*member)?;
+            }
+            Step::CreateMember { member, config } => {
+                if !self.layout().volume_marked(*member) {
+                    // A fresh, empty volume (nothing of an old one survives).
+                    let _ = fs::remove_dir_all(self.layout().work_dir(*member));
+                    self.layout().create_volume(*member)?;
+                }
+                let flags = self.flags_for(*member, config, false);
+                self.layout().write_flags(&flags)?;
+                self.supervisor.start(*member)?;
+            }
+            Step::RemoveMember { member, .. } => {
+                // The pod first (flags gone: nothing restarts it), then the volume.
+                let _ = fs::remove_file(self.layout().flags_file(*member));
+                self.supervisor.stop(*member, STOP_GRACE);
+                let dir = self.layout().member_dir(*member);
+                match fs::remove_dir_all(&dir) {
+                    Ok(()) => {}
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(error) => return Err(error).context(format!("removing {}", dir.display())),
+                }
+            }
+            Step::WipeMember { member, config, .. } => {
+                // The new flags say "wipe first": whatever happens next, the new
+                // configuration never starts on the old log.
+                let flags = self.flags_for(*member, config, true);
+                self.layout().write_flags(&flags)?;
+                self.supervisor.stop(*member, STOP_GRACE);
+                self.supervisor.start(*member)?;
+            }
+            Step::ExportRegistry { from } => {
+                let document = self.client.export_registry(self.layout().address(*from))?;
+                // Durable before the memory says Exported.
+                write_atomically(&self.export_file(), &document)?;
+                self.memory = self.memory.after_success(step);
+            }
+            Step::ImportRegistry { into } => {
+                let document = fs::read(self.export_file()).with_context(|| {
+                    format!(
+                        "reading the registry export {}",
+                        self.export_file().display()
+                    )
+                })?;
+                let imported = self
+                    .client
+                    .import_registry(self.layout().address(*into), &document)?;
+                if !imported {
+                    self.note("the registry already held data (409): left as it is".into());
+                }
+                self.memory = self.memory.after_success(step);
+            }
+            Step::Wait { .. } | Step::Done | Step::Failed { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn transition_status(&self, step: &Step) -> Option<TransitionStatus> {
+        let transition = self.transition.as_ref()?;
+        let current = if transition.done { &Step::Done } else { step };
+        Some(planner::transition_status(
+            transition.from,
+            transition.to,
+            &transition.steps,
+            self.last_applied.as_ref(),
+            current,
+        ))
+    }
+
+    fn build_status(&self, step: &Step, observed: &Observed) -> MesosMasterClusterStatus {
+        let name = self.name();
+        let spec = &self.cluster.spec;
+        let members: Vec<MemberStatus> = observed
+            .members
+            .iter()
+            .filter(|member| member.pod.is_some())
+            .map(|member| {
+                let snapshot = self.snapshots.get(&member.ordinal);
+                let status = snapshot.and_then(|s| s.status.as_ref());
+                let pod = member.pod.as_ref();
+                MemberStatus {
+                    name: planner::member_name(&name, member.ordinal),
+                    address: Some(self.layout().address(member.ordinal).to_string()),
+                    quorum: status
+                        .map(|s| s.quorum as i32)
+                        .or_else(|| pod.map(|p| p.config.quorum as i32)),
+                    replica_status: status.map(|s| s.status.to_string()),
+                    log_end_position: status.map(|s| s.end),
+                    ready: pod.is_some_and(|p| p.ready),
+                }
+            })
+            .collect();
+        let ready = members.iter().filter(|m| m.ready).count() as i32;
+        let leader_quorum = observed.leader.and_then(|leader| {
+            observed
+                .members
+                .iter()
+                .find(|m| m.ordinal == leader)
+                .and_then(|m| m.pod.as_ref())
+                .map(|p| p.config.quorum as i32)
+        });
+        let in_transition = self.transition.as_ref().is_some_and(|t| !t.done);
+        let (phase, reason) = if let Some(error) = &self.spec_error {
+            (
+                if in_transition {
+                    Phase::Transitioning
+                } else {
+                    Phase::Degraded
+                },
+                Some(format!("{error}; the last valid spec stays in effect")),
+            )
+        } else {
+            match step {
+                Step::Failed { reason } => (Phase::Failed, Some(reason.clone())),
+                Step::Wait { reason } if spec.paused => (Phase::Paused, Some(reason.clone())),
+                Step::Done if ready == spec.replicas => (Phase::Running, None),
+                Step::Done => (Phase::Degraded, Some("not every master is ready".into())),
+                _ if in_transition => (Phase::Transitioning, self.last_error.clone()),
+                Step::Wait { reason } => (
+                    if observed.members.is_empty() {
+                        Phase::Pending
+                    } else {
+                        Phase::Degraded
+                    },
+                    Some(reason.clone()),
+                ),
+                _ => (Phase::Degraded, self.last_error.clone()),
+            }
+        };
+        let reason = match (&self.last_error, reason) {
+            (Some(error), None) => Some(error.clone()),
+            (_, reason) => reason,
+        };
+        let safe = planner::check_step(observed, &Step::Done).is_ok();
+        let waiting = match step {
+            Step::Wait { reason } => reason.clone(),
+            other => other.describe(&name),
+        };
+        let conditions = vec![
+            self.condition(
+                condition_types::AVAILABLE,
+                observed.leader.is_some()
+                    && ready >= crate::operator::crd::quorum_for(spec.replicas).min(ready.max(1)),
+                if observed.leader.is_some() {
+                    "LeaderElected"
+                } else {
+                    "NoLeader"
+                },
+                format!("{ready} of {} masters ready", spec.replicas),
+            ),
+            self.condition(
+                condition_types::PROGRESSING,
+                in_transition,
+                if in_transition {
+                    "Transitioning"
+                } else {
+                    "Idle"
+                },
+                waiting.clone(),
+            ),
+            self.condition(
+                condition_types::DEGRADED,
+                matches!(phase, Phase::Degraded | Phase::Failed),
+                match phase {
+                    Phase::Failed => "PlannerRefused",
+                    Phase::Degraded => "NotReady",
+                    _ => "AsExpected",
+                },
+                reason.clone().unwrap_or_else(|| waiting.clone()),
+            ),
+            self.condition(
+                condition_types::QUORUM_SAFE,
+                safe,
+                if safe { "QuorumsIntersect" } else { "Unsafe" },
+                if safe {
+                    "every two quorums in use intersect".to_string()
+                } else {
+                    planner::check_step(observed, &Step::Done)
+                        .err()
+                        .map(|v| v.to_string())
+                        .unwrap_or_default()
+                },
+            ),
+        ];
+        MesosMasterClusterStatus {
+            observed_generation: Some(self.generation),
+            phase: Some(phase),
+            reason,
+            replicas: members.len() as i32,
+            ready_replicas: ready,
+            quorum: leader_quorum,
+            target_quorum: Some(spec.target_quorum()),
+            leader: observed
+                .leader
+                .map(|leader| planner::member_name(&name, leader)),
+            current_step: Some(step.describe(&name)),
+            members,
+            transition: self.transition_status(step),
+            planner_memory: Some(self.memory.clone()),
+            conditions,
+        }
+    }
+
+    fn condition(&self, kind: &str, value: bool, reason: &str, message: String) -> Condition {
+        let status = if value { "True" } else { "False" };
+        let since = self
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == kind && c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()));
+        Condition {
+            last_transition_time: since,
+            message,
+            observed_generation: Some(self.generation),
+            reason: reason.to_string(),
+            status: status.to_string(),
+            type_: kind.to_string(),
+        }
+    }
+
+    fn write_status(&mut self, step: &Step, observed: &Observed) -> anyhow::Result<()> {
+        let status = self.build_status(step, observed);
+        if status != self.status || !self.status_path().exists() {
+            write_atomically(
+                &self.status_path(),
+                serde_yaml::to_string(&status)?.as_bytes(),
+            )?;
+            self.status = status;
+        }
+        Ok(())
+    }
+
+    fn status_path(&self) -> PathBuf {
+        self.options.state_dir.join("status.yaml")
+    }
+
+    /// The live view, as ANSI text that redraws the terminal.
+    pub fn render(&self) -> String {
+        render::render(&render::Frame {
+            name: &self.name(),
+            state_dir: &self.options.state_dir,
+            uptime: self.started.elapsed(),
+            spec_replicas: self.cluster.spec.replicas,
+            status: &self.status,
+            members: &self
+                .snapshots
+                .iter()
+                .map(|(ordinal, s)| render::MemberRow {
+                    ordinal: *ordinal,
+                    address: self.layout().address(*ordinal),
+                    pid: s.pid,
+                    config: s.flags.as_ref().map(|f| f.config.clone()),
+                    status: s.status.clone(),
+                })
+                .collect::<Vec<_>>(),
+            notes: &self.notes,
+        })
+    }
+}
+
+/// Runs `mesos-operator local` until SIGINT or SIGTERM.
+pub fn run(options: LocalOptions) -> anyhow::Result<()> {
+    if !options.master_binary.exists() {
+        anyhow::bail!(
+            "no mesos-master at {} (build it, or pass --master-binary)",
+            options.master_binary.display()
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    spawn_signal_watcher(stop.clone())?;
+    let mut runtime = LocalRuntime::new(options)?;
+    runtime.run(&stop)
+}
+
+/// Sets `stop` on SIGINT or SIGTERM.
+fn spawn_signal_watcher(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            runtime.block_on(async {
+                use tokio::signal::unix::{signal, SignalKind};
+                let mut term = signal(SignalKind::terminate()).ok();
+                let terminated = async {
+                    match term.as_mut() {
+                        Some(term) => {
+                            term.recv().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminated => {}
+                }
+            });
+            stop.store(true, Ordering::SeqCst);
+        })?;
+    Ok(())
+}
