@@ -543,24 +543,36 @@ impl Node {
         self.evaluate_probe();
     }
 
-    fn campaign(&mut self) {
-        let round = self
-            .highest_round_seen
-            .max(self.replica.promised().map_or(0, |p| p.round))
-            + 1;
+    /// A proposal of ours above `above_round` and above every round this node has
+    /// seen, so it outbids whatever it must and is unique (our address is in it).
+    fn fresh_proposal(&mut self, above_round: u64) -> Proposal {
+        let round = above_round.max(self.highest_round_seen) + 1;
         self.highest_round_seen = round;
-        let proposal = Proposal {
+        Proposal {
             round,
             proposer: self.cfg.id.clone(),
-        };
-        let peers: Vec<MemberId> = self
-            .cfg
+        }
+    }
+
+    /// Every whitelisted member but this one.
+    fn peers(&self) -> Vec<MemberId> {
+        self.cfg
             .members
             .iter()
             .filter(|m| **m != self.cfg.id)
             .cloned()
-            .collect();
-        let c = Coordinator::new(proposal, Mode::Leader, peers, self.cfg.quorum, self.now);
+            .collect()
+    }
+
+    fn campaign(&mut self) {
+        let proposal = self.fresh_proposal(self.replica.promised().map_or(0, |p| p.round));
+        let c = Coordinator::new(
+            proposal,
+            Mode::Leader,
+            self.peers(),
+            self.cfg.quorum,
+            self.now,
+        );
         self.coordinator = Some(c);
         self.leader = None;
         self.reset_election_timer();
@@ -627,23 +639,11 @@ impl Node {
                     self.become_follower();
                     return;
                 }
-                let round = above_round.max(self.highest_round_seen) + 1;
-                self.highest_round_seen = round;
-                let proposal = Proposal {
-                    round,
-                    proposer: self.cfg.id.clone(),
-                };
-                let peers: Vec<MemberId> = self
-                    .cfg
-                    .members
-                    .iter()
-                    .filter(|m| **m != self.cfg.id)
-                    .cloned()
-                    .collect();
+                let proposal = self.fresh_proposal(above_round);
                 self.coordinator = Some(Coordinator::new(
                     proposal,
                     Mode::Recovery,
-                    peers,
+                    self.peers(),
                     self.cfg.quorum,
                     self.now,
                 ));
