@@ -175,8 +175,8 @@ fn keys_are_checked_separately() {
         ("b", read(1, None, 40, 50)),
     ];
     let verdicts = check_registers(&history, DEFAULT_BUDGET);
-    assert_eq!(verdicts["a"], Verdict::Linearizable);
-    assert!(matches!(verdicts["b"], Verdict::NotLinearizable { .. }));
+    assert_eq!(verdicts["a"].0, Verdict::Linearizable);
+    assert!(matches!(verdicts["b"].0, Verdict::NotLinearizable { .. }));
 }
 
 #[test]

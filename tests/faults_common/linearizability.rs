@@ -247,11 +247,12 @@ pub fn prune_registers(history: &[RegisterOp]) -> Vec<RegisterOp> {
 }
 
 /// Checks each key's register history on its own (linearizability is local: the
-/// whole is linearizable iff every key is). Returns the verdict per key.
+/// whole is linearizable iff every key is). Returns, per key, the verdict and the
+/// pruned history it was reached on (the verdict's indexes point into it).
 pub fn check_registers<K: Ord + Clone>(
     history: &[(K, RegisterOp)],
     budget: usize,
-) -> BTreeMap<K, Verdict> {
+) -> BTreeMap<K, (Verdict, Vec<RegisterOp>)> {
     let mut per_key: BTreeMap<K, Vec<RegisterOp>> = BTreeMap::new();
     for (key, op) in history {
         per_key.entry(key.clone()).or_default().push(op.clone());
@@ -259,8 +260,8 @@ pub fn check_registers<K: Ord + Clone>(
     per_key
         .into_iter()
         .map(|(key, ops)| {
-            let verdict = check(&Register, &prune_registers(&ops), budget);
-            (key, verdict)
+            let pruned = prune_registers(&ops);
+            (key, (check(&Register, &pruned, budget), pruned))
         })
         .collect()
 }
