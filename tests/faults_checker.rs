@@ -194,6 +194,20 @@ fn the_budget_bounds_the_search() {
     );
 }
 
+#[test]
+fn long_histories_do_not_overflow_the_stack() {
+    // One recursion level per operation: 20,000 sequential operations.
+    let history: Vec<RegisterOp> = (0..10_000u64)
+        .flat_map(|v| {
+            [
+                write(0, v, v * 40, v * 40 + 10),
+                read(1, Some(v), v * 40 + 20, v * 40 + 30),
+            ]
+        })
+        .collect();
+    assert!(linearizable(&history));
+}
+
 /// A sequential execution of register operations (one linearization point each,
 /// strictly increasing), turned into a history whose intervals overlap at random
 /// around those points. Values are unique: write i writes i + 1.

@@ -65,8 +65,30 @@ pub enum Verdict {
 /// the recorded histories need (they are split per key and stay small).
 pub const DEFAULT_BUDGET: usize = 2_000_000;
 
-/// Checks one history against `model`.
-pub fn check<M: Model>(model: &M, history: &[Op<M::Input, M::Output>], budget: usize) -> Verdict {
+/// Stack for the search: it recurses once per linearized operation, and a long
+/// run records thousands of operations per key.
+const STACK_BYTES_PER_OP: usize = 4096;
+const BASE_STACK_BYTES: usize = 8 << 20;
+
+/// Checks one history against `model`, on a thread whose stack fits the search.
+pub fn check<M>(model: &M, history: &[Op<M::Input, M::Output>], budget: usize) -> Verdict
+where
+    M: Model + Sync,
+    M::Input: Sync,
+    M::Output: Sync,
+{
+    let stack = BASE_STACK_BYTES + history.len() * STACK_BYTES_PER_OP;
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .stack_size(stack)
+            .spawn_scoped(scope, || search(model, history, budget))
+            .expect("spawn the checker thread")
+            .join()
+            .expect("the checker thread panicked")
+    })
+}
+
+fn search<M: Model>(model: &M, history: &[Op<M::Input, M::Output>], budget: usize) -> Verdict {
     // Sorted by invocation, so the candidates at each step are a prefix of the
     // operations not yet linearized.
     let mut order: Vec<usize> = (0..history.len()).collect();
