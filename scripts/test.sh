@@ -7,6 +7,16 @@ cd "$(dirname "$0")/.."
 # Simulator seeds each CI run replays per ensemble size (the issue asks for >= 2,000).
 SIM_SEEDS="${SIM_SEEDS:-2000}"
 
+# The partition tests (tests/faults_partition.rs) run masters in network
+# namespaces with `ip` and `tc`; they skip with a message where they cannot.
+if ! command -v ip >/dev/null 2>&1 || ! command -v tc >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing iproute2 for the partition tests"
+    apt-get update -qq || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null || true
+  fi
+fi
+
 echo "== cargo test (every target; binaries side by side, see scripts/run-tests.sh)"
 bash scripts/run-tests.sh
 
