@@ -10,6 +10,9 @@ SIM_SEEDS="${SIM_SEEDS:-2000}"
 echo "== cargo test"
 cargo test --all-targets --no-fail-fast
 
+echo "== fuzz targets, ${FUZZ_SECONDS:-20} s each (FUZZ_SECONDS=600 for a longer run)"
+bash scripts/fuzz.sh
+
 echo "== chart and manifest tests (Helm's engine, Kubernetes 1.32 schemas)"
 bash scripts/chart-tests.sh
 
