@@ -20,6 +20,9 @@ fi
 echo "== cargo test (every target; binaries side by side, see scripts/run-tests.sh)"
 bash scripts/run-tests.sh
 
+echo "== fuzz targets, ${FUZZ_SECONDS:-20} s each (FUZZ_SECONDS=600 for a longer run)"
+bash scripts/fuzz.sh
+
 echo "== chart and manifest tests (Helm's engine, Kubernetes 1.32 schemas)"
 bash scripts/chart-tests.sh
 

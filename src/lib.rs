@@ -8,4 +8,5 @@
 
 pub mod log;
 pub mod master;
+#[cfg(feature = "operator")]
 pub mod operator;

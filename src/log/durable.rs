@@ -55,33 +55,7 @@ pub struct WalStorage {
 impl WalStorage {
     pub fn open(dir: &Path, options: WalOptions) -> Result<Opened, DurableError> {
         let (wal, recovered) = Wal::open(dir, options)?;
-        let metadata = match recovered.meta {
-            None => Metadata::default(),
-            Some(bytes) => {
-                postcard::from_bytes::<Metadata>(&bytes).map_err(|e| DurableError::BadMetadata {
-                    dir: dir.to_path_buf(),
-                    reason: e.to_string(),
-                })?
-            }
-        };
-        let mut entries = Vec::with_capacity(recovered.positions.len());
-        for (filed, bytes) in recovered.positions {
-            let entry =
-                postcard::from_bytes::<Entry>(&bytes).map_err(|e| DurableError::BadEntry {
-                    dir: dir.to_path_buf(),
-                    position: filed,
-                    reason: e.to_string(),
-                })?;
-            if entry.position != filed {
-                return Err(DurableError::MisfiledEntry {
-                    dir: dir.to_path_buf(),
-                    filed,
-                    named: entry.position,
-                });
-            }
-            entries.push(entry);
-        }
-        let state = DurableState { metadata, entries };
+        let state = decode_state(dir, recovered.meta, recovered.positions)?;
         Ok(Opened {
             storage: WalStorage {
                 wal,
@@ -106,6 +80,43 @@ impl WalStorage {
     pub fn wal(&self) -> &Wal {
         &self.wal
     }
+}
+
+/// Decodes the records [`Wal::open`] recovered into the core's state; `dir` only
+/// names the store in errors. Public (hidden) so the fuzzers (`fuzz/`) run exactly
+/// what [`WalStorage::open`] runs on persisted bytes.
+#[doc(hidden)]
+pub fn decode_state(
+    dir: &Path,
+    meta: Option<Vec<u8>>,
+    positions: std::collections::BTreeMap<u64, Vec<u8>>,
+) -> Result<DurableState, DurableError> {
+    let metadata = match meta {
+        None => Metadata::default(),
+        Some(bytes) => {
+            postcard::from_bytes::<Metadata>(&bytes).map_err(|e| DurableError::BadMetadata {
+                dir: dir.to_path_buf(),
+                reason: e.to_string(),
+            })?
+        }
+    };
+    let mut entries = Vec::with_capacity(positions.len());
+    for (filed, bytes) in positions {
+        let entry = postcard::from_bytes::<Entry>(&bytes).map_err(|e| DurableError::BadEntry {
+            dir: dir.to_path_buf(),
+            position: filed,
+            reason: e.to_string(),
+        })?;
+        if entry.position != filed {
+            return Err(DurableError::MisfiledEntry {
+                dir: dir.to_path_buf(),
+                filed,
+                named: entry.position,
+            });
+        }
+        entries.push(entry);
+    }
+    Ok(DurableState { metadata, entries })
 }
 
 fn encode(ops: &[PersistOp]) -> Result<WriteBatch, StorageError> {

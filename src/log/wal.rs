@@ -676,97 +676,21 @@ fn replay(dir: &Path) -> Result<(State, Recovered), WalError> {
     let last_index = segments.len().checked_sub(1);
 
     for (index, (segment_id, path)) in segments.iter().enumerate() {
-        let segment_id = *segment_id;
         let is_last = Some(index) == last_index;
         let bytes = fs::read(path).map_err(|source| WalError::Io {
             path: path.clone(),
             context: "reading a segment",
             source,
         })?;
-        let corrupt = |offset: usize, position: Option<u64>, reason: String| WalError::Corrupt {
-            path: path.clone(),
-            offset: offset as u64,
-            position,
-            reason,
-        };
-
-        // The header. A crash right after creating the last segment may leave it
-        // short; the writer then rewrites it.
-        let mut valid_len = SEGMENT_HEADER_BYTES;
-        let mut torn: Option<(usize, String)> = None;
-        if bytes.len() < SEGMENT_HEADER_BYTES {
-            if !is_last {
-                return Err(corrupt(0, None, "segment header is incomplete".into()));
-            }
-            torn = Some((0, "incomplete segment header".into()));
-            valid_len = 0;
-        } else if bytes[..SEGMENT_HEADER_BYTES] != segment_header(segment_id) {
-            return Err(corrupt(
-                0,
-                None,
-                format!("segment header is not {SEGMENT_MAGIC:?} with id {segment_id}"),
-            ));
-        }
-
-        state.segments.insert(
-            segment_id,
-            SegmentSpace {
-                size_bytes: 0,
-                live_bytes: 0,
-            },
-        );
-        state.active_segment_id = segment_id;
-
-        // Records of the batch being read; applied when its last record is seen.
-        let mut pending: Vec<(Decoded<'_>, RecordLoc)> = Vec::new();
-        let mut batch_start = valid_len;
-        let mut offset = valid_len;
-        if torn.is_none() {
-            while offset < bytes.len() {
-                match scan_record(&bytes[offset..]) {
-                    Scan::Record(record) => {
-                        let loc = RecordLoc {
-                            segment_id,
-                            offset: offset as u64,
-                            record_bytes: record.record_bytes as u64,
-                        };
-                        offset += record.record_bytes;
-                        let end = record.end_of_batch;
-                        pending.push((record, loc));
-                        if end {
-                            for (record, loc) in pending.drain(..) {
-                                apply_replayed(&mut state, &mut recovered, record, loc);
-                            }
-                            batch_start = offset;
-                        }
-                    }
-                    Scan::Torn(reason) if is_last => {
-                        torn = Some((offset, reason));
-                        break;
-                    }
-                    Scan::Torn(reason) => return Err(corrupt(offset, None, reason)),
-                    Scan::Corrupt { position, reason } => {
-                        return Err(corrupt(offset, position, reason))
-                    }
-                }
-            }
-            if torn.is_none() && !pending.is_empty() {
-                if !is_last {
-                    return Err(corrupt(
-                        batch_start,
-                        None,
-                        "segment ends in the middle of a batch".into(),
-                    ));
-                }
-                torn = Some((batch_start, "batch without its last record".into()));
-            }
-        }
-        valid_len = match &torn {
-            // Records of the unfinished batch go with the torn tail.
-            Some((offset, _)) => batch_start.min(*offset),
-            None => bytes.len(),
-        };
-        if let Some((_, reason)) = torn {
+        let torn = replay_segment(
+            &mut state,
+            &mut recovered,
+            *segment_id,
+            path,
+            &bytes,
+            is_last,
+        )?;
+        if let Some(torn) = torn {
             let file = OpenOptions::new()
                 .write(true)
                 .open(path)
@@ -775,26 +699,160 @@ fn replay(dir: &Path) -> Result<(State, Recovered), WalError> {
                     context: "opening to cut a torn tail",
                     source,
                 })?;
-            file.set_len(valid_len as u64)
+            file.set_len(torn.offset)
                 .and_then(|()| file.sync_all())
                 .map_err(|source| WalError::Io {
                     path: path.clone(),
                     context: "cutting a torn tail",
                     source,
                 })?;
-            recovered.torn_tail = Some(TornTail {
-                path: path.clone(),
-                offset: valid_len as u64,
-                dropped_bytes: (bytes.len() - valid_len) as u64,
-                reason,
-            });
-        }
-        if let Some(space) = state.segments.get_mut(&segment_id) {
-            space.size_bytes = valid_len as u64;
+            recovered.torn_tail = Some(torn);
         }
     }
     recovered.truncated_below = state.truncated_below;
     Ok((state, recovered))
+}
+
+/// Replays one segment's bytes into `state` and `recovered`: pure, no I/O, so the
+/// fuzzers run the very code recovery runs. Returns the torn tail to cut (only ever
+/// for the last segment); the caller cuts it from the file.
+fn replay_segment(
+    state: &mut State,
+    recovered: &mut Recovered,
+    segment_id: u64,
+    path: &Path,
+    bytes: &[u8],
+    is_last: bool,
+) -> Result<Option<TornTail>, WalError> {
+    let corrupt = |offset: usize, position: Option<u64>, reason: String| WalError::Corrupt {
+        path: path.to_path_buf(),
+        offset: offset as u64,
+        position,
+        reason,
+    };
+
+    // The header. A crash right after creating the last segment may leave it
+    // short; the writer then rewrites it.
+    let mut valid_len = SEGMENT_HEADER_BYTES;
+    let mut torn: Option<(usize, String)> = None;
+    if bytes.len() < SEGMENT_HEADER_BYTES {
+        if !is_last {
+            return Err(corrupt(0, None, "segment header is incomplete".into()));
+        }
+        torn = Some((0, "incomplete segment header".into()));
+        valid_len = 0;
+    } else if bytes[..SEGMENT_HEADER_BYTES] != segment_header(segment_id) {
+        return Err(corrupt(
+            0,
+            None,
+            format!("segment header is not {SEGMENT_MAGIC:?} with id {segment_id}"),
+        ));
+    }
+
+    state.segments.insert(
+        segment_id,
+        SegmentSpace {
+            size_bytes: 0,
+            live_bytes: 0,
+        },
+    );
+    state.active_segment_id = segment_id;
+
+    // Records of the batch being read; applied when its last record is seen.
+    let mut pending: Vec<(Decoded<'_>, RecordLoc)> = Vec::new();
+    let mut batch_start = valid_len;
+    let mut offset = valid_len;
+    if torn.is_none() {
+        while offset < bytes.len() {
+            match scan_record(&bytes[offset..]) {
+                Scan::Record(record) => {
+                    let loc = RecordLoc {
+                        segment_id,
+                        offset: offset as u64,
+                        record_bytes: record.record_bytes as u64,
+                    };
+                    offset += record.record_bytes;
+                    let end = record.end_of_batch;
+                    pending.push((record, loc));
+                    if end {
+                        for (record, loc) in pending.drain(..) {
+                            apply_replayed(state, recovered, record, loc);
+                        }
+                        batch_start = offset;
+                    }
+                }
+                Scan::Torn(reason) if is_last => {
+                    torn = Some((offset, reason));
+                    break;
+                }
+                Scan::Torn(reason) => return Err(corrupt(offset, None, reason)),
+                Scan::Corrupt { position, reason } => {
+                    return Err(corrupt(offset, position, reason))
+                }
+            }
+        }
+        if torn.is_none() && !pending.is_empty() {
+            if !is_last {
+                return Err(corrupt(
+                    batch_start,
+                    None,
+                    "segment ends in the middle of a batch".into(),
+                ));
+            }
+            torn = Some((batch_start, "batch without its last record".into()));
+        }
+    }
+    valid_len = match &torn {
+        // Records of the unfinished batch go with the torn tail.
+        Some((offset, _)) => batch_start.min(*offset),
+        None => bytes.len(),
+    };
+    if let Some(space) = state.segments.get_mut(&segment_id) {
+        space.size_bytes = valid_len as u64;
+    }
+    Ok(torn.map(|(_, reason)| TornTail {
+        path: path.to_path_buf(),
+        offset: valid_len as u64,
+        dropped_bytes: (bytes.len() - valid_len) as u64,
+        reason,
+    }))
+}
+
+/// Replays segments given as `(segment id, bytes)` in id order exactly as
+/// [`Wal::open`] would, without touching a disk (a torn tail is reported, not cut).
+/// An entry point for the fuzzers (`fuzz/`) and tests, not for production code.
+#[doc(hidden)]
+pub fn replay_in_memory(segments: &[(u64, &[u8])]) -> Result<Recovered, WalError> {
+    let mut state = State::default();
+    let mut recovered = Recovered::default();
+    let last_index = segments.len().checked_sub(1);
+    for (index, (segment_id, bytes)) in segments.iter().enumerate() {
+        let path = PathBuf::from(format!("{segment_id:020}{SEGMENT_SUFFIX}"));
+        let is_last = Some(index) == last_index;
+        if let Some(torn) = replay_segment(
+            &mut state,
+            &mut recovered,
+            *segment_id,
+            &path,
+            bytes,
+            is_last,
+        )? {
+            recovered.torn_tail = Some(torn);
+        }
+    }
+    recovered.truncated_below = state.truncated_below;
+    Ok(recovered)
+}
+
+/// A segment as the writer lays it out: the header, then each batch's records. For
+/// the fuzzers' seeds and structured inputs (`fuzz/`), not for production code.
+#[doc(hidden)]
+pub fn encode_segment(segment_id: u64, batches: &[WriteBatch]) -> Vec<u8> {
+    let mut out = segment_header(segment_id).to_vec();
+    for batch in batches {
+        out.extend_from_slice(&encode_batch(batch));
+    }
+    out
 }
 
 fn apply_replayed(
