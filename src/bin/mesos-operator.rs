@@ -13,7 +13,7 @@ use mesos_operator::operator::context::Context as OperatorContext;
 use mesos_operator::operator::crd::{self, SingleMasterExit};
 use mesos_operator::operator::local;
 use mesos_operator::operator::metrics::Metrics;
-use mesos_operator::operator::observe::HttpMasterStatus;
+use mesos_operator::operator::observe::HttpMasterClient;
 use mesos_operator::operator::serve::{self, Readiness};
 use mesos_operator::operator::{planner, reconcile};
 
@@ -229,7 +229,7 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(%health, metrics = %metrics_at, namespace = ?namespace, "mesos-operator starting");
     let ctx = Arc::new(OperatorContext::new(
         client,
-        Arc::new(HttpMasterStatus::default()),
+        Arc::new(HttpMasterClient::default()),
         metrics,
         std::env::var("HOSTNAME").ok(),
     ));

@@ -1,5 +1,5 @@
 //! What every reconcile is handed: the client, the event recorder, the metrics and
-//! where master statuses come from. Nothing in it is state a reconcile relies on:
+//! how masters are called. Nothing in it is state a reconcile relies on:
 //! a fresh `Context` (an operator restart) reconciles exactly as the old one would.
 
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use kube::runtime::events::{Recorder, Reporter};
 
 use crate::operator::metrics::Metrics;
-use crate::operator::observe::MasterStatusSource;
+use crate::operator::transfer::MasterClient;
 
 /// The controller's name on Events and in `managedFields`.
 pub const CONTROLLER_NAME: &str = "mesos-operator";
@@ -16,14 +16,15 @@ pub struct Context {
     pub client: kube::Client,
     pub recorder: Recorder,
     pub metrics: Metrics,
-    pub masters: Arc<dyn MasterStatusSource>,
+    /// Status reads and the registry transfer calls of a `Preserve` exit.
+    pub masters: Arc<dyn MasterClient>,
 }
 
 impl Context {
     /// `instance` names this operator process on its Events (its pod name).
     pub fn new(
         client: kube::Client,
-        masters: Arc<dyn MasterStatusSource>,
+        masters: Arc<dyn MasterClient>,
         metrics: Metrics,
         instance: Option<String>,
     ) -> Self {

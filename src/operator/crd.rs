@@ -380,6 +380,12 @@ pub mod condition_types {
     pub const DEGRADED: &str = "Degraded";
     /// Every two quorums in use intersect among the masters that may be running.
     pub const QUORUM_SAFE: &str = "QuorumSafe";
+    /// Present while a `Preserve` exit's registry export is kept in its ConfigMap:
+    /// True while it awaits its import, False once an import left it unused.
+    pub const REGISTRY_EXPORT: &str = "RegistryExport";
+    /// Every member's volume template asks for what `spec.storage` says; False
+    /// names the members that keep older volumes (templates are immutable).
+    pub const STORAGE_CURRENT: &str = "StorageCurrent";
 }
 
 /// Coarse state of the cluster.

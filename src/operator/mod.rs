@@ -10,3 +10,4 @@ pub mod planner;
 pub mod reconcile;
 pub mod resources;
 pub mod serve;
+pub mod transfer;

@@ -2,7 +2,7 @@
 //! and what each master answers on `GET /log/status`, turned into the planner's
 //! [`Observed`].
 //!
-//! Masters are read through [`MasterStatusSource`]: [`HttpMasterStatus`] in
+//! Masters are read through [`MasterStatusSource`]: [`HttpMasterClient`] in
 //! production, a fake in the tests (which answers as a master started with the
 //! pod's current environment would).
 
@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
@@ -54,12 +54,21 @@ pub trait MasterStatusSource: Send + Sync {
     fn log_status(&self, target: MemberTarget) -> BoxFuture<'_, Result<LogStatus, StatusError>>;
 }
 
-/// Reads `http://<pod ip>:<port>/log/status`.
-pub struct HttpMasterStatus {
-    client: HttpClient<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+/// Reads `http://<pod ip>:<port>/log/status` (and, in `transfer.rs`, makes the
+/// registry transfer calls).
+pub struct HttpMasterClient {
+    client: HttpClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
 }
 
-impl Default for HttpMasterStatus {
+impl HttpMasterClient {
+    pub(crate) fn http(
+        &self,
+    ) -> &HttpClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+        &self.client
+    }
+}
+
+impl Default for HttpMasterClient {
     fn default() -> Self {
         let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_millis(STATUS_TIMEOUT_MS)));
@@ -69,7 +78,7 @@ impl Default for HttpMasterStatus {
     }
 }
 
-impl MasterStatusSource for HttpMasterStatus {
+impl MasterStatusSource for HttpMasterClient {
     fn log_status(&self, target: MemberTarget) -> BoxFuture<'_, Result<LogStatus, StatusError>> {
         Box::pin(async move {
             let pod = target.pod.clone();
@@ -171,6 +180,26 @@ pub fn pod_ready(pod: &Pod) -> bool {
         })
 }
 
+/// Where member `ordinal`'s master answers: its pod's IP and the cluster's port; none
+/// for a pod without an IP or being deleted.
+pub fn member_target(
+    names: &Names,
+    observation: &Observation,
+    ordinal: Ordinal,
+    port: u16,
+) -> Option<MemberTarget> {
+    let pod = observation.pods.get(&ordinal)?;
+    if pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let ip: IpAddr = pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;
+    Some(MemberTarget {
+        namespace: names.namespace.clone(),
+        pod: names.pod(ordinal),
+        address: SocketAddr::new(ip, port),
+    })
+}
+
 /// Lists the cluster's objects and reads every running master's status.
 pub async fn observe(
     client: &kube::Client,
@@ -226,16 +255,8 @@ pub async fn observe(
     }
 
     // Statuses are read concurrently: one slow master costs one timeout, not one each.
-    let reads = observation.pods.iter().filter_map(|(ordinal, pod)| {
-        if pod.metadata.deletion_timestamp.is_some() {
-            return None;
-        }
-        let ip: IpAddr = pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;
-        let target = MemberTarget {
-            namespace: names.namespace.clone(),
-            pod: names.pod(*ordinal),
-            address: SocketAddr::new(ip, port),
-        };
+    let reads = observation.pods.keys().filter_map(|ordinal| {
+        let target = member_target(names, &observation, *ordinal, port)?;
         let ordinal = *ordinal;
         Some(async move { (ordinal, masters.log_status(target).await) })
     });
@@ -354,7 +375,7 @@ mod tests {
         let router =
             axum::Router::new().route("/log/status", get(|| async { axum::Json(status()) }));
         tokio::spawn(async move { axum::serve(listener, router).await });
-        let read = HttpMasterStatus::default()
+        let read = HttpMasterClient::default()
             .log_status(target(address))
             .await
             .expect("status read");
@@ -369,7 +390,7 @@ mod tests {
             .expect("bind")
             .local_addr()
             .expect("address");
-        let error = HttpMasterStatus::default()
+        let error = HttpMasterClient::default()
             .log_status(target(address))
             .await
             .expect_err("nothing listens");

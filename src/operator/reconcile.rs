@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::{Action, Controller};
@@ -34,13 +34,17 @@ use crate::operator::crd::{
     condition_types, MemberStatus, MesosMasterCluster, MesosMasterClusterStatus, Phase, StepState,
     TransitionStatus, TransitionStep, VolumeReclaim,
 };
-use crate::operator::observe::{observe, pod_config, Observation};
+use crate::operator::observe::{member_target, observe, pod_config, Observation};
 use crate::operator::planner::{
-    self, member_name, MemberConfig, Ordinal, PlannerMemory, ReplicaStatus, Step,
+    self, member_name, MemberConfig, Ordinal, PlannerMemory, RegistryFate, RegistryTransfer,
+    ReplicaStatus, Step,
 };
 use crate::operator::resources::{
-    self, config_from_annotations, member_address, Names, ResourceError, FIELD_MANAGER,
-    LABEL_LEADER, TOKEN_BYTES,
+    self, config_from_annotations, member_address, Names, ResourceError, ANNOTATION_IMPORT_SKIPPED,
+    FIELD_MANAGER, LABEL_LEADER, REGISTRY_EXPORT_KEY, TOKEN_BYTES,
+};
+use crate::operator::transfer::{
+    check_export_document, ImportOutcome, RegistryCallError, REGISTRY_EXPORT_MAX_BYTES,
 };
 
 /// The finalizer that lets the operator clean up (volumes per
@@ -209,29 +213,52 @@ async fn apply(cluster: Arc<MesosMasterCluster>, ctx: Arc<Context>) -> Result<Ac
     .await?;
     ensure_member_services(&cluster, &names, &mut observation, &ctx).await?;
 
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let mut export = config_maps.get_opt(&names.registry_export()).await?;
+
     let decision = planner::decide(&cluster.spec, &observation.observed);
     let step = decision.step.clone();
     tracing::info!(cluster = %names.cluster, namespace = %names.namespace, step = %step.describe(&names.cluster), "planned");
 
-    // Write-ahead: what the planner must remember (a member being fenced, a wipe
-    // under way) is durable before the step it guards begins.
+    // A wipe that relies on an export is refused before anything is remembered or
+    // deleted when the export is not where the import will look for it.
+    let refused = refuse_unbacked_wipe(&names, &step, &memory, export.as_ref());
     let mut latest = (*cluster).clone();
-    if decision.memory != memory {
-        let mut status = latest.status.clone().unwrap_or_default();
-        status.planner_memory = Some(decision.memory.clone());
-        latest = replace_status(&api, &latest, status).await?;
-    }
+    let (applied, memory_after) = match refused {
+        Some(why) => (Applied::Blocked(why), memory.clone()),
+        None => {
+            // Write-ahead: what the planner must remember (a member being fenced, a
+            // wipe under way) is durable before the step it guards begins.
+            if decision.memory != memory {
+                let mut status = latest.status.clone().unwrap_or_default();
+                status.planner_memory = Some(decision.memory.clone());
+                latest = replace_status(&api, &latest, status).await?;
+            }
 
-    pin_templates(&cluster, &names, &observation, &step, &ctx).await?;
+            pin_templates(&cluster, &names, &observation, &step, &ctx).await?;
 
-    let started = Instant::now();
-    let applied = apply_step(&cluster, &names, &observation, &step, &ctx).await?;
-    ctx.metrics
-        .step_applied(action_name(&step), started.elapsed());
-    let memory_after = match &applied {
-        Applied::Done => decision.memory.after_success(&step),
-        Applied::Waiting(_) | Applied::Blocked(_) => decision.memory.clone(),
+            let started = Instant::now();
+            let applied =
+                apply_step(&cluster, &names, &observation, &step, export.as_ref(), &ctx).await?;
+            ctx.metrics
+                .step_applied(action_name(&step), started.elapsed());
+            // After success only: an export is remembered once it is durable in its
+            // ConfigMap (apply_step wrote it), an import once the leader learned it.
+            let memory_after = match &applied {
+                Applied::Done => decision.memory.after_success(&step),
+                Applied::Waiting(_) | Applied::Blocked(_) => decision.memory.clone(),
+            };
+            (applied, memory_after)
+        }
     };
+    if step == Step::Done && memory_after.registry == RegistryTransfer::None {
+        export = finish_registry_transfer(&cluster, &names, &observation, export, &ctx).await?;
+    } else if matches!(
+        step,
+        Step::ExportRegistry { .. } | Step::ImportRegistry { .. }
+    ) {
+        export = config_maps.get_opt(&names.registry_export()).await?;
+    }
     let (step, blocked) = match applied {
         Applied::Done => (step, None),
         Applied::Waiting(reason) => (Step::Wait { reason }, None),
@@ -263,6 +290,7 @@ async fn apply(cluster: Arc<MesosMasterCluster>, ctx: Arc<Context>) -> Result<Ac
         &step,
         blocked,
         memory_after,
+        export.as_ref(),
         Time(k8s_openapi::jiff::Timestamp::now()),
     );
     publish_events(&cluster, &names, &previous, &status, &step, blocked, &ctx).await;
@@ -270,7 +298,10 @@ async fn apply(cluster: Arc<MesosMasterCluster>, ctx: Arc<Context>) -> Result<Ac
 
     Ok(match step {
         Step::Done => Action::requeue(REQUEUE_IDLE),
+        // A blocked step (an export too large to keep, say) is retried at the
+        // error pace: each retry may seal the single master for a moment.
         Step::Failed { .. } => Action::requeue(REQUEUE_ERROR),
+        _ if blocked.is_some() => Action::requeue(REQUEUE_ERROR),
         _ => Action::requeue(REQUEUE_ACTIVE),
     })
 }
@@ -416,6 +447,66 @@ fn template_config(statefulset: &StatefulSet) -> Option<MemberConfig> {
         .and_then(config_from_annotations)
 }
 
+/// A StatefulSet's `volumeClaimTemplates` is immutable: the API server refuses any
+/// update that changes it, so applying a changed `spec.storage` to an existing
+/// member would fail on every reconcile, forever. An existing member keeps the
+/// template it was created with (and its volume); the spec's storage applies to
+/// members created from now on: new members, and members replaced or wiped (their
+/// StatefulSet is deleted and created again). `status.conditions` says which members
+/// still run with other storage ([`storage_drift`]).
+fn keep_claim_templates(mut desired: StatefulSet, existing: Option<&StatefulSet>) -> StatefulSet {
+    let existing_templates = existing
+        .and_then(|statefulset| statefulset.spec.as_ref())
+        .map(|spec| spec.volume_claim_templates.clone());
+    if let (Some(templates), Some(spec)) = (existing_templates, desired.spec.as_mut()) {
+        spec.volume_claim_templates = templates;
+    }
+    desired
+}
+
+/// Size and class a claim template asks for, as `spec.storage` writes them.
+fn template_storage(statefulset: &StatefulSet) -> Option<(String, Option<String>)> {
+    let template = statefulset
+        .spec
+        .as_ref()?
+        .volume_claim_templates
+        .as_ref()?
+        .first()?;
+    let spec = template.spec.as_ref()?;
+    let size = spec
+        .resources
+        .as_ref()?
+        .requests
+        .as_ref()?
+        .get("storage")?
+        .0
+        .clone();
+    Some((size, spec.storage_class_name.clone()))
+}
+
+/// Members whose StatefulSet asks for other storage than `spec.storage` (created
+/// before it changed), each with what it has.
+fn storage_drift(
+    cluster: &MesosMasterCluster,
+    observation: &Observation,
+) -> Vec<(Ordinal, String)> {
+    let wanted = (
+        cluster.spec.storage.size.0.clone(),
+        cluster.spec.storage.storage_class_name.clone(),
+    );
+    observation
+        .statefulsets
+        .iter()
+        .filter_map(|(ordinal, statefulset)| {
+            let has = template_storage(statefulset)?;
+            (has != wanted).then(|| {
+                let class = has.1.as_deref().unwrap_or("the default class");
+                (*ordinal, format!("{} of {class}", has.0))
+            })
+        })
+        .collect()
+}
+
 /// The member a step acts on.
 fn step_member(step: &Step) -> Option<Ordinal> {
     match step {
@@ -457,7 +548,8 @@ async fn pin_templates(
             &config,
             &observation.service_ips,
         ) {
-            Ok(statefulset) => {
+            Ok(desired) => {
+                let statefulset = keep_claim_templates(desired, Some(statefulset));
                 apply_object(&ctx.client, &names.namespace, &statefulset).await?;
             }
             Err(error) => tracing::warn!(%error, "cannot pin the template yet"),
@@ -493,10 +585,12 @@ async fn apply_step(
     names: &Names,
     observation: &Observation,
     step: &Step,
+    export: Option<&ConfigMap>,
     ctx: &Context,
 ) -> Result<Applied, Error> {
     let statefulset = |ordinal: Ordinal, config: &MemberConfig| {
         resources::member_statefulset(cluster, names, ordinal, config, &observation.service_ips)
+            .map(|desired| keep_claim_templates(desired, observation.statefulsets.get(&ordinal)))
     };
     match step {
         Step::CreateMember { member, config } => match statefulset(*member, config) {
@@ -538,10 +632,248 @@ async fn apply_step(
             remove_member(names, *member, ctx).await?;
             Ok(Applied::Done)
         }
-        Step::ExportRegistry { .. } | Step::ImportRegistry { .. } => Ok(Applied::Blocked(
-            "mesos-master has no registry export/import endpoint yet; set spec.singleMasterExit: Wipe to leave single-master mode (the registry is then lost)".to_string(),
-        )),
+        Step::ExportRegistry { from } => {
+            export_registry(cluster, names, observation, *from, ctx).await
+        }
+        Step::ImportRegistry { into } => {
+            import_registry(cluster, names, observation, *into, export, ctx).await
+        }
         Step::Wait { .. } | Step::Done | Step::Failed { .. } => Ok(Applied::Done),
+    }
+}
+
+/// The export document a ConfigMap holds, if it holds one.
+fn export_document(export: &ConfigMap) -> Option<&[u8]> {
+    export
+        .binary_data
+        .as_ref()?
+        .get(REGISTRY_EXPORT_KEY)
+        .map(|bytes| bytes.0.as_slice())
+}
+
+fn import_skipped(export: &ConfigMap) -> Option<&str> {
+    export
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(ANNOTATION_IMPORT_SKIPPED)
+        .map(String::as_str)
+}
+
+/// A `Preserve` wipe about to begin (the export remembered, the wipe not yet) whose
+/// export is not in its ConfigMap: refused, so the only copy of the registry is
+/// never the log being wiped. Once the wipe began (`Wiped`) there is nothing left to
+/// protect; the import reports the missing export.
+fn refuse_unbacked_wipe(
+    names: &Names,
+    step: &Step,
+    memory: &PlannerMemory,
+    export: Option<&ConfigMap>,
+) -> Option<String> {
+    let preserving = matches!(
+        step,
+        Step::WipeMember {
+            registry: RegistryFate::Preserved,
+            ..
+        }
+    );
+    if !preserving || memory.registry != RegistryTransfer::Exported {
+        return None;
+    }
+    match export.and_then(export_document) {
+        Some(_) => None,
+        None => Some(format!(
+            "the registry export in ConfigMap {} is missing, so the single master is not wiped; delete status.plannerMemory to export again, or set spec.singleMasterExit: Wipe to leave single-master mode without the registry",
+            names.registry_export()
+        )),
+    }
+}
+
+/// A failed master call: a member that does not lead, or does not answer, is a wait
+/// (the planner re-plans from the next observation); a refusal is a blocked step.
+fn call_failed(error: RegistryCallError) -> Applied {
+    match error {
+        RegistryCallError::Refused { .. } => Applied::Blocked(error.to_string()),
+        _ => Applied::Waiting(error.to_string()),
+    }
+}
+
+/// `ExportRegistry`: seal the single master's registry and store the export in
+/// its ConfigMap, durably, before the step counts as done (the caller then
+/// remembers `Exported`, which lets the planner wipe). A crash anywhere before that
+/// leaves `Exported` unrecorded: the next reconcile seals again (the master answers
+/// the same document while sealed) and rewrites the ConfigMap.
+async fn export_registry(
+    cluster: &MesosMasterCluster,
+    names: &Names,
+    observation: &Observation,
+    from: Ordinal,
+    ctx: &Context,
+) -> Result<Applied, Error> {
+    let Some(target) = member_target(names, observation, from, cluster.spec.port) else {
+        return Ok(Applied::Waiting(format!(
+            "{} has no pod IP to seal its registry through",
+            names.pod(from)
+        )));
+    };
+    let document = match ctx.masters.seal_registry(target.clone()).await {
+        Ok(document) => document,
+        Err(error) => return Ok(call_failed(error)),
+    };
+    let unusable = if document.len() > REGISTRY_EXPORT_MAX_BYTES {
+        Some(format!(
+            "the registry export of {} is {} bytes, more than the {REGISTRY_EXPORT_MAX_BYTES} bytes a ConfigMap can hold (Kubernetes' limit is 1 MiB); nothing was wiped and {} keeps running single-master; set spec.singleMasterExit: Wipe to leave single-master mode without the registry, or set spec.replicas back to 1",
+            names.statefulset(from),
+            document.len(),
+            names.statefulset(from),
+        ))
+    } else {
+        check_export_document(&document)
+            .err()
+            .map(|error| format!("{}: {error}; nothing was wiped", target.pod))
+    };
+    if let Some(why) = unusable {
+        // The export cannot be kept, so the wipe will not happen: the single master
+        // takes writes again rather than sitting sealed behind a blocked step.
+        if let Err(error) = ctx.masters.unseal_registry(target).await {
+            tracing::warn!(%error, "could not unseal after an unusable export");
+            return Ok(Applied::Blocked(format!(
+                "{why}; unsealing failed: {error}"
+            )));
+        }
+        return Ok(Applied::Blocked(why));
+    }
+    apply_object(
+        &ctx.client,
+        &names.namespace,
+        &resources::registry_export_config_map(cluster, names, document, None)?,
+    )
+    .await?;
+    Ok(Applied::Done)
+}
+
+/// `ImportRegistry`: replay the stored export through the leader. The ConfigMap is
+/// kept until the planner is done (see [`finish_registry_transfer`]): until
+/// `Imported` is durable in the status it is the only copy of the registry.
+async fn import_registry(
+    cluster: &MesosMasterCluster,
+    names: &Names,
+    observation: &Observation,
+    into: Ordinal,
+    export: Option<&ConfigMap>,
+    ctx: &Context,
+) -> Result<Applied, Error> {
+    let Some(document) = export.and_then(export_document) else {
+        return Ok(Applied::Blocked(format!(
+            "the registry export in ConfigMap {} is missing: the registry cannot be restored; set spec.singleMasterExit: Wipe and delete status.plannerMemory to carry on with an empty registry",
+            names.registry_export()
+        )));
+    };
+    let Some(target) = member_target(names, observation, into, cluster.spec.port) else {
+        return Ok(Applied::Waiting(format!(
+            "{} has no pod IP to import the registry through",
+            names.pod(into)
+        )));
+    };
+    let pod = target.pod.clone();
+    match ctx.masters.import_registry(target, document.to_vec()).await {
+        Ok(ImportOutcome::Imported) => Ok(Applied::Done),
+        Ok(ImportOutcome::AlreadyHeldData) => {
+            // The master left its registry as it was; the export stays for the user,
+            // marked, and the transfer counts as done (there is nothing to retry).
+            let why = format!(
+                "{pod} answered 409: the new registry already held data and was left as it is; the export was not imported and stays in ConfigMap {} (delete it once it is no longer needed)",
+                names.registry_export()
+            );
+            apply_object(
+                &ctx.client,
+                &names.namespace,
+                &resources::registry_export_config_map(
+                    cluster,
+                    names,
+                    document.to_vec(),
+                    Some(why.clone()),
+                )?,
+            )
+            .await?;
+            publish(
+                cluster,
+                ctx,
+                Event {
+                    type_: EventType::Warning,
+                    reason: "RegistryImportSkipped".to_string(),
+                    note: Some(why),
+                    action: "ImportRegistry".to_string(),
+                    secondary: None,
+                },
+            )
+            .await;
+            Ok(Applied::Done)
+        }
+        Err(error) => Ok(call_failed(error)),
+    }
+}
+
+/// The planner is done and remembers no transfer: an export left behind was either
+/// imported (the leader was never sealed: unsealing is a no-op) or abandoned (the
+/// spec went back to one master after the seal: the single master is sealed and
+/// must take writes again). Unseal through the leader, then delete the ConfigMap,
+/// in that order, so a crash in between unseals again. An export whose import was
+/// skipped (409) is kept for the user. Returns the export still there.
+async fn finish_registry_transfer(
+    cluster: &MesosMasterCluster,
+    names: &Names,
+    observation: &Observation,
+    export: Option<ConfigMap>,
+    ctx: &Context,
+) -> Result<Option<ConfigMap>, Error> {
+    let Some(config_map) = export else {
+        return Ok(None);
+    };
+    if import_skipped(&config_map).is_some() {
+        return Ok(Some(config_map));
+    }
+    let target = observation
+        .observed
+        .leader
+        .and_then(|leader| member_target(names, observation, leader, cluster.spec.port));
+    let Some(target) = target else {
+        // No leader to unseal through yet: kept, tried again next reconcile.
+        return Ok(Some(config_map));
+    };
+    if let Err(error) = ctx.masters.unseal_registry(target).await {
+        tracing::warn!(%error, "could not unseal the registry; the export is kept");
+        return Ok(Some(config_map));
+    }
+    delete_object::<ConfigMap>(
+        &ctx.client,
+        &names.namespace,
+        &names.registry_export(),
+        None,
+    )
+    .await?;
+    publish(
+        cluster,
+        ctx,
+        Event {
+            type_: EventType::Normal,
+            reason: "RegistryExportReleased".to_string(),
+            note: Some(format!(
+                "registry writes accepted; ConfigMap {} deleted",
+                names.registry_export()
+            )),
+            action: "Done".to_string(),
+            secondary: None,
+        },
+    )
+    .await;
+    Ok(None)
+}
+
+/// Publishes one Event; best-effort, as in [`publish_events`].
+async fn publish(cluster: &MesosMasterCluster, ctx: &Context, event: Event) {
+    if let Err(error) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
+        tracing::warn!(%error, reason = %event.reason, "could not publish an event");
     }
 }
 
@@ -718,6 +1050,7 @@ fn next_status(
     step: &Step,
     blocked: Option<&str>,
     memory: PlannerMemory,
+    export: Option<&ConfigMap>,
     now: Time,
 ) -> MesosMasterClusterStatus {
     let generation = cluster.metadata.generation;
@@ -809,7 +1142,7 @@ fn next_status(
     );
     let available =
         observation.observed.leader.is_some() && quorum.is_some_and(|quorum| ready >= quorum);
-    let conditions = vec![
+    let mut conditions = vec![
         condition(
             &previous.conditions,
             condition_types::AVAILABLE,
@@ -875,6 +1208,60 @@ fn next_status(
             &now,
         ),
     ];
+    let drift = storage_drift(cluster, observation);
+    conditions.push(condition(
+        &previous.conditions,
+        condition_types::STORAGE_CURRENT,
+        drift.is_empty(),
+        if drift.is_empty() {
+            "AsSpecified"
+        } else {
+            "ClaimTemplatesImmutable"
+        },
+        if drift.is_empty() {
+            "every member's volume template is as spec.storage asks".to_string()
+        } else {
+            format!(
+                "{} keep their volumes ({}): a StatefulSet's volumeClaimTemplates cannot change, so spec.storage ({}) applies to members created from now on (new, replaced or wiped members)",
+                drift
+                    .iter()
+                    .map(|(ordinal, _)| names.statefulset(*ordinal))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                drift
+                    .iter()
+                    .map(|(ordinal, has)| format!("{}: {has}", names.statefulset(*ordinal)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                cluster.spec.storage.size.0,
+            )
+        },
+        generation,
+        &now,
+    ));
+    // Only while a registry export exists: where it is, and whether it awaits its
+    // import or was left unimported.
+    if let Some(export) = export {
+        let bytes = export_document(export).map_or(0, <[u8]>::len);
+        let name = export.metadata.name.clone().unwrap_or_default();
+        let (holds, reason, message) = match import_skipped(export) {
+            Some(why) => (false, "ImportSkipped", why.to_string()),
+            None => (
+                true,
+                "Stored",
+                format!("a registry export of {bytes} bytes is kept in ConfigMap {name} until it is imported"),
+            ),
+        };
+        conditions.push(condition(
+            &previous.conditions,
+            condition_types::REGISTRY_EXPORT,
+            holds,
+            reason,
+            message,
+            generation,
+            &now,
+        ));
+    }
     MesosMasterClusterStatus {
         observed_generation: generation,
         phase: Some(phase),
@@ -961,6 +1348,25 @@ async fn publish_events(
             action: "Done".to_string(),
             secondary: None,
         });
+    }
+    let storage = |status: &MesosMasterClusterStatus| {
+        status
+            .conditions
+            .iter()
+            .find(|condition| condition.type_ == condition_types::STORAGE_CURRENT)
+            .map(|condition| (condition.status.clone(), condition.message.clone()))
+    };
+    if let Some((held, message)) = storage(status) {
+        let before = storage(previous);
+        if held == "False" && before.as_ref() != Some(&(held.clone(), message.clone())) {
+            events.push(Event {
+                type_: EventType::Warning,
+                reason: "StorageKept".to_string(),
+                note: Some(message),
+                action: "ApplyStatefulSet".to_string(),
+                secondary: None,
+            });
+        }
     }
     let reference = cluster.object_ref(&());
     for event in events {

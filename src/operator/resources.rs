@@ -35,7 +35,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    Capabilities, ConfigMap, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
     ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext,
     PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret, SecretVolumeSource, SecurityContext,
     Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
@@ -156,6 +156,11 @@ impl Names {
     }
     pub fn network_policy(&self) -> String {
         self.cluster.clone()
+    }
+    /// Where a `Preserve` exit keeps the registry export between the seal and the
+    /// import.
+    pub fn registry_export(&self) -> String {
+        format!("{}-registry-export", self.cluster)
     }
     /// Label selector of all the cluster's masters (pods, claims, member Services).
     pub fn selector(&self) -> String {
@@ -687,6 +692,40 @@ pub fn token_secret(
         )])),
         type_: Some("Opaque".into()),
         ..Secret::default()
+    })
+}
+
+/// The key of the export document in the registry export ConfigMap's `binaryData`.
+pub const REGISTRY_EXPORT_KEY: &str = "registry-export.json";
+
+/// On the registry export ConfigMap once an import found the new registry already
+/// holding data (HTTP 409): the export was not replayed and is kept for the user,
+/// who deletes it when it is no longer needed.
+pub const ANNOTATION_IMPORT_SKIPPED: &str = "mesos.operator.dev/import-skipped";
+
+/// The ConfigMap holding a `Preserve` exit's registry export (`binaryData`: the
+/// document is opaque bytes to the operator). Owned by the cluster, so deleting the
+/// cluster deletes it; `import_skipped` carries the reason an import left it unused.
+pub fn registry_export_config_map(
+    cluster: &MesosMasterCluster,
+    names: &Names,
+    document: Vec<u8>,
+    import_skipped: Option<String>,
+) -> Result<ConfigMap, ResourceError> {
+    let mut metadata = meta(cluster, names, names.registry_export(), None)?;
+    if let Some(why) = import_skipped {
+        metadata.annotations = Some(BTreeMap::from([(
+            ANNOTATION_IMPORT_SKIPPED.to_string(),
+            why,
+        )]));
+    }
+    Ok(ConfigMap {
+        metadata,
+        binary_data: Some(BTreeMap::from([(
+            REGISTRY_EXPORT_KEY.to_string(),
+            ByteString(document),
+        )])),
+        ..ConfigMap::default()
     })
 }
 

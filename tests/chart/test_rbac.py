@@ -1,5 +1,7 @@
 """The operator's permissions: exactly the verbs it uses, the same in the chart
-and in deploy/."""
+and in deploy/. That these are the verbs the code calls is checked by
+tests/reconcile.rs (the_cluster_role_grants_exactly_the_verbs_the_operator_calls),
+which records every request the operator sends during whole transitions."""
 
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("policy", "poddisruptionbudgets"): {"patch"},
     ("networking.k8s.io", "networkpolicies"): {"patch"},
     ("", "pods"): {"list", "delete", "patch"},
+    # The registry export of a Preserve exit: applied, read for the import, deleted.
+    ("", "configmaps"): {"get", "patch", "delete"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
 

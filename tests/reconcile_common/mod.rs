@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -34,6 +34,9 @@ use mesos_operator::operator::observe::{MasterStatusSource, MemberTarget, Status
 use mesos_operator::operator::planner::{MemberConfig, Ordinal};
 use mesos_operator::operator::reconcile;
 use mesos_operator::operator::resources::{LABEL_MEMBER, LABEL_NAME, MASTER_APP_NAME};
+use mesos_operator::operator::transfer::{
+    ImportOutcome, MasterClient, RegistryCallError, EXPORT_FORMAT,
+};
 
 pub const NAMESPACE: &str = "db";
 pub const NAME: &str = "prod";
@@ -47,8 +50,19 @@ const HAS_LOG: &str = "test.mesos/has-log";
 pub const MAX_ROUNDS: usize = 200;
 
 pub struct World {
+    /// The harness' own client (the simulated controllers, the assertions).
     pub client: kube::Client,
+    /// What every operator started by [`World::fresh_context`] talks through: the
+    /// same API, every request recorded in `requests`.
+    operator_client: kube::Client,
     next_ip: AtomicU32,
+    /// The masters' registries: outlives every operator restart, as masters do.
+    pub registry: Arc<Mutex<FakeRegistry>>,
+    /// Every request an operator sent to the API, in order (see [`Recorded`]).
+    pub requests: Arc<Mutex<Vec<Recorded>>>,
+    /// Set by [`World::keep_one_operator`]: reconciles share this context (one
+    /// long-running operator) instead of starting a fresh one each time.
+    long_running: Mutex<Option<Arc<Context>>>,
 }
 
 fn env(pod: &Pod, name: &str) -> Option<String> {
@@ -81,7 +95,7 @@ impl World {
         // missing path (a real API server accepts it). Another party's finalizer
         // takes the other branch of the helper: append to an existing list.
         cluster.metadata.finalizers = Some(vec![OTHER_FINALIZER.to_string()]);
-        let client = kube_fake_client::ClientBuilder::new()
+        let fake = kube_fake_client::ClientBuilder::new()
             .with_resource::<MesosMasterCluster>()
             // Not `with_status_subresource`: it needs `Default` on the CRD type, which
             // the spec has none of. Without it a status PUT writes the whole object;
@@ -91,10 +105,30 @@ impl World {
             .build()
             .await
             .expect("fake API");
+        let requests = Arc::new(Mutex::new(Vec::new()));
         Self {
-            client,
+            operator_client: recording_client(fake.clone(), requests.clone()),
+            client: fake,
             next_ip: AtomicU32::new(10),
+            registry: Arc::new(Mutex::new(FakeRegistry::default())),
+            requests,
+            long_running: Mutex::new(None),
         }
+    }
+
+    /// From now on one operator does every reconcile (its event recorder, for one,
+    /// remembers what it published).
+    pub fn keep_one_operator(&self) {
+        *self.long_running.lock().expect("context") = Some(self.fresh_context());
+    }
+
+    /// The requests recorded so far; `clear_requests` starts a new record.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().expect("record").clone()
+    }
+
+    pub fn clear_requests(&self) {
+        self.requests.lock().expect("record").clear();
     }
 
     fn api<K>(&self) -> Api<K>
@@ -107,9 +141,10 @@ impl World {
     /// A fresh operator: new client handle, recorder and metrics; nothing carried over.
     pub fn fresh_context(&self) -> Arc<Context> {
         Arc::new(Context::new(
-            self.client.clone(),
+            self.operator_client.clone(),
             Arc::new(FakeMasters {
                 client: self.client.clone(),
+                registry: self.registry.clone(),
             }),
             Metrics::default(),
             Some("test-operator".into()),
@@ -136,7 +171,9 @@ impl World {
     /// One reconcile by an operator that just started (crash/restart between any two).
     pub async fn reconcile_once(&self) {
         let cluster = Arc::new(self.cluster().await);
-        reconcile::reconcile(cluster, self.fresh_context())
+        let long_running = self.long_running.lock().expect("context").clone();
+        let ctx = long_running.unwrap_or_else(|| self.fresh_context());
+        reconcile::reconcile(cluster, ctx)
             .await
             .expect("reconcile succeeds");
     }
@@ -446,9 +483,218 @@ impl World {
 /// A master's advertised address, replica status, quorum and whitelist.
 type MasterView = (SocketAddr, ReplicaStatus, usize, Vec<SocketAddr>);
 
-/// `/log/status` as a master started with the pod's current environment answers.
+/// `/log/status` as a master started with the pod's current environment answers,
+/// and the registry calls of a `Preserve` exit against [`FakeRegistry`].
 pub struct FakeMasters {
     client: kube::Client,
+    registry: Arc<Mutex<FakeRegistry>>,
+}
+
+/// One call a master received: which, on which pod, into which log (the claim UID of
+/// member 0's volume: a wipe starts a new log), and how many members were voting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryCall {
+    pub call: &'static str,
+    pub pod: String,
+    pub log: String,
+    pub voting_members: usize,
+}
+
+/// The registries of the masters' logs, keyed by log (see [`RegistryCall::log`]).
+#[derive(Debug, Default)]
+pub struct FakeRegistry {
+    /// The registry each log holds; a log missing here is empty.
+    pub data: BTreeMap<String, serde_json::Value>,
+    /// Logs whose registry is sealed.
+    pub sealed: BTreeSet<String>,
+    pub calls: Vec<RegistryCall>,
+    /// Padding added to the export document, to make it too large to keep.
+    pub export_padding_bytes: usize,
+    /// An import into a log never sealed finds data there already (HTTP 409).
+    pub new_logs_hold_data: bool,
+    /// The next seal takes effect but its answer is lost (a crash of the operator
+    /// between the seal and storing the document looks the same to the master).
+    pub lose_next_seal_answer: bool,
+}
+
+impl FakeRegistry {
+    pub fn calls_named(&self, call: &str) -> Vec<RegistryCall> {
+        self.calls
+            .iter()
+            .filter(|c| c.call == call)
+            .cloned()
+            .collect()
+    }
+}
+
+impl FakeMasters {
+    /// The log the member's pod is in and how many members vote, or why not the
+    /// leader (as a master not leading answers: 307 or 503).
+    async fn leader_call(
+        &self,
+        target: &MemberTarget,
+        call: &'static str,
+    ) -> Result<RegistryCall, RegistryCallError> {
+        let status = self.log_status(target.clone()).await.map_err(|error| {
+            RegistryCallError::Unreachable {
+                pod: target.pod.clone(),
+                call,
+                reason: error.to_string(),
+            }
+        })?;
+        if !status.elected {
+            return Err(RegistryCallError::NotLeader {
+                pod: target.pod.clone(),
+                call,
+                status: if status.leader.is_some() { 307 } else { 503 },
+                location: status.leader.map(|leader| leader.to_string()),
+            });
+        }
+        let claims: Api<PersistentVolumeClaim> =
+            Api::namespaced(self.client.clone(), &target.namespace);
+        let log = claims
+            .get(&format!("work-{NAME}-0-0"))
+            .await
+            .map_err(|error| RegistryCallError::Unreachable {
+                pod: target.pod.clone(),
+                call,
+                reason: error.to_string(),
+            })?
+            .uid()
+            .unwrap_or_default();
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &target.namespace);
+        let voting_members = pods
+            .list(&ListParams::default())
+            .await
+            .map_err(|error| RegistryCallError::Unreachable {
+                pod: target.pod.clone(),
+                call,
+                reason: error.to_string(),
+            })?
+            .items
+            .iter()
+            .filter(|pod| annotation(&pod.metadata, REPLICA).as_deref() == Some("VOTING"))
+            .count();
+        Ok(RegistryCall {
+            call,
+            pod: target.pod.clone(),
+            log,
+            voting_members,
+        })
+    }
+}
+
+/// The export document of `registry`, padded by `padding_bytes`.
+pub fn export_document(registry: &serde_json::Value, padding_bytes: usize) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "format": EXPORT_FORMAT,
+        "log_id": 7,
+        "position": 100,
+        "sha256": format!("{:x}", registry.to_string().len()),
+        "registry": registry,
+        "padding": "x".repeat(padding_bytes),
+    }))
+    .expect("json")
+}
+
+impl MasterClient for FakeMasters {
+    fn seal_registry(
+        &self,
+        target: MemberTarget,
+    ) -> BoxFuture<'_, Result<Vec<u8>, RegistryCallError>> {
+        Box::pin(async move {
+            let call = self.leader_call(&target, "seal").await?;
+            let mut registry = self.registry.lock().expect("registry");
+            registry.sealed.insert(call.log.clone());
+            let data = registry
+                .data
+                .get(&call.log)
+                .cloned()
+                .unwrap_or(serde_json::Value::Null);
+            let document = export_document(&data, registry.export_padding_bytes);
+            registry.calls.push(call);
+            if std::mem::take(&mut registry.lose_next_seal_answer) {
+                return Err(RegistryCallError::Unreachable {
+                    pod: target.pod.clone(),
+                    call: "seal",
+                    reason: "connection reset".into(),
+                });
+            }
+            Ok(document)
+        })
+    }
+
+    fn unseal_registry(
+        &self,
+        target: MemberTarget,
+    ) -> BoxFuture<'_, Result<(), RegistryCallError>> {
+        Box::pin(async move {
+            let call = self.leader_call(&target, "unseal").await?;
+            let mut registry = self.registry.lock().expect("registry");
+            registry.sealed.remove(&call.log);
+            registry.calls.push(call);
+            Ok(())
+        })
+    }
+
+    fn import_registry(
+        &self,
+        target: MemberTarget,
+        document: Vec<u8>,
+    ) -> BoxFuture<'_, Result<ImportOutcome, RegistryCallError>> {
+        Box::pin(async move {
+            let call = self.leader_call(&target, "import").await?;
+            let parsed: serde_json::Value =
+                serde_json::from_slice(&document).map_err(|error| RegistryCallError::Refused {
+                    pod: target.pod.clone(),
+                    call: "import",
+                    status: 400,
+                    body: error.to_string(),
+                })?;
+            let mut registry = self.registry.lock().expect("registry");
+            let log = call.log.clone();
+            registry.calls.push(call);
+            let fresh_log = !registry.sealed.contains(&log);
+            if registry.data.contains_key(&log) || (registry.new_logs_hold_data && fresh_log) {
+                return Ok(ImportOutcome::AlreadyHeldData);
+            }
+            registry.data.insert(log, parsed["registry"].clone());
+            Ok(ImportOutcome::Imported)
+        })
+    }
+}
+
+/// One request the operator's client sent: method, path (with query) and body.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub body: Vec<u8>,
+}
+
+/// A `kube::Client` that records every request, then hands it to `inner` (the fake
+/// API): what the operator asks of the API server, for the RBAC and ordering tests.
+fn recording_client(inner: kube::Client, requests: Arc<Mutex<Vec<Recorded>>>) -> kube::Client {
+    let service = tower::service_fn(move |request: hyper::Request<kube::client::Body>| {
+        let inner = inner.clone();
+        let requests = requests.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let body = body.collect_bytes().await?;
+            requests.lock().expect("record").push(Recorded {
+                method: parts.method.to_string(),
+                path: parts
+                    .uri
+                    .path_and_query()
+                    .map(|path| path.to_string())
+                    .unwrap_or_default(),
+                body: body.to_vec(),
+            });
+            let request = hyper::Request::from_parts(parts, kube::client::Body::from(body));
+            inner.send(request).await
+        }
+    });
+    kube::Client::new(service, NAMESPACE)
 }
 
 impl MasterStatusSource for FakeMasters {
