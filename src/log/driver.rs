@@ -19,8 +19,12 @@ use tokio::time::MissedTickBehavior;
 use super::durable::WalStorage;
 use super::message::Envelope;
 use super::node::{Node, NodeEvent, ProposeError};
-use super::tcp::{InboundFrame, LinkConfig, LinkCounters, PeerSender};
+use super::tcp::{InboundFrame, LinkConfig, LinkCounters, PeerSender, LOG_ID_NOTICE};
 use super::types::{Action, LogId, MemberId, Position, ReplicaStatus};
+
+/// At most one log id notice per member this often: a stray keeps sending (and is
+/// refused) at its heartbeat rate, it needs to hear our log id only now and then.
+const LOG_ID_NOTICE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Inputs drained per round before the node's output is persisted: large enough to
 /// batch a burst of concurrent appends into one fsync, small enough that ticks
@@ -245,6 +249,7 @@ pub fn spawn(
         counters,
         peers,
         pending: HashMap::new(),
+        last_notice: HashMap::new(),
         loopback: Vec::new(),
         deliveries: deliveries_tx,
         state: state_tx,
@@ -267,6 +272,9 @@ struct Driver {
     counters: Arc<LinkCounters>,
     peers: BTreeMap<MemberId, PeerSender>,
     pending: HashMap<u64, oneshot::Sender<Result<Position, AppendError>>>,
+    /// When each member was last sent a log id notice, to send at most one per
+    /// [`LOG_ID_NOTICE_INTERVAL`] whatever a stray sends us.
+    last_notice: HashMap<String, tokio::time::Instant>,
     /// Messages the node addressed to itself, stepped in the next round.
     loopback: Vec<Envelope>,
     deliveries: mpsc::Sender<Delivery>,
@@ -322,7 +330,10 @@ impl Driver {
     /// Steps one input into the node; false when asked to stop.
     fn handle(&mut self, input: Input) -> bool {
         match input {
-            Input::Tick => self.node.tick(),
+            Input::Tick => {
+                self.node.tick();
+                self.send_owed_notices();
+            }
             Input::Frame(frame) => self.step_frame(frame),
             Input::Command(Command::Stop) => return false,
             Input::Command(Command::Read { from, to, reply }) => {
@@ -346,6 +357,25 @@ impl Driver {
             }
         }
         true
+    }
+
+    /// Tells members refused for another log id which log we are on (see
+    /// [`crate::log::tcp::ForeignLogReports`]), so a stray learns it even from
+    /// members that have nothing else to send it.
+    fn send_owed_notices(&mut self) {
+        let now = tokio::time::Instant::now();
+        for member in self.counters.foreign_logs.take_owed_notices() {
+            let due = self
+                .last_notice
+                .get(&member)
+                .is_none_or(|last| now.duration_since(*last) >= LOG_ID_NOTICE_INTERVAL);
+            let Some(peer) = self.peers.get(&MemberId::new(member.clone())) else {
+                continue;
+            };
+            if due && peer.send(LOG_ID_NOTICE.to_vec()) {
+                self.last_notice.insert(member, now);
+            }
+        }
     }
 
     fn step_frame(&mut self, frame: InboundFrame) {

@@ -10,15 +10,17 @@
 //!   (full: the message is dropped and counted, since Paxos tolerates loss and a
 //!   slow peer must not grow our memory), a task that connects, reconnects with
 //!   capped exponential backoff, and writes frames.
-//! - [`LinkCounters`] are plain atomics for the master's metrics.
+//! - [`LinkCounters`] are plain atomics for the master's metrics, plus the
+//!   [`ForeignLogReports`]: which whitelisted members sent authenticated frames of
+//!   another log, so the master can tell it holds a stray volume.
 //!
 //! The frame format and the handshake are in [`crate::log::frame`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -127,9 +129,14 @@ pub struct LinkCounters {
     pub refused_not_whitelisted: AtomicU64,
     pub refused_bad_mac: AtomicU64,
     pub refused_wrong_log_id: AtomicU64,
-    /// Frames or handshakes that are not the protocol: bad magic, version, length,
-    /// sequence, truncation. The connection is closed.
+    /// Frames or handshakes that are not the protocol: bad preamble, magic,
+    /// version, flags, sequence. The connection is closed.
     pub malformed_frames: AtomicU64,
+    /// Frames whose header announces a payload or sender longer than allowed,
+    /// refused from the header alone. The connection is closed.
+    pub oversized_frames: AtomicU64,
+    /// Connections closed in the middle of a frame.
+    pub truncated_frames: AtomicU64,
     /// Outbound messages dropped because the peer's queue was full.
     pub dropped_queue_full: AtomicU64,
     /// Outbound messages dropped for exceeding the maximum payload.
@@ -142,7 +149,82 @@ pub struct LinkCounters {
     pub connect_failures: AtomicU64,
     pub sniffed_http: AtomicU64,
     pub sniffed_replica: AtomicU64,
+    /// Not a counter: who says they are on another log (see [`ForeignLogReports`]).
+    pub foreign_logs: ForeignLogReports,
 }
+
+/// Whitelisted members whose frames, authenticated by the ensemble token, carried
+/// a log id other than ours, with the latest id each announced. A member leaves the
+/// list as soon as one of its frames passes the log id check again (it is on our
+/// log, or empty and catching up).
+///
+/// The transport is where this is known: it refuses such frames before the core
+/// sees them (the core's own check is the second line), so the core stays pure and
+/// the master decides what a quorum of such reports means.
+///
+/// A member only learns this from frames it receives, and a member of the
+/// ensemble that does not lead may have nothing to send to a stray. So a refusal
+/// for another log id also leaves a *notice* owed to the refused member: a frame
+/// with an empty payload, which carries nothing but the sender's authenticated log
+/// id (the driver sends owed notices; receivers never hand an empty payload to the
+/// core). A refused notice owes nothing back, so two logs do not ping-pong.
+#[derive(Debug, Default)]
+pub struct ForeignLogReports {
+    reports: Mutex<BTreeMap<String, u64>>,
+    owed_notices: Mutex<BTreeSet<String>>,
+    /// `reports.len()`, so the path of every accepted frame skips the lock when
+    /// nobody is reported, which is always in a healthy ensemble.
+    reported: AtomicUsize,
+}
+
+impl ForeignLogReports {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
+        // Every update is a single insert or remove: a panicked holder left it valid.
+        self.reports.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `sender` sent an authenticated frame of log `log_id` (not ours, not 0).
+    pub fn report(&self, sender: &str, log_id: u64) {
+        let mut reports = self.lock();
+        reports.insert(sender.to_owned(), log_id);
+        self.reported.store(reports.len(), Ordering::Relaxed);
+    }
+
+    /// `sender` sent a frame that passed the log id check.
+    pub fn clear(&self, sender: &str) {
+        if self.reported.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut reports = self.lock();
+        reports.remove(sender);
+        self.reported.store(reports.len(), Ordering::Relaxed);
+    }
+
+    /// Member address -> the foreign log id it announced last.
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.lock().clone()
+    }
+
+    fn owe_notice(&self, sender: &str) {
+        self.owed_notices
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(sender.to_owned());
+    }
+
+    /// The members owed a notice of our log id since the last call.
+    pub fn take_owed_notices(&self) -> BTreeSet<String> {
+        std::mem::take(
+            &mut *self
+                .owed_notices
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+}
+
+/// The payload of a log id notice (see [`ForeignLogReports`]).
+pub const LOG_ID_NOTICE: &[u8] = &[];
 
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
@@ -420,13 +502,15 @@ pub async fn serve_replica(
             Ok(None) => return Ok(()),
             Err(error) => {
                 match &error {
-                    LinkError::Frame {
-                        source: FrameError::BadMac,
-                        ..
-                    } => bump(&counters.refused_bad_mac),
-                    LinkError::Frame { .. } | LinkError::TruncatedFrame { .. } => {
-                        bump(&counters.malformed_frames)
-                    }
+                    LinkError::Frame { source, .. } => match source {
+                        FrameError::BadMac => bump(&counters.refused_bad_mac),
+                        FrameError::TooLarge { .. } | FrameError::SenderTooLong { .. } => {
+                            bump(&counters.oversized_frames)
+                        }
+                        FrameError::Truncated { .. } => bump(&counters.truncated_frames),
+                        _ => bump(&counters.malformed_frames),
+                    },
+                    LinkError::TruncatedFrame { .. } => bump(&counters.truncated_frames),
                     _ => {}
                 }
                 return Err(error);
@@ -444,6 +528,11 @@ pub async fn serve_replica(
         let ours = config.log_id.load(Ordering::Relaxed);
         if ours != 0 && frame.log_id != 0 && frame.log_id != ours {
             bump(&counters.refused_wrong_log_id);
+            // Whitelisted and proven to hold the token: a member's word on its log.
+            counters.foreign_logs.report(&frame.sender, frame.log_id);
+            if frame.payload != LOG_ID_NOTICE {
+                counters.foreign_logs.owe_notice(&frame.sender);
+            }
             return Err(LinkError::WrongLogId {
                 peer: peer_name,
                 sender: frame.sender,
@@ -452,7 +541,13 @@ pub async fn serve_replica(
             });
         }
         authenticated = true;
+        counters.foreign_logs.clear(&frame.sender);
         bump(&counters.frames_received);
+        if frame.payload == LOG_ID_NOTICE {
+            // Its log id was the whole message, and it matched (or one side is
+            // not initialized): nothing for the core.
+            continue;
+        }
         let inbound_frame = InboundFrame {
             sender: frame.sender,
             log_id: frame.log_id,

@@ -4,22 +4,28 @@
 //!
 //! Figures that describe the master's state (elected, recovered, ...) are read from
 //! the [`MasterView`] at scrape time, so they can never disagree with `/log/status`.
-//! Counters are owned by the modules that count (the transport's refused frames,
-//! ...): they ask [`Metrics::counter`] for one and increment it.
+//! Counters are owned by the modules that count: they ask [`Metrics::counter`] for
+//! one and increment it. The replica transport keeps its own atomics
+//! ([`LinkCounters`], since `src/log` knows nothing of Prometheus); they are read at
+//! scrape time under `log/transport/...` once [`Metrics::export_link_counters`]
+//! is called.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::AtomicU64;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use super::view::MasterView;
+use crate::log::tcp::LinkCounters;
 
 /// Prefix of every Prometheus metric name, so the master's series are easy to find.
 pub const PROMETHEUS_PREFIX: &str = "mesos";
@@ -43,6 +49,58 @@ pub const STATE_STORE_KEY: &str = "registrar/state_store_ms";
 /// Store latencies kept for the percentiles: the last thousand stores, enough for a
 /// stable p99 and small enough to sort at every scrape (Mesos keeps a time window).
 pub const STORE_LATENCY_SAMPLES: usize = 1_000;
+
+/// Members currently saying, in authenticated frames, that they are on another log
+/// than this master's (a gauge: see [`crate::log::tcp::ForeignLogReports`]).
+pub const FOREIGN_LOG_REPORTERS_KEY: &str = "log/transport/foreign_log_reporters";
+
+/// The transport's counters as `(Mesos-style key, help, value)`, in one place so
+/// both formats export the same set.
+fn link_figures(c: &LinkCounters) -> [(&'static str, &'static str, u64); 16] {
+    let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    [
+        ("log/transport/frames_sent", "Replica-protocol frames written to peers", get(&c.frames_sent)),
+        ("log/transport/frames_received", "Replica-protocol frames that passed every check", get(&c.frames_received)),
+        ("log/transport/refused_not_whitelisted", "Frames refused: the sender is not in --masters", get(&c.refused_not_whitelisted)),
+        ("log/transport/refused_bad_mac", "Frames refused: the MAC does not verify (wrong ensemble token, replayed from another connection, corrupted)", get(&c.refused_bad_mac)),
+        ("log/transport/refused_wrong_log_id", "Frames refused: the sender is on another log id", get(&c.refused_wrong_log_id)),
+        ("log/transport/malformed_frames", "Connections refused for bytes that are not the protocol (preamble, magic, version, flags, sequence)", get(&c.malformed_frames)),
+        ("log/transport/oversized_frames", "Connections refused for a frame header announcing more than the maximum payload or sender length", get(&c.oversized_frames)),
+        ("log/transport/truncated_frames", "Connections closed in the middle of a frame", get(&c.truncated_frames)),
+        ("log/transport/dropped_queue_full", "Outbound messages dropped: the peer's queue was full", get(&c.dropped_queue_full)),
+        ("log/transport/dropped_too_large", "Outbound messages dropped: larger than the maximum payload", get(&c.dropped_too_large)),
+        ("log/transport/dropped_in_flight", "Outbound messages lost with a connection that failed while writing them", get(&c.dropped_in_flight)),
+        ("log/transport/dropped_inbound_full", "Inbound frames dropped: the log driver's queue was full", get(&c.dropped_inbound_full)),
+        ("log/transport/connects", "Outbound replica connections established", get(&c.connects)),
+        ("log/transport/connect_failures", "Outbound replica connections that failed", get(&c.connect_failures)),
+        ("log/transport/sniffed_http", "Accepted connections handed to HTTP", get(&c.sniffed_http)),
+        ("log/transport/sniffed_replica", "Accepted connections that spoke the replica protocol", get(&c.sniffed_replica)),
+    ]
+}
+
+/// Reads the transport's atomics at every Prometheus scrape.
+#[derive(Debug)]
+struct LinkCollector(Arc<LinkCounters>);
+
+impl Collector for LinkCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        for (key, help, value) in link_figures(&self.0) {
+            let counter = ConstCounter::new(value);
+            let name = prometheus_name(key);
+            let metric = encoder.encode_descriptor(&name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        let reporters = ConstGauge::new(saturating_i64(self.0.foreign_logs.snapshot().len()));
+        let name = prometheus_name(FOREIGN_LOG_REPORTERS_KEY);
+        let metric = encoder.encode_descriptor(
+            &name,
+            "Members currently reporting, in authenticated frames, another log id than this master's",
+            None,
+            reporters.metric_type(),
+        )?;
+        reporters.encode(metric)
+    }
+}
 
 /// The registrar's figures; the registrar sets them, both formats read them.
 pub struct RegistrarMetrics {
@@ -145,6 +203,7 @@ pub struct Metrics {
     ensemble_size: Gauge,
     quorum: Gauge,
     registrar: RegistrarMetrics,
+    link: OnceLock<Arc<LinkCounters>>,
 }
 
 impl fmt::Debug for Metrics {
@@ -176,6 +235,7 @@ impl Metrics {
             ensemble_size: Gauge::default(),
             quorum: Gauge::default(),
             registrar: RegistrarMetrics::new(),
+            link: OnceLock::new(),
         };
         {
             let mut registry = lock(&metrics.registry);
@@ -228,6 +288,14 @@ impl Metrics {
         metrics
     }
 
+    /// Exports the transport's counters in both formats from now on. A second call
+    /// is ignored: a master has one transport.
+    pub fn export_link_counters(&self, counters: Arc<LinkCounters>) {
+        if self.link.set(counters.clone()).is_ok() {
+            lock(&self.registry).register_collector(Box::new(LinkCollector(counters)));
+        }
+    }
+
     /// The registrar's figures.
     pub fn registrar(&self) -> &RegistrarMetrics {
         &self.registrar
@@ -269,6 +337,15 @@ impl Metrics {
         );
         snapshot.insert("registrar/log/quorum".to_owned(), view.quorum as f64);
         self.registrar.snapshot_into(&mut snapshot);
+        if let Some(link) = self.link.get() {
+            for (key, _, value) in link_figures(link) {
+                snapshot.insert(key.to_owned(), value as f64);
+            }
+            snapshot.insert(
+                FOREIGN_LOG_REPORTERS_KEY.to_owned(),
+                link.foreign_logs.snapshot().len() as f64,
+            );
+        }
         for (key, counter) in lock(&self.counters).iter() {
             // Counters beyond 2^53 lose precision in JSON either way.
             snapshot.insert(key.clone(), counter.get() as f64);
@@ -370,6 +447,42 @@ mod tests {
         assert!(text.contains("mesos_master_elected 1"), "{text}");
         assert!(
             text.contains("mesos_registrar_log_ensemble_size 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn link_counters_appear_in_both_formats_under_log_transport() {
+        let metrics = Metrics::new();
+        let link = Arc::new(LinkCounters::default());
+        metrics.export_link_counters(link.clone());
+        metrics.export_link_counters(link.clone());
+        link.refused_not_whitelisted.fetch_add(3, Ordering::Relaxed);
+        link.oversized_frames.fetch_add(1, Ordering::Relaxed);
+        link.foreign_logs.report("127.0.0.2:5050", 9);
+        let snapshot = metrics.snapshot(&view(), Duration::ZERO);
+        assert_eq!(snapshot["log/transport/refused_not_whitelisted"], 3.0);
+        assert_eq!(snapshot["log/transport/oversized_frames"], 1.0);
+        assert_eq!(snapshot["log/transport/truncated_frames"], 0.0);
+        assert_eq!(snapshot[FOREIGN_LOG_REPORTERS_KEY], 1.0);
+        let text = metrics.encode_prometheus(&view(), Duration::ZERO).unwrap();
+        assert!(
+            text.contains("mesos_log_transport_refused_not_whitelisted_total 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mesos_log_transport_oversized_frames_total 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mesos_log_transport_foreign_log_reporters 1\n"),
+            "{text}"
+        );
+        // Registered once despite two calls: one TYPE line per metric.
+        assert_eq!(
+            text.matches("# TYPE mesos_log_transport_frames_sent counter")
+                .count(),
+            1,
             "{text}"
         );
     }

@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod flags;
+pub mod foreign_log;
 pub mod http;
 pub mod log_writer;
 pub mod metrics;

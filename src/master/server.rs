@@ -21,6 +21,7 @@ use crate::log::{Action, MemberId};
 
 use super::api::ReplicaStatus;
 use super::flags::{EnsembleToken, MasterConfig};
+use super::foreign_log;
 use super::http::{self, MasterState};
 use super::log_writer::DriverLogWriter;
 use super::metrics::Metrics;
@@ -41,6 +42,11 @@ const LEASE_PERCENT_OF_ELECTION_TIMEOUT: u64 = 70;
 /// Back-off after a failed accept (e.g. out of file descriptors).
 const ACCEPT_ERROR_BACKOFF_MS: u64 = 100;
 
+/// How often the master looks at what peers say about their log id. Reports arrive
+/// with the peers' frames (heartbeats, every few hundred ms); a stray found a
+/// fraction of a second later costs nothing, it cannot vote meanwhile.
+const FOREIGN_LOG_CHECK_INTERVAL_MS: u64 = 250;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("refusing to start on corrupt storage: {0}")]
@@ -57,6 +63,20 @@ pub enum ServerError {
     },
     #[error("the log driver failed: {0}")]
     Driver(String),
+    #[error(
+        "this member's replicated_log is log {ours:#x}, but {reporters} ({count} of the other members \
+         of --masters, a quorum) are on log {ensemble:#x}: this volume belongs to another log and can \
+         never vote here; stop this member, wipe {dir} and start it again to rejoin empty and catch up"
+    )]
+    ForeignLog {
+        ours: u64,
+        ensemble: u64,
+        /// Comma-separated member addresses, sorted.
+        reporters: String,
+        count: usize,
+        /// The `replicated_log` directory, as shown.
+        dir: String,
+    },
 }
 
 /// The node's timers in ticks, from the master's millisecond flags. The tick is
@@ -154,6 +174,7 @@ pub async fn run(
 
     let view = SharedMasterView::new(MasterView::starting(&config));
     let metrics = Arc::new(Metrics::new());
+    metrics.export_link_counters(counters.clone());
     let master = Master {
         local_addr,
         view: view.clone(),
@@ -187,8 +208,31 @@ pub async fn run(
     }
     let mut driver_task = running.task;
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut foreign_log_check =
+        tokio::time::interval(Duration::from_millis(FOREIGN_LOG_CHECK_INTERVAL_MS));
     let outcome = loop {
         tokio::select! {
+            _ = foreign_log_check.tick() => {
+                // Checked at startup and all along: a volume swapped under a
+                // running member, or an ensemble re-created around it, shows the
+                // same way.
+                let found = foreign_log::verdict(
+                    link.log_id.load(std::sync::atomic::Ordering::Relaxed),
+                    &link.self_address,
+                    &link.whitelist,
+                    config.quorum,
+                    &counters.foreign_logs.snapshot(),
+                );
+                if let Some(found) = found {
+                    break Err(ServerError::ForeignLog {
+                        ours: found.ours,
+                        ensemble: found.ensemble,
+                        count: found.reporters.len(),
+                        reporters: found.reporters.join(", "),
+                        dir: config.replicated_log_dir.display().to_string(),
+                    });
+                }
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let router = router.clone();

@@ -212,6 +212,11 @@ async fn a_member_of_another_log_is_refused_but_an_uninitialized_one_is_heard() 
             "{refusal}"
         );
         assert_eq!(load(&acceptor.counters.refused_wrong_log_id), 1);
+        assert_eq!(
+            acceptor.counters.foreign_logs.snapshot(),
+            BTreeMap::from([(b.clone(), 7)]),
+            "B's word on its log is recorded"
+        );
         // The sender notices the close and reconnects for its next message.
         config_b.log_id.store(5, Ordering::Relaxed);
         wait_until("the sender to see the close", || {
@@ -220,6 +225,10 @@ async fn a_member_of_another_log_is_refused_but_an_uninitialized_one_is_heard() 
         })
         .await;
         assert!(load(&counters_b.connects) >= 2);
+        assert!(
+            acceptor.counters.foreign_logs.snapshot().is_empty(),
+            "a frame of our log withdraws B's report"
+        );
     })
     .await
 }
@@ -295,7 +304,34 @@ async fn an_oversized_frame_is_refused_from_its_header_and_counted() {
             ),
             "{refusal}"
         );
-        assert_eq!(load(&acceptor.counters.malformed_frames), 1);
+        assert_eq!(load(&acceptor.counters.oversized_frames), 1);
+        assert_eq!(load(&acceptor.counters.malformed_frames), 0);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_mid_frame_is_counted_as_truncated() {
+    bounded(async {
+        let (listener, a) = bind().await;
+        let mut acceptor = accept_on(listener, config(&a, TOKEN, &[&a]));
+        let mut stream = raw_replica_connection(&a).await;
+        let mut header = Vec::new();
+        header.extend_from_slice(&FRAME_MAGIC);
+        header.extend_from_slice(&[PROTOCOL_VERSION, 0]);
+        header.extend_from_slice(&9u16.to_be_bytes());
+        header.extend_from_slice(&100u32.to_be_bytes());
+        header.resize(FRAME_HEADER_BYTES, 0);
+        stream.write_all(&header).await.unwrap();
+        stream.shutdown().await.unwrap();
+        assert_closed_by_peer(&mut stream).await;
+        let refusal = acceptor.refusals.recv().await.unwrap();
+        assert!(
+            matches!(refusal, LinkError::TruncatedFrame { .. }),
+            "{refusal}"
+        );
+        assert_eq!(load(&acceptor.counters.truncated_frames), 1);
+        assert_eq!(load(&acceptor.counters.malformed_frames), 0);
     })
     .await
 }
