@@ -373,18 +373,22 @@ fn a_flipped_bit_in_a_middle_record_stops_that_member_until_it_is_wiped() {
         .expect("the member started on a corrupt record instead of refusing");
     assert!(!status.success());
     let stderr = ensemble.stderr(victim);
-    // Every line of the refusal names the file and the offset. (Known defect, not
-    // asserted: the refusal comes out twice, as a tracing ERROR and on stderr, and
-    // each repeats the WAL error, because `CorruptStorage` prints its source both in
-    // its own message and as its source.)
-    let refusal: Vec<&str> = stderr.lines().filter(|l| l.contains("corrupt")).collect();
-    assert!(!refusal.is_empty(), "no refusal: {stderr}");
-    for line in refusal {
-        assert!(
-            line.contains(&segment_name) && line.contains(&format!("byte offset {offset_flipped}")),
-            "the refusal does not name the file and offset {offset_flipped}: {line}"
-        );
-    }
+    // One line says why, naming the file and the offset, once.
+    let refusal: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("refusing to start on corrupt storage"))
+        .collect();
+    assert_eq!(refusal.len(), 1, "expected one refusal line: {stderr}");
+    let line = refusal[0];
+    assert!(
+        line.contains(&segment_name) && line.contains(&format!("byte offset {offset_flipped}")),
+        "the refusal does not name the file and offset {offset_flipped}: {line}"
+    );
+    assert_eq!(
+        line.matches(segment_name.as_str()).count(),
+        1,
+        "the refusal repeats itself: {line}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 
     // The healthy two hold everything and go on without it.

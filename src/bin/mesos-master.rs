@@ -27,11 +27,29 @@ fn main() -> ExitCode {
     match run(config, token) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "mesos-master failed");
-            eprintln!("mesos-master: {err:#}");
+            // One plain line on stderr (where the logs go too): the reason a user
+            // or the operator's status needs, not a second copy in the log format.
+            eprintln!("mesos-master: {}", one_line(&err));
             ExitCode::from(EXIT_REFUSED)
         }
     }
+}
+
+/// The error and its causes on one line, leaving out a cause whose text the
+/// message before it already quotes (our errors often say "...: {source}").
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn init_tracing(format: LogFormat) {
