@@ -404,14 +404,17 @@ fn write_once(members: &[SocketAddr], path: &str, body: &str, within: Duration) 
                     continue;
                 }
             }
-            Some(response) if response.status == 503 => {
-                // Refused before or lost during the write: its fate is unknown
-                // (a timeout says it may still be stored). Never retried, so an
-                // acknowledgement always belongs to exactly one attempt.
-                if response.body.contains("may") || response.body.contains("lost") {
-                    return Outcome::Unknown;
-                }
+            // Lost during the write, or timed out: its fate is unknown (it may
+            // still be stored). Never retried, so an acknowledgement always
+            // belongs to exactly one attempt.
+            Some(response)
+                if response.status == 503
+                    && (response.body.contains("may") || response.body.contains("lost")) =>
+            {
+                return Outcome::Unknown;
             }
+            // Refused before anything was written (no leader known, overloaded).
+            Some(response) if response.status == 503 => {}
             Some(response) => panic!("{path} {body} -> {} {}", response.status, response.body),
             None => {}
         }
