@@ -145,6 +145,49 @@ pub struct Flags {
         value_parser = clap::builder::BoolishValueParser::new(),
     )]
     pub raw_log_api: bool,
+
+    /// Snapshot the registry into the log after this many operations since the last
+    /// snapshot (then truncate the log below it). Hidden: for tests that need
+    /// truncation after a few thousand writes, and for tuning.
+    #[arg(
+        long = "registry_snapshot_after_operations",
+        env = "MESOS_REGISTRY_SNAPSHOT_AFTER_OPERATIONS",
+        default_value_t = crate::master::registrar::SNAPSHOT_AFTER_OPERATIONS,
+        hide = true
+    )]
+    pub registry_snapshot_after_operations: u64,
+
+    /// Snapshot once the log entries since the last snapshot reach this many bytes
+    /// (or the snapshot's own size, whichever is larger). Hidden, as above.
+    #[arg(
+        long = "registry_snapshot_min_suffix_bytes",
+        env = "MESOS_REGISTRY_SNAPSHOT_MIN_SUFFIX_BYTES",
+        default_value_t = crate::master::registrar::SNAPSHOT_MIN_SUFFIX_BYTES,
+        hide = true
+    )]
+    pub registry_snapshot_min_suffix_bytes: u64,
+
+    /// Largest slice of a registry snapshot per log entry, 1 to 131072 (the default,
+    /// which keeps any message of the log under its frame limit). Hidden: tests
+    /// lower it to get many chunks from a small registry.
+    #[arg(
+        long = "registry_snapshot_chunk_bytes",
+        env = "MESOS_REGISTRY_SNAPSHOT_CHUNK_BYTES",
+        default_value_t = crate::master::registry::SNAPSHOT_CHUNK_BYTES,
+        hide = true
+    )]
+    pub registry_snapshot_chunk_bytes: usize,
+
+    /// Size at which the replicated log's write-ahead file starts a new segment;
+    /// space is reclaimed a segment at a time once truncation leaves it dead.
+    /// Hidden: tests lower it to watch storage stay bounded without writing 64 MiB.
+    #[arg(
+        long = "log_segment_size_bytes",
+        env = "MESOS_LOG_SEGMENT_SIZE_BYTES",
+        default_value_t = crate::log::wal::DEFAULT_SEGMENT_SIZE_BYTES,
+        hide = true
+    )]
+    pub log_segment_size_bytes: u64,
 }
 
 /// The ensemble token, kept out of `Debug` output so it never reaches the logs.
@@ -192,7 +235,19 @@ pub struct MasterConfig {
     pub log_format: LogFormat,
     /// `--raw_log_api`.
     pub raw_log_api: bool,
+    /// `--registry_snapshot_after_operations`.
+    pub registry_snapshot_after_operations: u64,
+    /// `--registry_snapshot_min_suffix_bytes`.
+    pub registry_snapshot_min_suffix_bytes: u64,
+    /// `--registry_snapshot_chunk_bytes`, 1 to `SNAPSHOT_CHUNK_BYTES`.
+    pub registry_snapshot_chunk_bytes: usize,
+    /// `--log_segment_size_bytes`, at least [`MIN_LOG_SEGMENT_SIZE_BYTES`].
+    pub log_segment_size_bytes: u64,
 }
+
+/// Smallest `--log_segment_size_bytes`: below it a segment holds too few records
+/// for the reclaim-per-segment scheme to make sense.
+pub const MIN_LOG_SEGMENT_SIZE_BYTES: u64 = 64 << 10;
 
 /// Why the master refuses to start. Each message is one line naming the flag.
 #[derive(Debug, thiserror::Error)]
@@ -252,6 +307,15 @@ pub enum ConfigError {
 
     #[error("--heartbeat_interval_ms must be at least 1")]
     HeartbeatZero,
+
+    #[error("--registry_snapshot_chunk_bytes={0} must be 1 to {max} (the log's frames must carry 64 chunks)", max = crate::master::registry::SNAPSHOT_CHUNK_BYTES)]
+    SnapshotChunkBytes(usize),
+
+    #[error("--registry_snapshot_after_operations must be at least 1")]
+    SnapshotAfterZero,
+
+    #[error("--log_segment_size_bytes={0} is below the minimum of {MIN_LOG_SEGMENT_SIZE_BYTES}")]
+    SegmentTooSmall(u64),
 
     #[error("--work_dir {path} is not writable: {source}")]
     WorkDirNotWritable { path: PathBuf, source: io::Error },
@@ -331,6 +395,17 @@ pub fn validate(flags: &Flags) -> Result<MasterConfig, ConfigError> {
         });
     }
 
+    let chunk_bytes = flags.registry_snapshot_chunk_bytes;
+    if chunk_bytes == 0 || chunk_bytes > crate::master::registry::SNAPSHOT_CHUNK_BYTES {
+        return Err(ConfigError::SnapshotChunkBytes(chunk_bytes));
+    }
+    if flags.registry_snapshot_after_operations == 0 {
+        return Err(ConfigError::SnapshotAfterZero);
+    }
+    if flags.log_segment_size_bytes < MIN_LOG_SEGMENT_SIZE_BYTES {
+        return Err(ConfigError::SegmentTooSmall(flags.log_segment_size_bytes));
+    }
+
     Ok(MasterConfig {
         listen_addr,
         advertise_addr,
@@ -344,6 +419,10 @@ pub fn validate(flags: &Flags) -> Result<MasterConfig, ConfigError> {
         heartbeat_interval_ms: flags.heartbeat_interval_ms,
         log_format: flags.log_format,
         raw_log_api: flags.raw_log_api,
+        registry_snapshot_after_operations: flags.registry_snapshot_after_operations,
+        registry_snapshot_min_suffix_bytes: flags.registry_snapshot_min_suffix_bytes,
+        registry_snapshot_chunk_bytes: chunk_bytes,
+        log_segment_size_bytes: flags.log_segment_size_bytes,
     })
 }
 
@@ -721,6 +800,41 @@ mod tests {
         assert!(matches!(
             validate(&three_members(&["--heartbeat_interval_ms=0"])),
             Err(ConfigError::HeartbeatZero)
+        ));
+    }
+
+    #[test]
+    fn snapshot_tuning_flags_are_bounded() {
+        let config = validate(&three_members(&[
+            "--registry_snapshot_after_operations=500",
+            "--registry_snapshot_min_suffix_bytes=65536",
+            "--registry_snapshot_chunk_bytes=4096",
+        ]))
+        .unwrap();
+        assert_eq!(config.registry_snapshot_after_operations, 500);
+        assert_eq!(config.registry_snapshot_min_suffix_bytes, 65536);
+        assert_eq!(config.registry_snapshot_chunk_bytes, 4096);
+        let defaults = validate(&three_members(&[])).unwrap();
+        assert_eq!(
+            defaults.registry_snapshot_chunk_bytes,
+            crate::master::registry::SNAPSHOT_CHUNK_BYTES
+        );
+        for bad in [
+            "--registry_snapshot_chunk_bytes=0",
+            "--registry_snapshot_chunk_bytes=131073",
+        ] {
+            assert!(matches!(
+                validate(&three_members(&[bad])),
+                Err(ConfigError::SnapshotChunkBytes(_))
+            ));
+        }
+        assert!(matches!(
+            validate(&three_members(&["--registry_snapshot_after_operations=0"])),
+            Err(ConfigError::SnapshotAfterZero)
+        ));
+        assert!(matches!(
+            validate(&three_members(&["--log_segment_size_bytes=1000"])),
+            Err(ConfigError::SegmentTooSmall(1000))
         ));
     }
 

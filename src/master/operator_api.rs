@@ -7,7 +7,11 @@
 //! Writes go through the leader: a master that does not lead answers 307 to the
 //! leader (same path), or 503 when it knows none, as Mesos does. Reads are served
 //! by every master from its own registry, with headers saying how stale they may be:
-//! [`APPLIED_POSITION_HEADER`], [`LEARNED_POSITION_HEADER`], [`LEADER_LEASE_HEADER`].
+//! [`APPLIED_POSITION_HEADER`], [`LEARNED_POSITION_HEADER`], [`LEADER_LEASE_HEADER`];
+//! but only once its replica is `Voting` and its registry has caught up with what
+//! it knows to be learned: before that, reads get 503 with the reason, a
+//! `Retry-After` and [`REPLICA_STATUS_HEADER`] (a restoring member holds an empty
+//! or old registry, and an answer from it would look authoritative).
 //!
 //! Deliberate differences from Mesos: this master holds no agent sessions, so every
 //! admitted agent is listed as an active agent (Mesos lists agents admitted but not
@@ -46,6 +50,8 @@ pub const LEARNED_POSITION_HEADER: &str = "x-registry-learned-position";
 /// `true` when the answering master leads and holds its read lease: then no write
 /// acknowledged to anyone is missing from the answer once applied reaches learned.
 pub const LEADER_LEASE_HEADER: &str = "x-registry-leader-lease";
+/// On a 503 read: this member's replica status (`RECOVERING`, ...).
+pub const REPLICA_STATUS_HEADER: &str = "x-registry-replica-status";
 /// Port of an admitted agent that names none: Mesos' agent default.
 const DEFAULT_AGENT_PORT: u16 = 5051;
 
@@ -93,9 +99,21 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     serde_json::from_slice(body).map_err(|err| format!("Failed to parse body: {err}"))
 }
 
-/// Answers `read(registry)` with the staleness headers.
+/// Answers `read(registry)` with the staleness headers, or 503 with the reason
+/// when this member's registry is not caught up (see [`not_readable`]).
 fn read(state: &OperatorState, read: impl FnOnce(&Registry, &MasterView) -> Value) -> Response {
     let view = state.view.get();
+    let readiness = if view.recovered() {
+        state.registrar.readable(view.learned_position)
+    } else {
+        Err(format!(
+            "its replica is {}, not VOTING: it has not caught up with the log",
+            view.replica_status
+        ))
+    };
+    if let Err(reason) = readiness {
+        return not_readable(&view, &reason);
+    }
     match state.registrar.read(|registry| read(registry, &view)) {
         Ok((value, position)) => with_staleness(Json(value).into_response(), &view, &position),
         Err(reason) => (
@@ -122,6 +140,29 @@ fn with_staleness(mut response: Response, view: &MasterView, position: &ReadPosi
         if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert(name, value);
         }
+    }
+    response
+}
+
+/// A member whose replica is not `Voting`, or whose registry is being restored or
+/// trails the learned log, refuses reads: what it holds may be arbitrarily old (a
+/// member restoring from a snapshot holds nothing yet), and headers alone are easy
+/// to ignore. Mesos never answers from a master that has not recovered its
+/// registry either. The answer names the reason and the leader to ask instead.
+fn not_readable(view: &MasterView, reason: &str) -> Response {
+    let leader = view.leader.map_or_else(
+        || "no leader is known".to_owned(),
+        |l| format!("the leader is http://{l}"),
+    );
+    let mut response = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("This master cannot serve the registry yet: {reason}; {leader}\n"),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    if let Ok(status) = HeaderValue::from_str(&view.replica_status.to_string()) {
+        headers.insert(REPLICA_STATUS_HEADER, status);
     }
     response
 }
@@ -956,6 +997,57 @@ mod tests {
             admit(&app, "S1").await.status,
             StatusCode::SERVICE_UNAVAILABLE
         );
+    }
+
+    #[tokio::test]
+    async fn a_member_not_caught_up_refuses_reads_with_the_reason() {
+        let mut recovering = view(false, Some(OTHER));
+        recovering.replica_status = ReplicaStatus::Recovering;
+        let (app, _) = master(recovering);
+        for path in ["/master/state", "/master/slaves", "/weights", "/quota"] {
+            let answer = send(&app, "GET", path, None, "").await;
+            assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+            assert_eq!(answer.headers[REPLICA_STATUS_HEADER], "RECOVERING");
+            assert_eq!(answer.headers[header::RETRY_AFTER], "1");
+            assert!(answer.body.contains("RECOVERING"), "{}", answer.body);
+            assert!(answer.body.contains(OTHER), "{}", answer.body);
+        }
+        let answer = v1(&app, json!({"type": "GET_AGENTS"})).await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+
+        // Voting, but far behind what it knows to be learned.
+        let mut behind = view(false, Some(OTHER));
+        behind.learned_position = 10_000;
+        let (app, registrar) = master(behind);
+        let answer = send(&app, "GET", "/master/slaves", None, "").await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(answer.body.contains("catching up"), "{}", answer.body);
+        registrar.note_delivered(9_990);
+        let answer = send(&app, "GET", "/master/slaves", None, "").await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+
+        // Truncated past it: nothing is served until the snapshot is applied.
+        registrar.skipped_to(20_000);
+        let answer = send(&app, "GET", "/master/slaves", None, "").await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(answer.body.contains("snapshot"), "{}", answer.body);
+        let mut registry = Registry::default();
+        registry
+            .apply(&Operation::AdmitAgent {
+                agent: crate::master::registry::tests::agent("S9"),
+            })
+            .unwrap();
+        let snapshot = crate::master::registry::encode_snapshot(5, 1, Some(19_000), &registry);
+        for (i, chunk) in crate::master::registry::encode_snapshot_chunks(5, 1, &snapshot, 256)
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
+            registrar.apply_learned(20_000 + i as u64, chunk).unwrap();
+        }
+        let answer = send(&app, "GET", "/master/slaves", None, "").await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        assert_eq!(answer.json()["slaves"][0]["id"], "S9");
     }
 
     #[tokio::test]

@@ -12,6 +12,10 @@
 //! [`SNAPSHOT_MIN_SUFFIX_BYTES`]) and then proposes truncating the log below it.
 //! A member that (re)starts is fed the log from its begin, which is then a snapshot,
 //! and so rebuilds the registry from that snapshot plus the entries after it.
+//! A snapshot is appended as consecutive chunk entries of at most
+//! [`RegistrarConfig::snapshot_chunk_bytes`] (see `registry.rs`), all proposed at
+//! once so nothing lands between them, and is truncated below only once every
+//! chunk was learned and the whole accepted.
 //!
 //! Wiring, for the log driver (inside the tokio runtime):
 //!
@@ -39,8 +43,8 @@ use tokio::sync::{oneshot, watch};
 
 use super::metrics::Metrics;
 use super::registry::{
-    encode_batch, encode_snapshot, Applied, CorruptEntry, MasterRecord, Operation, OperationError,
-    Pending, Registry, RegistryMachine,
+    encode_batch, encode_snapshot, encode_snapshot_chunks, Applied, CorruptEntry, MasterRecord,
+    Operation, OperationError, Pending, Registry, RegistryMachine, SNAPSHOT_CHUNK_BYTES,
 };
 
 /// A boxed future the log driver returns.
@@ -63,6 +67,11 @@ pub const SNAPSHOT_AFTER_OPERATIONS: u64 = 100_000;
 /// the registry plus this, and rewriting a large registry costs at most as much as
 /// the writes that preceded it (amortized O(1) per write, never per store).
 pub const SNAPSHOT_MIN_SUFFIX_BYTES: u64 = 16 << 20;
+/// How far (in log positions) the registry may trail what this member knows to be
+/// learned and still serve reads: delivery trails learning by a few positions under
+/// load; a member further behind is catching up and refuses reads (503) rather
+/// than serve a registry that may lack many acknowledged writes.
+pub const MAX_READ_LAG_POSITIONS: u64 = 256;
 
 /// Why an append or a truncation did not happen (or may not have).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -118,6 +127,8 @@ pub struct RegistrarConfig {
     pub max_queued_operations: usize,
     pub snapshot_after_operations: u64,
     pub snapshot_min_suffix_bytes: u64,
+    /// Largest slice of a snapshot per log entry, at most [`SNAPSHOT_CHUNK_BYTES`].
+    pub snapshot_chunk_bytes: usize,
 }
 
 impl RegistrarConfig {
@@ -129,6 +140,7 @@ impl RegistrarConfig {
             max_queued_operations: MAX_QUEUED_OPERATIONS,
             snapshot_after_operations: SNAPSHOT_AFTER_OPERATIONS,
             snapshot_min_suffix_bytes: SNAPSHOT_MIN_SUFFIX_BYTES,
+            snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES,
         }
     }
 }
@@ -188,11 +200,16 @@ struct State {
     /// The snapshot this member is appending, kept so that applying it is a
     /// comparison of bytes rather than a decode of the whole registry.
     own_snapshot: Option<OwnSnapshot>,
+    /// Last log position the driver delivered (registry entry or not).
+    delivered_position: u64,
+    /// The log skipped positions truncated before they reached this member: the
+    /// registry is rebuilt from the next snapshot and is not readable until then.
+    awaiting_snapshot: bool,
 }
 
 struct OwnSnapshot {
     seq: u64,
-    base_position: Option<u64>,
+    /// The whole encoded snapshot its chunks reassemble to.
     bytes: Vec<u8>,
 }
 
@@ -279,6 +296,57 @@ impl Registrar {
         ))
     }
 
+    /// Whether the registry may serve reads, given the highest position this member
+    /// knows to be learned: `Err` says why not (restoring from a snapshot, or too
+    /// far behind). The caller also requires a `Voting` replica.
+    pub fn readable(&self, learned_position: u64) -> Result<(), String> {
+        let state = lock(&self.shared.state);
+        if let Some(reason) = &state.corrupt {
+            return Err(reason.clone());
+        }
+        if state.awaiting_snapshot {
+            return Err(format!(
+                "restoring from a snapshot: the log was truncated below position {} before this member read it",
+                state.delivered_position + 1
+            ));
+        }
+        if state.delivered_position + MAX_READ_LAG_POSITIONS < learned_position {
+            return Err(format!(
+                "catching up: applied up to position {} of {learned_position} learned",
+                state.delivered_position
+            ));
+        }
+        Ok(())
+    }
+
+    /// The driver delivered the learned `position`, which holds no registry entry
+    /// (a Nop, a truncation, a raw entry).
+    pub fn note_delivered(&self, position: u64) {
+        let mut state = lock(&self.shared.state);
+        state.delivered_position = state.delivered_position.max(position);
+    }
+
+    /// The driver skipped to `position`: everything below was truncated before this
+    /// member read it, so the registry it holds misses entries. It is dropped and
+    /// rebuilt from the snapshot the log begins with at `position`.
+    pub fn skipped_to(&self, position: u64) {
+        let mut state = lock(&self.shared.state);
+        if state.delivered_position + 1 >= position {
+            return;
+        }
+        tracing::warn!(
+            position,
+            applied_position = ?state.applied_position,
+            "the log was truncated past this member's registry; restoring from the next snapshot"
+        );
+        state.machine = RegistryMachine::default();
+        state.applied_position = position.checked_sub(1);
+        state.delivered_position = state.delivered_position.max(position.saturating_sub(1));
+        state.awaiting_snapshot = true;
+        state.own_snapshot = None;
+        self.publish_metrics(&state);
+    }
+
     /// Last position applied.
     pub fn applied_position(&self) -> Option<u64> {
         lock(&self.shared.state).applied_position
@@ -338,18 +406,10 @@ impl Registrar {
             return Ok(());
         }
         let started = Instant::now();
-        let own = state
-            .own_snapshot
-            .take_if(|own| own.bytes.as_slice() == bytes);
-        let decoded = match own {
-            Some(own) => Ok(state.machine.apply_own_snapshot(
-                position,
-                self.shared.writer_id,
-                own.seq,
-                own.base_position,
-                bytes.len() as u64,
-            )),
-            None => state.machine.apply_entry(position, bytes),
+        let decoded = {
+            let state = &mut *state;
+            let own = state.own_snapshot.as_ref().map(|own| own.bytes.as_slice());
+            state.machine.apply_entry_known(position, bytes, own)
         };
         let applied = match decoded {
             Ok(applied) => applied,
@@ -370,18 +430,32 @@ impl Registrar {
             }
         };
         state.applied_position = Some(position);
+        state.delivered_position = state.delivered_position.max(position);
+        if matches!(applied, Applied::Snapshot { accepted: true, .. }) {
+            state.awaiting_snapshot = false;
+        }
         let (writer, seq) = match &applied {
             Applied::Batch { writer, seq, .. } | Applied::Snapshot { writer, seq, .. } => {
                 (*writer, *seq)
             }
+            // Nothing applied yet: the snapshot completes (or not) at its last chunk.
+            Applied::SnapshotChunk { .. } => (0, 0),
         };
+        if matches!(applied, Applied::Snapshot { .. })
+            && state
+                .own_snapshot
+                .as_ref()
+                .is_some_and(|own| (writer, seq) == (self.shared.writer_id, own.seq))
+        {
+            state.own_snapshot = None;
+        }
         if matches!(applied, Applied::Snapshot { accepted: true, .. }) {
             self.shared
                 .metrics
                 .registrar()
                 .set_state_fetch(started.elapsed());
         }
-        if writer == self.shared.writer_id {
+        if writer == self.shared.writer_id && !matches!(applied, Applied::SnapshotChunk { .. }) {
             if let Some(flight) = state.in_flight.get_mut(&seq) {
                 flight.applied = Some(applied);
                 if flight.position.is_some() {
@@ -459,12 +533,15 @@ impl Registrar {
         let base_position = state.machine.last_entry_position();
         let registry = state.machine.shared_registry();
         let writer_id = self.shared.writer_id;
+        let chunk_bytes = self.shared.config.snapshot_chunk_bytes;
         state.snapshot = SnapshotState::Encoding;
         let registrar = self.clone();
         self.shared.runtime.spawn(async move {
             let agents = registry.agents.len();
             let encoded = tokio::task::spawn_blocking(move || {
-                encode_snapshot(writer_id, seq, base_position, &registry)
+                let bytes = encode_snapshot(writer_id, seq, base_position, &registry);
+                encode_snapshot_chunks(writer_id, seq, &bytes, chunk_bytes)
+                    .map(|chunks| (bytes, chunks))
             })
             .await;
             let mut state = lock(&registrar.shared.state);
@@ -472,22 +549,23 @@ impl Registrar {
                 return;
             }
             match encoded {
-                Ok(bytes)
+                Ok(Ok((bytes, chunks)))
                     if state.machine.last_entry_position() == base_position
                         && state.in_flight.is_empty() =>
                 {
                     tracing::info!(
                         snapshot_bytes = bytes.len(),
+                        chunks = chunks.len(),
                         agents,
                         "appending a registry snapshot"
                     );
-                    state.own_snapshot = Some(OwnSnapshot {
-                        seq,
-                        base_position,
-                        bytes: bytes.clone(),
-                    });
+                    state.own_snapshot = Some(OwnSnapshot { seq, bytes });
                     state.snapshot = SnapshotState::Appending;
-                    registrar.start_append(&mut state, seq, bytes, Vec::new(), Vec::new());
+                    registrar.start_appends(&mut state, seq, chunks, Vec::new(), Vec::new());
+                }
+                Ok(Err(err)) => {
+                    tracing::error!(error = %err, "the registry is too large to snapshot; the log is not truncated");
+                    state.snapshot = SnapshotState::Idle;
                 }
                 Ok(_) => {
                     tracing::info!(
@@ -513,6 +591,20 @@ impl Registrar {
         operations: Vec<Operation>,
         replies: Vec<Option<Reply>>,
     ) {
+        self.start_appends(state, seq, vec![bytes], operations, replies);
+    }
+
+    /// Appends `entries` as one in-flight unit (a batch, or a snapshot's chunks):
+    /// all are handed to the log now, so they take consecutive positions; the unit
+    /// succeeds when every one is learned, at the position of the last.
+    fn start_appends(
+        &self,
+        state: &mut State,
+        seq: u64,
+        entries: Vec<Vec<u8>>,
+        operations: Vec<Operation>,
+        replies: Vec<Option<Reply>>,
+    ) {
         state.in_flight.insert(
             seq,
             InFlight {
@@ -523,11 +615,21 @@ impl Registrar {
                 applied: None,
             },
         );
-        let append = self.shared.writer.append(bytes);
+        let appends: Vec<_> = entries
+            .into_iter()
+            .map(|bytes| self.shared.writer.append(bytes))
+            .collect();
         let registrar = self.clone();
         self.shared.runtime.spawn(async move {
-            let result = append.await;
-            registrar.on_append_done(seq, result);
+            let mut outcome = Ok(0);
+            for append in appends {
+                match (append.await, &outcome) {
+                    (Ok(position), Ok(last)) => outcome = Ok(position.max(*last)),
+                    (Err(err), Ok(_)) => outcome = Err(err),
+                    (_, Err(_)) => {}
+                }
+            }
+            registrar.on_append_done(seq, outcome);
         });
     }
 
@@ -587,7 +689,7 @@ impl Registrar {
         let Some(flight) = state.in_flight.remove(&seq) else {
             return;
         };
-        let (Some(position), Some(applied)) = (flight.position, flight.applied) else {
+        let (Some(_), Some(applied)) = (flight.position, flight.applied) else {
             return;
         };
         match applied {
@@ -608,14 +710,19 @@ impl Registrar {
                     rebuild_pending(state);
                 }
             }
-            Applied::Snapshot { accepted, .. } => {
+            Applied::SnapshotChunk { .. } => {}
+            Applied::Snapshot {
+                accepted,
+                first_position,
+                ..
+            } => {
                 state.snapshot = SnapshotState::Idle;
                 if accepted {
-                    let truncate = self.shared.writer.truncate(position);
+                    let truncate = self.shared.writer.truncate(first_position);
                     self.shared.runtime.spawn(async move {
                         match truncate.await {
                             Ok(to) => tracing::info!(to, "registry log truncated below snapshot"),
-                            Err(err) => tracing::warn!(position, error = %err, "truncating the registry log failed; the next snapshot retries"),
+                            Err(err) => tracing::warn!(first_position, error = %err, "truncating the registry log failed; the next snapshot retries"),
                         }
                     });
                 }

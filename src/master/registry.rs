@@ -13,6 +13,15 @@
 //! Unlike Mesos, which rewrites the whole registry on every store, a store here
 //! appends only its operations; the whole registry is written only in the occasional
 //! snapshot (see `registrar.rs` for when).
+//!
+//! A snapshot is written as consecutive *chunk* entries ([`encode_snapshot_chunks`]),
+//! each at most [`SNAPSHOT_CHUNK_BYTES`] of the encoded snapshot, so that no log
+//! entry, and no message of the log carrying many entries, comes near the 16 MiB
+//! frame limit however large the registry grows (a 50,000-agent registry is ~16 MB).
+//! The machine reassembles them and applies the snapshot only once every chunk of
+//! the same snapshot arrived, in order, with nothing in between, and the whole
+//! matches its length and checksum: a snapshot whose writer lost the lead half-way
+//! is ignored by every member alike, never restored from.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -23,6 +32,30 @@ use thiserror::Error;
 /// First byte of every entry. Bump it when the encoding changes, and keep decoding
 /// every older version: a log written by an older master must stay readable.
 pub const ENTRY_VERSION: u8 = 1;
+
+/// First byte of a snapshot chunk entry: `[SNAPSHOT_CHUNK_TAG][header length u32 BE]
+/// [header JSON][payload]`, the payload being a slice of a version-1 snapshot entry.
+/// Raw bytes after a small header, so a chunk costs its size and not 3-4 times it
+/// as a JSON array of numbers would.
+pub const SNAPSHOT_CHUNK_TAG: u8 = 2;
+
+/// Largest slice of a snapshot in one chunk entry. The log carries up to
+/// `MAX_CATCHUP_ENTRIES` (64) entries in one message, so 64 chunks must stay well
+/// under the frame limit: 64 x 128 KiB = 8 MiB of a 16 MiB frame, leaving room for
+/// batch entries (~0.25 MB) in the same message. `--registry_snapshot_chunk_bytes`
+/// may lower it (tests do, to get many chunks from a small registry), never raise it.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 128 << 10;
+
+const _: () = assert!(
+    crate::log::recovery::MAX_CATCHUP_ENTRIES as usize * SNAPSHOT_CHUNK_BYTES
+        <= crate::log::frame::DEFAULT_MAX_PAYLOAD_BYTES as usize / 2,
+    "a catch-up message full of snapshot chunks must fit a frame with room to spare"
+);
+
+/// Most chunks in one snapshot: the log's coordinator queues at most 1,024
+/// proposals, and the whole snapshot is proposed at once so nothing lands between
+/// its chunks. At the default chunk size that is a 128 MiB registry.
+pub const MAX_SNAPSHOT_CHUNKS: usize = 1_024;
 
 /// Longest agent id, hostname, role or resource name accepted. Mesos sets no limit;
 /// ours keeps one client from making every snapshot larger by megabytes.
@@ -725,6 +758,124 @@ pub fn decode_entry(position: u64, bytes: &[u8]) -> Result<Entry, CorruptEntry> 
     }
 }
 
+/// The header of a snapshot chunk entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkHeader {
+    /// The snapshot's writer and sequence number: chunks of one snapshot share them.
+    pub writer: u64,
+    pub seq: u64,
+    /// This chunk's index, from 0, of `count`.
+    pub index: u32,
+    pub count: u32,
+    /// Length and crc32c of the whole encoded snapshot (a version-1 entry).
+    pub snapshot_bytes: u64,
+    pub snapshot_crc32c: u32,
+}
+
+/// Why a snapshot cannot be written as chunks.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ChunkingError {
+    #[error("a snapshot of {snapshot_bytes} bytes needs {chunks} chunks of {chunk_bytes} bytes, more than the {MAX_SNAPSHOT_CHUNKS} allowed")]
+    TooManyChunks {
+        snapshot_bytes: usize,
+        chunk_bytes: usize,
+        chunks: usize,
+    },
+    #[error("a snapshot chunk must hold 1 to {SNAPSHOT_CHUNK_BYTES} bytes, not {0}")]
+    ChunkSize(usize),
+}
+
+/// Splits an encoded snapshot entry ([`encode_snapshot`]) into chunk entries of at
+/// most `chunk_bytes` of it each, to be appended consecutively.
+pub fn encode_snapshot_chunks(
+    writer: u64,
+    seq: u64,
+    snapshot: &[u8],
+    chunk_bytes: usize,
+) -> Result<Vec<Vec<u8>>, ChunkingError> {
+    if chunk_bytes == 0 || chunk_bytes > SNAPSHOT_CHUNK_BYTES {
+        return Err(ChunkingError::ChunkSize(chunk_bytes));
+    }
+    let chunks = snapshot.len().div_ceil(chunk_bytes).max(1);
+    if chunks > MAX_SNAPSHOT_CHUNKS {
+        return Err(ChunkingError::TooManyChunks {
+            snapshot_bytes: snapshot.len(),
+            chunk_bytes,
+            chunks,
+        });
+    }
+    let snapshot_crc32c = crc32c::crc32c(snapshot);
+    let count = chunks as u32; // at most MAX_SNAPSHOT_CHUNKS
+    let payloads: Vec<&[u8]> = if snapshot.is_empty() {
+        vec![snapshot]
+    } else {
+        snapshot.chunks(chunk_bytes).collect()
+    };
+    Ok(payloads
+        .into_iter()
+        .enumerate()
+        .map(|(index, payload)| {
+            let header = ChunkHeader {
+                writer,
+                seq,
+                index: index as u32,
+                count,
+                snapshot_bytes: snapshot.len() as u64,
+                snapshot_crc32c,
+            };
+            let header = match serde_json::to_vec(&header) {
+                Ok(header) => header,
+                Err(err) => unreachable!("a chunk header always serializes: {err}"),
+            };
+            let mut entry = Vec::with_capacity(1 + 4 + header.len() + payload.len());
+            entry.push(SNAPSHOT_CHUNK_TAG);
+            entry.extend_from_slice(&(header.len() as u32).to_be_bytes());
+            entry.extend_from_slice(&header);
+            entry.extend_from_slice(payload);
+            entry
+        })
+        .collect())
+}
+
+/// Splits a chunk entry into its header and payload.
+pub fn decode_chunk(position: u64, bytes: &[u8]) -> Result<(ChunkHeader, &[u8]), CorruptEntry> {
+    let corrupt = |reason: String| CorruptEntry { position, reason };
+    let Some((&SNAPSHOT_CHUNK_TAG, rest)) = bytes.split_first() else {
+        return Err(corrupt("not a snapshot chunk".to_owned()));
+    };
+    let (length, rest) = rest
+        .split_first_chunk::<4>()
+        .ok_or_else(|| corrupt("snapshot chunk cut short in its header length".to_owned()))?;
+    let length = u32::from_be_bytes(*length) as usize;
+    if rest.len() < length {
+        return Err(corrupt(format!(
+            "snapshot chunk header of {length} bytes but only {} bytes follow",
+            rest.len()
+        )));
+    }
+    let (header, payload) = rest.split_at(length);
+    let header: ChunkHeader = serde_json::from_slice(header)
+        .map_err(|err| corrupt(format!("snapshot chunk header: {err}")))?;
+    if header.count == 0 || header.index >= header.count {
+        return Err(corrupt(format!(
+            "snapshot chunk {} of {} is impossible",
+            header.index, header.count
+        )));
+    }
+    Ok((header, payload))
+}
+
+/// A chunked snapshot being reassembled.
+#[derive(Debug, Clone, PartialEq)]
+struct Assembly {
+    header: ChunkHeader,
+    first_position: u64,
+    next_index: u32,
+    bytes: Vec<u8>,
+    /// Log bytes of the chunk entries so far.
+    entry_bytes: u64,
+}
+
 /// What applying one entry did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Applied {
@@ -739,7 +890,13 @@ pub enum Applied {
         /// False when the snapshot missed entries written after its base (its
         /// writer lost the lead meanwhile): it is ignored, on every member alike.
         accepted: bool,
+        /// Where the snapshot begins in the log (its first chunk): the log may be
+        /// truncated below it once it is accepted.
+        first_position: u64,
     },
+    /// A chunk of a snapshot not complete yet (or an orphan one, ignored): nothing
+    /// changed in the registry.
+    SnapshotChunk { writer: u64, seq: u64 },
 }
 
 /// The registry plus what replaying the log needs to know: where the last entry
@@ -756,6 +913,8 @@ pub struct RegistryMachine {
     snapshot_bytes: u64,
     operations_since_snapshot: u64,
     bytes_since_snapshot: u64,
+    /// The chunked snapshot whose chunks are arriving.
+    assembly: Option<Assembly>,
 }
 
 impl RegistryMachine {
@@ -796,13 +955,30 @@ impl RegistryMachine {
     /// Applies the learned entry at `position`. Entries must come in increasing
     /// position order (gaps are the log's Nop and Truncate positions).
     pub fn apply_entry(&mut self, position: u64, bytes: &[u8]) -> Result<Applied, CorruptEntry> {
+        self.apply_entry_known(position, bytes, None)
+    }
+
+    /// [`RegistryMachine::apply_entry`], where `own_snapshot` is the encoded snapshot
+    /// this member is appending from its own registry, if any: when a chunked
+    /// snapshot reassembles to exactly these bytes it is applied without decoding
+    /// (the registry held is the one it encodes). Same outcome either way.
+    pub fn apply_entry_known(
+        &mut self,
+        position: u64,
+        bytes: &[u8],
+        own_snapshot: Option<&[u8]>,
+    ) -> Result<Applied, CorruptEntry> {
         debug_assert!(
             self.last_entry_position.is_none_or(|last| last < position),
             "entries must be applied in position order"
         );
+        if bytes.first() == Some(&SNAPSHOT_CHUNK_TAG) {
+            return self.apply_chunk(position, bytes, own_snapshot);
+        }
         let entry_bytes = bytes.len() as u64;
         match decode_entry(position, bytes)? {
             Entry::Batch { writer, seq, ops } => {
+                self.abandon_assembly(position, "a batch entry came between its chunks");
                 let registry = Arc::make_mut(&mut self.registry);
                 let outcomes = ops.iter().map(|op| registry.apply(op)).collect();
                 self.last_entry_position = Some(position);
@@ -820,40 +996,172 @@ impl RegistryMachine {
                 base_position,
                 registry,
             } => {
-                let accepted =
-                    self.accept_snapshot(position, base_position, entry_bytes, Some(registry));
+                // Written by masters before chunking; still read.
+                self.abandon_assembly(position, "a snapshot entry came between its chunks");
+                let accepted = self.accept_snapshot(
+                    position,
+                    position,
+                    base_position,
+                    entry_bytes,
+                    Some(registry),
+                );
                 Ok(Applied::Snapshot {
                     writer,
                     seq,
                     accepted,
+                    first_position: position,
                 })
             }
         }
     }
 
-    /// Applies a snapshot entry this member encoded itself from its own registry
-    /// (the caller compared the learned bytes with those it appended), without
-    /// decoding it again: the same outcome as [`RegistryMachine::apply_entry`].
-    pub fn apply_own_snapshot(
-        &mut self,
-        position: u64,
-        writer: u64,
-        seq: u64,
-        base_position: Option<u64>,
-        entry_bytes: u64,
-    ) -> Applied {
-        let accepted = self.accept_snapshot(position, base_position, entry_bytes, None);
-        Applied::Snapshot {
-            writer,
-            seq,
-            accepted,
+    fn abandon_assembly(&mut self, position: u64, why: &str) {
+        if let Some(assembly) = self.assembly.take() {
+            tracing::warn!(
+                position,
+                first_position = assembly.first_position,
+                chunks = assembly.next_index,
+                count = assembly.header.count,
+                why,
+                "ignoring a snapshot left incomplete (its writer lost the lead while appending it)"
+            );
+            self.bytes_since_snapshot += assembly.entry_bytes;
         }
     }
 
-    /// `registry` is `None` when it is known to equal the one held.
-    fn accept_snapshot(
+    fn apply_chunk(
         &mut self,
         position: u64,
+        bytes: &[u8],
+        own_snapshot: Option<&[u8]>,
+    ) -> Result<Applied, CorruptEntry> {
+        let (header, payload) = decode_chunk(position, bytes)?;
+        let entry_bytes = bytes.len() as u64;
+        let (writer, seq) = (header.writer, header.seq);
+        let continues = self.assembly.as_ref().is_some_and(|assembly| {
+            assembly.header.writer == header.writer
+                && assembly.header.seq == header.seq
+                && assembly.header.count == header.count
+                && assembly.header.snapshot_bytes == header.snapshot_bytes
+                && assembly.header.snapshot_crc32c == header.snapshot_crc32c
+                && assembly.next_index == header.index
+        });
+        if !continues {
+            self.abandon_assembly(position, "a chunk of another snapshot or out of order");
+            if header.index != 0 {
+                if self.last_entry_position.is_none() {
+                    // Truncation only ever follows a whole accepted snapshot, to its
+                    // first chunk: a log that begins inside one has lost its prefix.
+                    return Err(CorruptEntry {
+                        position,
+                        reason: format!(
+                            "the log begins with chunk {} of {} of a snapshot; its first chunks are missing",
+                            header.index, header.count
+                        ),
+                    });
+                }
+                self.bytes_since_snapshot += entry_bytes;
+                return Ok(Applied::SnapshotChunk { writer, seq });
+            }
+            // Never trust a length from the log for an allocation beyond what a
+            // snapshot may be.
+            let capacity = usize::try_from(header.snapshot_bytes)
+                .unwrap_or(usize::MAX)
+                .min(MAX_SNAPSHOT_CHUNKS * SNAPSHOT_CHUNK_BYTES);
+            self.assembly = Some(Assembly {
+                header: header.clone(),
+                first_position: position,
+                next_index: 0,
+                bytes: Vec::with_capacity(capacity),
+                entry_bytes: 0,
+            });
+        }
+        let Some(assembly) = self.assembly.as_mut() else {
+            unreachable!("an assembly was just continued or started");
+        };
+        assembly.bytes.extend_from_slice(payload);
+        assembly.entry_bytes += entry_bytes;
+        assembly.next_index += 1;
+        if assembly.bytes.len() as u64 > header.snapshot_bytes {
+            return Err(CorruptEntry {
+                position,
+                reason: format!(
+                    "snapshot chunks hold more than the {} bytes their header announces",
+                    header.snapshot_bytes
+                ),
+            });
+        }
+        if assembly.next_index < header.count {
+            return Ok(Applied::SnapshotChunk { writer, seq });
+        }
+        let Some(assembly) = self.assembly.take() else {
+            unreachable!("the assembly is complete");
+        };
+        let corrupt = |reason: String| CorruptEntry { position, reason };
+        if assembly.bytes.len() as u64 != header.snapshot_bytes {
+            return Err(corrupt(format!(
+                "a chunked snapshot of {} bytes where its header announces {}",
+                assembly.bytes.len(),
+                header.snapshot_bytes
+            )));
+        }
+        if crc32c::crc32c(&assembly.bytes) != header.snapshot_crc32c {
+            return Err(corrupt(
+                "a chunked snapshot does not match its checksum".to_owned(),
+            ));
+        }
+        let (base_position, registry) = if own_snapshot == Some(assembly.bytes.as_slice()) {
+            // Our own encoding of the registry we hold; decode only its frame.
+            match decode_snapshot_base(position, &assembly.bytes)? {
+                (snapshot_writer, snapshot_seq, base)
+                    if (snapshot_writer, snapshot_seq) == (writer, seq) =>
+                {
+                    (base, None)
+                }
+                _ => {
+                    return Err(corrupt(
+                        "a chunked snapshot names another writer inside".to_owned(),
+                    ))
+                }
+            }
+        } else {
+            match decode_entry(position, &assembly.bytes)? {
+                Entry::Snapshot {
+                    writer: snapshot_writer,
+                    seq: snapshot_seq,
+                    base_position,
+                    registry,
+                } if (snapshot_writer, snapshot_seq) == (writer, seq) => {
+                    (base_position, Some(registry))
+                }
+                _ => {
+                    return Err(corrupt(
+                        "chunks reassemble to something other than their snapshot".to_owned(),
+                    ))
+                }
+            }
+        };
+        let accepted = self.accept_snapshot(
+            assembly.first_position,
+            position,
+            base_position,
+            assembly.entry_bytes,
+            registry,
+        );
+        Ok(Applied::Snapshot {
+            writer,
+            seq,
+            accepted,
+            first_position: assembly.first_position,
+        })
+    }
+
+    /// `registry` is `None` when it is known to equal the one held. The snapshot
+    /// occupies `first_position..=last_position` of the log.
+    fn accept_snapshot(
+        &mut self,
+        first_position: u64,
+        last_position: u64,
         base_position: Option<u64>,
         entry_bytes: u64,
         registry: Option<Registry>,
@@ -870,14 +1178,15 @@ impl RegistryMachine {
                 );
                 self.registry = Arc::new(registry);
             }
-            self.last_entry_position = Some(position);
-            self.snapshot_position = Some(position);
+            self.last_entry_position = Some(last_position);
+            self.snapshot_position = Some(first_position);
             self.snapshot_bytes = entry_bytes;
             self.operations_since_snapshot = 0;
             self.bytes_since_snapshot = 0;
         } else {
             tracing::warn!(
-                position,
+                first_position,
+                last_position,
                 ?base_position,
                 last_entry_position = ?self.last_entry_position,
                 "ignoring a snapshot that misses entries after its base"
@@ -885,6 +1194,38 @@ impl RegistryMachine {
             self.bytes_since_snapshot += entry_bytes;
         }
         accepted
+    }
+}
+
+/// The writer, seq and base position of an encoded snapshot entry, without
+/// decoding its registry (only called on bytes this member encoded itself).
+fn decode_snapshot_base(
+    position: u64,
+    bytes: &[u8],
+) -> Result<(u64, u64, Option<u64>), CorruptEntry> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Frame {
+        Snapshot {
+            writer: u64,
+            seq: u64,
+            base_position: Option<u64>,
+            #[allow(dead_code)]
+            registry: serde::de::IgnoredAny,
+        },
+    }
+    let corrupt = |reason: String| CorruptEntry { position, reason };
+    match bytes.split_first() {
+        Some((&ENTRY_VERSION, body)) => match serde_json::from_slice::<Frame>(body) {
+            Ok(Frame::Snapshot {
+                writer,
+                seq,
+                base_position,
+                ..
+            }) => Ok((writer, seq, base_position)),
+            Err(err) => Err(corrupt(err.to_string())),
+        },
+        _ => Err(corrupt("not a version-1 snapshot".to_owned())),
     }
 }
 
@@ -1185,25 +1526,174 @@ pub(crate) mod tests {
             Applied::Snapshot {
                 writer: 1,
                 seq: 2,
-                accepted: false
+                accepted: false,
+                first_position: 3,
             }
         );
         assert_eq!(machine.registry().agents.len(), 2);
     }
 
+    /// A registry of `agents` agents behind a few batches, and the machine holding it.
+    fn filled(agents: usize) -> RegistryMachine {
+        let mut machine = RegistryMachine::default();
+        let ids: Vec<String> = (0..agents).map(|i| format!("agent-{i:06}")).collect();
+        for (n, batch) in ids.chunks(1_000).enumerate() {
+            let ops = batch.iter().map(|id| admit(id)).collect();
+            machine
+                .apply_entry(n as u64 + 1, &encode_batch(1, n as u64, ops))
+                .unwrap();
+        }
+        machine
+    }
+
+    /// `machine`'s registry as chunk entries at positions from `from`.
+    fn chunked(machine: &RegistryMachine, from: u64, chunk_bytes: usize) -> Vec<(u64, Vec<u8>)> {
+        let snapshot = encode_snapshot(1, 99, machine.last_entry_position(), machine.registry());
+        encode_snapshot_chunks(1, 99, &snapshot, chunk_bytes)
+            .unwrap()
+            .into_iter()
+            .enumerate()
+            .map(|(i, chunk)| (from + i as u64, chunk))
+            .collect()
+    }
+
     #[test]
     fn applying_an_own_snapshot_without_decoding_equals_decoding_it() {
-        let mut decoded = RegistryMachine::default();
-        decoded
-            .apply_entry(1, &encode_batch(1, 1, vec![admit("a")]))
-            .unwrap();
+        let mut decoded = filled(30);
         let mut own = decoded.clone();
-        let snapshot = encode_snapshot(1, 2, Some(1), decoded.registry());
-        let by_decoding = decoded.apply_entry(2, &snapshot).unwrap();
-        let by_comparison = own.apply_own_snapshot(2, 1, 2, Some(1), snapshot.len() as u64);
+        let snapshot = encode_snapshot(1, 99, Some(1), decoded.registry());
+        let chunks = chunked(&decoded, 2, 1_000);
+        assert!(chunks.len() > 3, "{} chunks", chunks.len());
+        let mut by_decoding = Vec::new();
+        let mut by_comparison = Vec::new();
+        for (position, chunk) in &chunks {
+            by_decoding.push(decoded.apply_entry(*position, chunk).unwrap());
+            by_comparison.push(
+                own.apply_entry_known(*position, chunk, Some(&snapshot))
+                    .unwrap(),
+            );
+        }
         assert_eq!(by_decoding, by_comparison);
+        assert_eq!(
+            by_decoding.last(),
+            Some(&Applied::Snapshot {
+                writer: 1,
+                seq: 99,
+                accepted: true,
+                first_position: 2
+            })
+        );
         assert_eq!(decoded, own);
         assert_eq!(own.snapshot_position(), Some(2));
+        assert_eq!(own.last_entry_position(), chunks.last().map(|c| c.0));
+    }
+
+    #[test]
+    fn a_chunked_snapshot_restores_a_member_that_starts_at_its_first_chunk() {
+        let mut writer = filled(200);
+        let chunks = chunked(&writer, 10, 4_096);
+        assert!(chunks.len() >= 10, "{} chunks", chunks.len());
+        for (position, chunk) in &chunks {
+            assert!(chunk.len() <= 4_096 + 200, "{} bytes", chunk.len());
+            writer.apply_entry(*position, chunk).unwrap();
+        }
+        let after = chunks.last().unwrap().0 + 1;
+        let batch = encode_batch(1, 7, vec![admit("late")]);
+        writer.apply_entry(after, &batch).unwrap();
+        // A member whose log was truncated to the snapshot's first chunk.
+        let mut log = chunks.clone();
+        log.push((after, batch));
+        let restored = replay(&log);
+        assert_eq!(restored.registry(), writer.registry());
+        assert_eq!(restored.registry().agents.len(), 201);
+        assert_eq!(restored.snapshot_position(), Some(10));
+    }
+
+    #[test]
+    fn a_half_written_chunked_snapshot_is_never_applied() {
+        let base = filled(100);
+        let chunks = chunked(&base, 10, 2_048);
+        let count = chunks.len();
+        assert!(count >= 4);
+        let later = encode_batch(2, 1, vec![admit("after-failover")]);
+        // The writer lost the lead after some chunks; the next leader writes on.
+        for cut in [1, count / 2, count - 1] {
+            let mut machine = base.clone();
+            for (position, chunk) in &chunks[..cut] {
+                assert!(matches!(
+                    machine.apply_entry(*position, chunk).unwrap(),
+                    Applied::SnapshotChunk { .. }
+                ));
+            }
+            machine.apply_entry(100, &later).unwrap();
+            assert_eq!(machine.snapshot_position(), None, "cut {cut}");
+            assert_eq!(machine.registry().agents.len(), 101);
+            // Its remaining chunks, chosen later, are orphans and change nothing.
+            for (position, chunk) in &chunks[cut..] {
+                let applied = machine.apply_entry(200 + *position, chunk).unwrap();
+                assert!(
+                    matches!(applied, Applied::SnapshotChunk { .. }),
+                    "{applied:?}"
+                );
+            }
+            assert_eq!(machine.snapshot_position(), None);
+            assert_eq!(machine.registry().agents.len(), 101);
+        }
+        // A chunk missing in the middle (a Nop where it should be) spoils it too.
+        let mut machine = base.clone();
+        for (position, chunk) in chunks.iter().filter(|(p, _)| *p != 11) {
+            machine.apply_entry(*position, chunk).unwrap();
+        }
+        assert_eq!(machine.snapshot_position(), None);
+        assert_eq!(machine.registry(), base.registry());
+        // A log that begins past a snapshot's first chunk is corrupt, not restored.
+        let mut empty = RegistryMachine::default();
+        assert!(empty.apply_entry(chunks[1].0, &chunks[1].1).is_err());
+    }
+
+    #[test]
+    fn damaged_chunks_are_corruption() {
+        let base = filled(20);
+        let chunks = chunked(&base, 10, 1_024);
+        let mut machine = base.clone();
+        let (last, rest) = chunks.split_last().unwrap();
+        for (position, chunk) in rest {
+            machine.apply_entry(*position, chunk).unwrap();
+        }
+        let mut flipped = last.1.clone();
+        let end = flipped.len() - 1;
+        flipped[end] ^= 1;
+        let err = machine.apply_entry(last.0, &flipped).unwrap_err();
+        assert!(err.reason.contains("checksum"), "{err}");
+        assert!(decode_chunk(1, &[SNAPSHOT_CHUNK_TAG, 0, 0]).is_err());
+        assert!(decode_chunk(1, &[SNAPSHOT_CHUNK_TAG, 0, 0, 0, 9, b'{']).is_err());
+        assert!(encode_snapshot_chunks(1, 1, b"x", 0).is_err());
+        assert!(encode_snapshot_chunks(1, 1, b"x", SNAPSHOT_CHUNK_BYTES + 1).is_err());
+        assert!(matches!(
+            encode_snapshot_chunks(1, 1, &vec![0; MAX_SNAPSHOT_CHUNKS + 1], 1),
+            Err(ChunkingError::TooManyChunks { .. })
+        ));
+    }
+
+    /// At the real size: 50,000 agents (~16 MB encoded, as one entry beyond what
+    /// a frame carries) snapshot into chunks of the default size, each far under
+    /// the frame limit, and restore the same registry.
+    #[test]
+    fn a_fifty_thousand_agent_snapshot_chunks_within_frames_and_restores() {
+        let writer = filled(50_000);
+        let snapshot = encode_snapshot(1, 99, writer.last_entry_position(), writer.registry());
+        let chunks = chunked(&writer, 100, SNAPSHOT_CHUNK_BYTES);
+        let largest = chunks.iter().map(|c| c.1.len()).max().unwrap();
+        eprintln!(
+            "50,000 agents: snapshot {} bytes in {} chunks, largest chunk entry {largest} bytes",
+            snapshot.len(),
+            chunks.len()
+        );
+        assert!(snapshot.len() > 12 << 20, "{} bytes", snapshot.len());
+        assert!(chunks.len() >= 100);
+        assert!(largest <= SNAPSHOT_CHUNK_BYTES + 256);
+        let restored = replay(&chunks);
+        assert_eq!(restored.registry(), writer.registry());
     }
 
     // Operations drawn from a small id and role space, so they collide often.

@@ -121,7 +121,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_started: impl FnOnce(&Master),
 ) -> Result<(), ServerError> {
-    let opened = WalStorage::open(&config.replicated_log_dir, WalOptions::default())?;
+    let wal_options = WalOptions {
+        segment_size_bytes: config.log_segment_size_bytes,
+        ..WalOptions::default()
+    };
+    let opened = WalStorage::open(&config.replicated_log_dir, wal_options)?;
     if let Some(torn) = &opened.torn_tail {
         tracing::warn!(
             path = %torn.path.display(),
@@ -184,8 +188,12 @@ pub async fn run(
     };
     on_started(&master);
 
+    let mut registrar_config = RegistrarConfig::new(config.advertise_addr.to_string());
+    registrar_config.snapshot_after_operations = config.registry_snapshot_after_operations;
+    registrar_config.snapshot_min_suffix_bytes = config.registry_snapshot_min_suffix_bytes;
+    registrar_config.snapshot_chunk_bytes = config.registry_snapshot_chunk_bytes;
     let registrar = Registrar::new(
-        RegistrarConfig::new(config.advertise_addr.to_string()),
+        registrar_config,
         Arc::new(DriverLogWriter::new(running.handle.clone())),
         metrics.clone(),
     );
@@ -276,19 +284,25 @@ pub async fn run(
 }
 
 /// Hands learned registry entries to the registrar in position order. Raw entries
-/// (`--raw_log_api`), Nops and truncations are the log's own business.
+/// (`--raw_log_api`), Nops and truncations are the log's own business; the
+/// registrar only learns they were delivered (to know how far behind it is), and
+/// that positions were skipped (it must then restore from the next snapshot).
 async fn apply_to_registry(mut deliveries: mpsc::Receiver<Delivery>, registrar: Registrar) {
     while let Some(delivery) = deliveries.recv().await {
-        let Delivery::Learned {
-            position,
-            action: Action::Append(bytes),
-        } = delivery
-        else {
-            continue;
+        let (position, bytes) = match delivery {
+            Delivery::Learned {
+                position,
+                action: Action::Append(bytes),
+            } if bytes.first() != Some(&raw_log::RAW_ENTRY_TAG) => (position, bytes),
+            Delivery::Learned { position, .. } => {
+                registrar.note_delivered(position);
+                continue;
+            }
+            Delivery::SkippedTo(position) => {
+                registrar.skipped_to(position);
+                continue;
+            }
         };
-        if bytes.first() == Some(&raw_log::RAW_ENTRY_TAG) {
-            continue;
-        }
         if let Err(corrupt) = registrar.apply_learned(position, &bytes) {
             // The registrar has stopped serving; every member reading this log
             // stops at the same entry, so nobody serves a diverged registry.
