@@ -166,6 +166,15 @@ pub fn verify(document: &[u8]) -> Result<VerifiedBackup, BackupError> {
     let parsed = Document::deserialize(&value).map_err(|error| BackupError::NotAnExport {
         reason: error.to_string(),
     })?;
+    // A field this version does not know (or a renamed one that has a default)
+    // would be silently dropped by the typed read and still match the checksum:
+    // the registry must be exactly what the typed registry encodes.
+    let reencoded = serde_json::to_value(&parsed.registry).unwrap_or_default();
+    if value.get("registry") != Some(&reencoded) {
+        return Err(BackupError::NotAnExport {
+            reason: "its registry holds fields this version does not read".into(),
+        });
+    }
     let computed = sha256_hex(&canonical_registry_bytes(&parsed.registry));
     if !computed.eq_ignore_ascii_case(&parsed.sha256) {
         return Err(BackupError::ChecksumMismatch {
