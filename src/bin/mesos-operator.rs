@@ -1,5 +1,10 @@
 //! `mesos-operator`: runs Mesos master ensembles on Kubernetes or on this machine.
-//! `run` is the Kubernetes controller; `crd` and `plan` print.
+//! `run` is the Kubernetes controller; `crd` and `plan` print; `backup` and
+//! `restore` handle registry backups. Invoked as `kubectl-mmc` (a symlink or copy
+//! under that name) it is the kubectl plugin (see `cli/day2.rs`).
+
+#[path = "cli/day2.rs"]
+mod day2;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -75,6 +80,12 @@ enum Command {
         #[arg(long, value_enum)]
         display: Option<DisplayMode>,
     },
+    /// Export the registry from the leader, check it, and write it as
+    /// <out>/registry-<log id>-<position>.json.
+    Backup(day2::BackupArgs),
+    /// Check a backup file and import it through the leader of an ensemble whose
+    /// registry is empty.
+    Restore(day2::RestoreArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -127,7 +138,15 @@ enum Output {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse().command) {
+    let result = if day2::invoked_as_plugin() {
+        day2::run_plugin(
+            <day2::PluginCli as Parser>::parse(),
+            &mut std::io::stdout().lock(),
+        )
+    } else {
+        run(Cli::parse().command)
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -166,6 +185,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Run(_) => unreachable!("handled above"),
+        Command::Backup(args) => day2::run_backup(&args, &mut stdout)?,
+        Command::Restore(args) => day2::run_restore(&args, &mut stdout)?,
         Command::Local {
             spec,
             state_dir,

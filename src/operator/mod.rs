@@ -3,6 +3,7 @@
 
 pub mod context;
 pub mod crd;
+pub mod day2;
 pub mod local;
 pub mod metrics;
 pub mod observe;

@@ -1,0 +1,256 @@
+//! `kubectl mmc status`: a MesosMasterCluster's status on one screen (members,
+//! quorum, leader, the transition's steps, conditions). A pure function of the
+//! status, so the same screen serves Kubernetes and the local runtime's
+//! `status.yaml`, and its tests compare exact text.
+
+use std::fmt::Write;
+
+use crate::operator::crd::{MesosMasterClusterStatus, StepState};
+
+/// Where the status came from, for the header line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusSource<'a> {
+    pub name: &'a str,
+    /// `namespace db` or `state dir ./mesos-local`.
+    pub location: &'a str,
+    /// What the spec asks for, when known.
+    pub spec_replicas: Option<i32>,
+}
+
+fn or_dash<T: ToString>(value: Option<T>) -> String {
+    value
+        .map(|value| value.to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The one-screen view. No colour: it is also read by scripts and by tests.
+pub fn render_status(source: &StatusSource<'_>, status: &MesosMasterClusterStatus) -> String {
+    let mut out = String::new();
+    let phase = status
+        .phase
+        .map(|phase| format!("{phase:?}"))
+        .unwrap_or_else(|| "Unknown".into());
+    let _ = writeln!(out, "{} ({})  phase {phase}", source.name, source.location);
+    let _ = writeln!(
+        out,
+        "masters {}/{} ready (spec {})  quorum {} (target {})  leader {}",
+        status.ready_replicas,
+        status.replicas,
+        or_dash(source.spec_replicas),
+        or_dash(status.quorum),
+        or_dash(status.target_quorum),
+        status.leader.as_deref().unwrap_or("none"),
+    );
+    if let Some(reason) = &status.reason {
+        let _ = writeln!(out, "reason: {reason}");
+    }
+    out.push('\n');
+    if status.members.is_empty() {
+        out.push_str("no members\n");
+    } else {
+        let name_width = status
+            .members
+            .iter()
+            .map(|member| member.name.len())
+            .max()
+            .unwrap_or(0)
+            .max("MEMBER".len());
+        let _ = writeln!(
+            out,
+            "{:<name_width$}  {:<21}  {:>6}  {:<10}  {:>8}  {:<5}",
+            "MEMBER", "ADDRESS", "QUORUM", "REPLICA", "END", "READY"
+        );
+        for member in &status.members {
+            let leader = if status.leader.as_deref() == Some(member.name.as_str()) {
+                "  leader"
+            } else {
+                ""
+            };
+            let line = format!(
+                "{:<name_width$}  {:<21}  {:>6}  {:<10}  {:>8}  {:<5}{leader}",
+                member.name,
+                member.address.as_deref().unwrap_or("-"),
+                or_dash(member.quorum),
+                member.replica_status.as_deref().unwrap_or("-"),
+                or_dash(member.log_end_position),
+                if member.ready { "yes" } else { "no" },
+            );
+            let _ = writeln!(out, "{}", line.trim_end());
+        }
+    }
+    match &status.transition {
+        None => out.push_str("\nno transition\n"),
+        Some(transition) => {
+            let done = transition
+                .steps
+                .iter()
+                .filter(|step| step.state == StepState::Done)
+                .count();
+            let _ = writeln!(
+                out,
+                "\ntransition {} -> {}: {done}/{} steps done{}",
+                transition.from,
+                transition.to,
+                transition.steps.len(),
+                transition
+                    .current_step
+                    .map(|step| format!(", at step {step}"))
+                    .unwrap_or_default()
+            );
+            for step in &transition.steps {
+                let mark = match step.state {
+                    StepState::Done => "done",
+                    StepState::Running => "running",
+                    StepState::Pending => "pending",
+                    StepState::Failed => "FAILED",
+                };
+                let _ = writeln!(
+                    out,
+                    "  {:<9} {:>2}. {}",
+                    format!("[{mark}]"),
+                    step.number,
+                    step.description
+                );
+            }
+            if let Some(waiting) = &transition.waiting_for {
+                let _ = writeln!(out, "  waiting for: {waiting}");
+            }
+        }
+    }
+    if !status.conditions.is_empty() {
+        let conditions = status
+            .conditions
+            .iter()
+            .map(|condition| format!("{}={}", condition.type_, condition.status))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let _ = writeln!(out, "conditions: {conditions}");
+    }
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::operator::crd::{MemberStatus, Phase, TransitionStatus, TransitionStep};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    fn member(ordinal: u32, quorum: i32, replica: &str, end: u64, ready: bool) -> MemberStatus {
+        MemberStatus {
+            name: format!("prod-{ordinal}"),
+            address: Some(format!("10.96.0.{}:5050", 10 + ordinal)),
+            quorum: Some(quorum),
+            replica_status: Some(replica.into()),
+            log_end_position: Some(end),
+            ready,
+        }
+    }
+
+    fn condition(type_: &str, status: &str) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: "Test".into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: Time(Default::default()),
+        }
+    }
+
+    /// prod in the middle of 3 -> 5: prod-0 restarted with quorum 3, prod-1 catching up.
+    pub(crate) fn transitioning() -> MesosMasterClusterStatus {
+        MesosMasterClusterStatus {
+            observed_generation: Some(2),
+            phase: Some(Phase::Transitioning),
+            reason: Some("prod-1 is RECOVERING".into()),
+            replicas: 3,
+            ready_replicas: 2,
+            quorum: Some(2),
+            target_quorum: Some(3),
+            leader: Some("prod-0".into()),
+            current_step: Some("2/5 restart prod-1 with --quorum=3".into()),
+            members: vec![
+                member(0, 3, "VOTING", 120, true),
+                member(1, 3, "RECOVERING", 97, false),
+                member(2, 2, "VOTING", 120, true),
+            ],
+            transition: Some(TransitionStatus {
+                from: 3,
+                to: 5,
+                steps: vec![
+                    TransitionStep {
+                        number: 1,
+                        description: "restart prod-0 with --quorum=3".into(),
+                        state: StepState::Done,
+                    },
+                    TransitionStep {
+                        number: 2,
+                        description: "restart prod-1 with --quorum=3".into(),
+                        state: StepState::Running,
+                    },
+                    TransitionStep {
+                        number: 3,
+                        description: "restart prod-2 with --quorum=3".into(),
+                        state: StepState::Pending,
+                    },
+                ],
+                current_step: Some(2),
+                waiting_for: Some("prod-1 to be VOTING and caught up".into()),
+            }),
+            planner_memory: None,
+            conditions: vec![
+                condition("Available", "True"),
+                condition("Progressing", "True"),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_transition_renders_members_steps_and_what_it_waits_for() {
+        let source = StatusSource {
+            name: "prod",
+            location: "namespace db",
+            spec_replicas: Some(5),
+        };
+        assert_eq!(
+            render_status(&source, &transitioning()),
+            "\
+prod (namespace db)  phase Transitioning
+masters 2/3 ready (spec 5)  quorum 2 (target 3)  leader prod-0
+reason: prod-1 is RECOVERING
+
+MEMBER  ADDRESS                QUORUM  REPLICA          END  READY
+prod-0  10.96.0.10:5050             3  VOTING           120  yes    leader
+prod-1  10.96.0.11:5050             3  RECOVERING        97  no
+prod-2  10.96.0.12:5050             2  VOTING           120  yes
+
+transition 3 -> 5: 1/3 steps done, at step 2
+  [done]     1. restart prod-0 with --quorum=3
+  [running]  2. restart prod-1 with --quorum=3
+  [pending]  3. restart prod-2 with --quorum=3
+  waiting for: prod-1 to be VOTING and caught up
+conditions: Available=True Progressing=True
+"
+        );
+    }
+
+    #[test]
+    fn an_empty_status_says_so_rather_than_inventing_values() {
+        let source = StatusSource {
+            name: "local",
+            location: "state dir /tmp/x",
+            spec_replicas: None,
+        };
+        assert_eq!(
+            render_status(&source, &MesosMasterClusterStatus::default()),
+            "\
+local (state dir /tmp/x)  phase Unknown
+masters 0/0 ready (spec -)  quorum - (target -)  leader none
+
+no members
+
+no transition
+"
+        );
+    }
+}
