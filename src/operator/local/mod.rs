@@ -94,7 +94,7 @@ pub fn default_master_binary() -> PathBuf {
 /// Why a registry call did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryCallError {
-    #[error("{member} answered 404 to {method} {path}: this mesos-master has no registry export/import endpoint (it needs a master built with the registry)")]
+    #[error("{member} answered 404 to {method} {path}: this mesos-master has no registry seal/import endpoint (it needs a master with the registry transfer endpoints)")]
     EndpointMissing {
         member: SocketAddr,
         method: &'static str,
@@ -121,8 +121,10 @@ pub enum RegistryCallError {
 pub trait MasterClient {
     /// `GET /log/status`, `None` when the member does not answer.
     fn log_status(&self, member: SocketAddr) -> Option<LogStatus>;
-    /// `GET /registry/export` from the leader: the registry as an opaque document.
-    fn export_registry(&self, member: SocketAddr) -> Result<Vec<u8>, RegistryCallError>;
+    /// `POST /registry/seal` on the leader: seals the registry through the log (every
+    /// later write is refused, so the export stays complete until the wipe) and
+    /// returns the export document as of the seal, opaque to the runtime.
+    fn seal_and_export_registry(&self, member: SocketAddr) -> Result<Vec<u8>, RegistryCallError>;
     /// `POST /registry/import`: `Ok(true)` once learned, `Ok(false)` if the registry
     /// already held data (409) and was left as it is.
     fn import_registry(
@@ -206,14 +208,14 @@ impl MasterClient for HttpMasterClient {
             .flatten()
     }
 
-    fn export_registry(&self, member: SocketAddr) -> Result<Vec<u8>, RegistryCallError> {
-        const PATH: &str = "/registry/export";
-        let response = self.call(member, "GET", PATH, b"")?;
+    fn seal_and_export_registry(&self, member: SocketAddr) -> Result<Vec<u8>, RegistryCallError> {
+        const PATH: &str = "/registry/seal";
+        let response = self.call(member, "POST", PATH, b"")?;
         match response.status {
             200 => Ok(response.body),
             status => Err(RegistryCallError::Status {
                 member,
-                method: "GET",
+                method: "POST",
                 path: PATH,
                 status,
                 body: response.text(),
@@ -800,7 +802,9 @@ impl<C: MasterClient> LocalRuntime<C> {
                 self.supervisor.start(*member)?;
             }
             Step::ExportRegistry { from } => {
-                let document = self.client.export_registry(self.layout().address(*from))?;
+                let document = self
+                    .client
+                    .seal_and_export_registry(self.layout().address(*from))?;
                 // Durable before the memory says Exported.
                 write_atomically(&self.export_file(), &document)?;
                 self.memory = self.memory.after_success(step);
