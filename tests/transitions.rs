@@ -209,45 +209,9 @@ fn operator_killed_mid_transition_resumes_and_loses_no_write() {
     assert_no_write_lost(port, &load.acked());
 }
 
-/// Until the masters serve `/registry/export`, a Preserve exit stops at the export
-/// with a clear reason, and nothing is wiped.
+/// 1 -> 3 with `Preserve`: the single master is sealed and exported, wiped, and the
+/// export imported into the new log; every weight written before is there after.
 #[test]
-fn preserve_exit_without_the_export_endpoint_stops_with_a_clear_reason() {
-    let port = 26060;
-    let operator = Operator::start(port, 1, "Preserve");
-    operator.wait_settled(1);
-    let probe = mesos_operator::operator::local::http::request(
-        operator.address(0),
-        "GET",
-        "/registry/export",
-        b"",
-        Duration::from_secs(5),
-    )
-    .expect("GET /registry/export");
-    if probe.status != 404 {
-        eprintln!("the master serves /registry/export: covered by the Preserve test");
-        return;
-    }
-    operator.set_replicas(3);
-    let status = operator.wait_for(
-        "the missing endpoint reported",
-        Duration::from_secs(60),
-        |s| {
-            s.reason
-                .as_deref()
-                .is_some_and(|r| r.contains("404") && r.contains("/registry/export"))
-        },
-    );
-    assert_eq!(status.replicas, 1, "{status:#?}");
-    assert_eq!(status.phase, Some(Phase::Transitioning));
-    let flags =
-        std::fs::read_to_string(operator.state_dir().join("members/0/flags.json")).expect("flags");
-    assert!(flags.contains("\"quorum\": 1"), "{flags}");
-    assert!(!flags.contains("wipePending\": true"), "{flags}");
-}
-
-#[test]
-#[ignore = "needs /registry/export and /registry/import on the master"]
 fn one_to_three_with_preserve_keeps_the_registry() {
     let port = 26050;
     let operator = Operator::start(port, 1, "Preserve");

@@ -19,4 +19,5 @@ pub mod raw_log;
 pub mod registrar;
 pub mod registry;
 pub mod server;
+pub mod transfer;
 pub mod view;

@@ -2,7 +2,22 @@
 //! touch the registry (`GET_STATE`, `GET_AGENTS`, `GET_MAINTENANCE_SCHEDULE`,
 //! `UPDATE_MAINTENANCE_SCHEDULE`, `GET_QUOTA`, `UPDATE_QUOTA`, `GET_WEIGHTS`,
 //! `UPDATE_WEIGHTS`, `MARK_AGENT_GONE`), the v0 endpoints Mesos serves for the same
-//! state, and one endpoint of ours, `POST /registrar/admit`.
+//! state, and endpoints of ours: `POST /registrar/admit`, and the registry
+//! transfer used to leave single-master mode without losing the registry:
+//!
+//! - `GET /registry/export`: the registry as of the last applied (learned)
+//!   position, as a [`transfer::ExportDocument`]; no side effect (backups).
+//! - `POST /registry/seal`: appends a seal through the log; once applied, every
+//!   data write (v1, v0, `/registrar/admit`) answers 503 with a JSON error naming
+//!   the seal's position; reads go on. Answers the export document as of the seal.
+//!   Idempotent.
+//! - `POST /registry/unseal`: appends an unseal; writes are accepted again.
+//! - `POST /registry/import`: takes an export document; 400 if it is malformed,
+//!   truncated, of another format or its checksum does not match; 409 if the
+//!   registry holds data; else appends it through the log in chunks that become
+//!   visible together, and answers 200 once learned. The result is not sealed.
+//!
+//! All four are served by the leader only (307 elsewhere, 503 with no leader).
 //!
 //! Writes go through the leader: a master that does not lead answers 307 to the
 //! leader (same path), or 503 when it knows none, as Mesos does. Reads are served
@@ -35,6 +50,7 @@ use super::registry::{
     AgentRecord, MaintenanceSchedule, Operation, OperationError, QuotaConfig, Registry, Resource,
     Scalar, ValueType, WeightInfo,
 };
+use super::transfer;
 use super::view::{MasterView, SharedMasterView};
 use crate::master::registrar::AppendError;
 
@@ -87,6 +103,14 @@ pub fn router(state: OperatorState) -> Router {
         .route("/weights", get(v0_get_weights).put(v0_put_weights))
         .route("/master/weights", get(v0_get_weights).put(v0_put_weights))
         .route("/registrar/admit", post(admit))
+        .route("/registry/export", get(registry_export))
+        .route("/registry/seal", post(registry_seal))
+        .route("/registry/unseal", post(registry_unseal))
+        // A whole registry is larger than any other request.
+        .route(
+            "/registry/import",
+            post(registry_import).layer(DefaultBodyLimit::max(transfer::MAX_IMPORT_BYTES)),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -203,6 +227,22 @@ async fn write(state: &OperatorState, uri: &Uri, operation: Operation) -> Respon
 
 fn write_error(err: WriteError, uri: &Uri) -> Response {
     let status = match &err {
+        // Machine-readable: the operator and scripts tell a seal from an outage.
+        WriteError::Rejected(OperationError::Sealed { position }) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({
+                    "error": err.to_string(),
+                    "sealed": true,
+                    "sealed_position": position,
+                })),
+            )
+                .into_response();
+        }
+        WriteError::Rejected(OperationError::NotEmpty) => StatusCode::CONFLICT,
+        WriteError::Rejected(OperationError::ImportInterrupted { .. }) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         WriteError::Rejected(OperationError::AgentNotFound(_)) => StatusCode::NOT_FOUND,
         WriteError::Rejected(
             OperationError::AgentAlreadyAdmitted(_) | OperationError::AgentGone(_),
@@ -630,6 +670,105 @@ async fn admit(State(state): State<OperatorState>, uri: Uri, body: Bytes) -> Res
         registered_time_ns: now_ns(),
     };
     write(&state, &uri, Operation::AdmitAgent { agent }).await
+}
+
+// ---- registry transfer ----
+
+/// How long an import may take to be learned: a 50,000-agent registry is a few
+/// chunks of megabytes, each a quorum round trip plus fsync.
+pub const IMPORT_TIMEOUT_MS: u64 = 60_000;
+
+/// The leader's view, or the redirect a non-leader answers with.
+fn leading(state: &OperatorState, uri: &Uri) -> Result<MasterView, Box<Response>> {
+    let view = state.view.get();
+    if view.elected {
+        Ok(view)
+    } else {
+        Err(Box::new(redirect(view.leader.map(|l| l.to_string()), uri)))
+    }
+}
+
+/// `GET /registry/export`.
+async fn registry_export(State(state): State<OperatorState>, uri: Uri) -> Response {
+    let view = match leading(&state, &uri) {
+        Ok(view) => view,
+        Err(response) => return *response,
+    };
+    match state.registrar.read(Registry::clone) {
+        Ok((registry, position)) => {
+            let document = transfer::export_document(
+                &registry,
+                view.log_id.unwrap_or(0),
+                position.applied_position.unwrap_or(0),
+            );
+            with_staleness(Json(document).into_response(), &view, &position)
+        }
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("The registry is unavailable: {reason}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// `POST /registry/seal`.
+async fn registry_seal(State(state): State<OperatorState>, uri: Uri) -> Response {
+    let view = match leading(&state, &uri) {
+        Ok(view) => view,
+        Err(response) => return *response,
+    };
+    let sealed = tokio::time::timeout(
+        Duration::from_millis(WRITE_TIMEOUT_MS),
+        state.registrar.seal(),
+    )
+    .await;
+    match sealed {
+        Ok(Ok((registry, position))) => Json(transfer::export_document(
+            &registry,
+            view.log_id.unwrap_or(0),
+            position,
+        ))
+        .into_response(),
+        Ok(Err(err)) => write_error(err, &uri),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Timed out waiting for the seal; it may still be stored\n",
+        )
+            .into_response(),
+    }
+}
+
+/// `POST /registry/unseal`.
+async fn registry_unseal(State(state): State<OperatorState>, uri: Uri) -> Response {
+    if let Err(response) = leading(&state, &uri) {
+        return *response;
+    }
+    write(&state, &uri, Operation::Unseal).await
+}
+
+/// `POST /registry/import`.
+async fn registry_import(State(state): State<OperatorState>, uri: Uri, body: Bytes) -> Response {
+    if let Err(response) = leading(&state, &uri) {
+        return *response;
+    }
+    let document = match transfer::parse_document(&body) {
+        Ok(document) => document,
+        Err(err) => return bad_request(err),
+    };
+    let imported = tokio::time::timeout(
+        Duration::from_millis(IMPORT_TIMEOUT_MS),
+        state.registrar.import(&document.registry),
+    )
+    .await;
+    match imported {
+        Ok(Ok(())) => StatusCode::OK.into_response(),
+        Ok(Err(err)) => write_error(err, &uri),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Timed out waiting for the import to be learned; retry it (an import applies at most once)\n",
+        )
+            .into_response(),
+    }
 }
 
 #[cfg(test)]
@@ -1072,5 +1211,134 @@ mod tests {
             text.contains("mesos_registrar_state_store_ms_count 1"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_sealed_registry_refuses_every_write_path_and_serves_reads() {
+        let (app, registrar) = leader();
+        assert_eq!(admit(&app, "a").await.status, StatusCode::OK);
+        let sealed = send(&app, "POST", "/registry/seal", None, "").await;
+        assert_eq!(sealed.status, StatusCode::OK, "{}", sealed.body);
+        let document = sealed.json();
+        assert_eq!(document["format"], transfer::EXPORT_FORMAT);
+        assert_eq!(document["log_id"], 1);
+        let position = document["position"].as_u64().unwrap();
+        assert_eq!(registry(&registrar).sealed, Some(position));
+        assert_eq!(document["registry"]["agents"][0]["id"], "a");
+
+        let refusals = [
+            admit(&app, "b").await,
+            v1(
+                &app,
+                json!({"type": "UPDATE_WEIGHTS", "update_weights": {"weight_infos": [{"role": "dev", "weight": 2.0}]}}),
+            )
+            .await,
+            send(&app, "PUT", "/weights", None, json!([{"role": "dev", "weight": 2.0}]).to_string()).await,
+            send(&app, "POST", "/maintenance/schedule", None, json!({"windows": []}).to_string()).await,
+            v1(&app, json!({"type": "MARK_AGENT_GONE", "mark_agent_gone": {"agent_id": {"value": "a"}}})).await,
+        ];
+        for refusal in &refusals {
+            assert_eq!(
+                refusal.status,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{}",
+                refusal.body
+            );
+            let error = refusal.json();
+            assert_eq!(error["sealed"], true);
+            assert_eq!(error["sealed_position"], position);
+            assert!(error["error"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("at position {position}")));
+        }
+        // Reads go on.
+        let slaves = send(&app, "GET", "/master/slaves", None, "").await;
+        assert_eq!(slaves.status, StatusCode::OK);
+        assert_eq!(slaves.json()["slaves"][0]["id"], "a");
+        // Sealing again is idempotent: the same position and registry.
+        let again = send(&app, "POST", "/registry/seal", None, "").await;
+        assert_eq!(again.json(), document);
+        // The export of a sealed registry holds the same registry.
+        let export = send(&app, "GET", "/registry/export", None, "").await.json();
+        assert_eq!(export["sha256"], document["sha256"]);
+
+        let unsealed = send(&app, "POST", "/registry/unseal", None, "").await;
+        assert_eq!(unsealed.status, StatusCode::OK, "{}", unsealed.body);
+        assert_eq!(admit(&app, "b").await.status, StatusCode::OK);
+        assert_eq!(registry(&registrar).sealed, None);
+    }
+
+    #[tokio::test]
+    async fn import_checks_the_document_and_refuses_a_registry_with_data() {
+        let (source, _) = leader();
+        for id in ["a", "b", "c"] {
+            assert_eq!(admit(&source, id).await.status, StatusCode::OK);
+        }
+        let weights = json!([{"role": "dev", "weight": 2.0}]).to_string();
+        assert_eq!(
+            send(&source, "PUT", "/weights", None, weights).await.status,
+            StatusCode::OK
+        );
+        let document = send(&source, "GET", "/registry/export", None, "")
+            .await
+            .body;
+
+        let (target, registrar) = leader();
+        let before = registry(&registrar);
+        let truncated = document[..document.len() - 10].to_owned();
+        let wrong_format =
+            document.replace(transfer::EXPORT_FORMAT, "mesos-operator/registry-export/v9");
+        let edited = document.replace("\"weights\":{\"dev\":2.0}", "\"weights\":{\"dev\":3.0}");
+        assert_ne!(edited, document);
+        for (what, body) in [
+            ("truncated", truncated),
+            ("format", wrong_format),
+            ("checksum", edited),
+            ("shape", "{}".into()),
+        ] {
+            let answer = send(&target, "POST", "/registry/import", None, body).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::BAD_REQUEST,
+                "{what}: {}",
+                answer.body
+            );
+            assert_eq!(registry(&registrar), before, "{what}");
+        }
+
+        let imported = send(&target, "POST", "/registry/import", None, document.clone()).await;
+        assert_eq!(imported.status, StatusCode::OK, "{}", imported.body);
+        let after = registry(&registrar);
+        assert_eq!(after.agents.len(), 3);
+        assert_eq!(after.weights.get("dev"), Some(&2.0));
+        assert_eq!(after.sealed, None);
+        // Not empty any more: a second import (a retry) is refused and changes nothing.
+        let again = send(&target, "POST", "/registry/import", None, document).await;
+        assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+        assert_eq!(registry(&registrar), after);
+        // The imported registry takes writes.
+        assert_eq!(admit(&target, "d").await.status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn followers_redirect_the_transfer_endpoints() {
+        let (app, _) = master(view(false, Some(OTHER)));
+        for (method, path) in [
+            ("GET", "/registry/export"),
+            ("POST", "/registry/seal"),
+            ("POST", "/registry/unseal"),
+            ("POST", "/registry/import"),
+        ] {
+            let answer = send(&app, method, path, None, "").await;
+            assert_eq!(answer.status, StatusCode::TEMPORARY_REDIRECT, "{path}");
+            assert_eq!(
+                answer.headers[header::LOCATION],
+                format!("http://{OTHER}{path}")
+            );
+        }
+        let (app, _) = master(view(false, None));
+        let answer = send(&app, "POST", "/registry/seal", None, "").await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -46,6 +46,7 @@ use super::registry::{
     encode_batch, encode_snapshot, encode_snapshot_chunks, Applied, CorruptEntry, MasterRecord,
     Operation, OperationError, Pending, Registry, RegistryMachine, SNAPSHOT_CHUNK_BYTES,
 };
+use super::transfer::import_chunks;
 
 /// A boxed future the log driver returns.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -361,29 +362,88 @@ impl Registrar {
     /// (or failed). Refused at once, with nothing written, when invalid against the
     /// registry plus the operations queued ahead of it.
     pub async fn submit(&self, operation: Operation) -> Result<(), WriteError> {
-        let receiver = {
-            let mut state = lock(&self.shared.state);
-            if let Some(reason) = &state.corrupt {
-                return Err(WriteError::Corrupt(reason.clone()));
+        let mut receivers = self.enqueue(vec![operation])?;
+        match receivers.pop() {
+            Some(receiver) => resolve(receiver).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Queues `operations` back to back (nothing queued by others comes between
+    /// them), after validating each against the registry plus everything ahead.
+    fn enqueue(
+        &self,
+        operations: Vec<Operation>,
+    ) -> Result<Vec<oneshot::Receiver<Result<(), WriteError>>>, WriteError> {
+        let mut state = lock(&self.shared.state);
+        if let Some(reason) = &state.corrupt {
+            return Err(WriteError::Corrupt(reason.clone()));
+        }
+        if state.queue.len() + operations.len() > self.shared.config.max_queued_operations {
+            return Err(WriteError::Overloaded(state.queue.len()));
+        }
+        let mut pending = state.pending.clone();
+        for operation in &operations {
+            state.machine.registry().validate(operation, &pending)?;
+            pending.record(operation);
+        }
+        state.pending = pending;
+        let receivers = operations
+            .into_iter()
+            .map(|operation| {
+                let (reply, receiver) = oneshot::channel();
+                state.queue.push_back((operation, reply));
+                receiver
+            })
+            .collect();
+        self.pump(&mut state);
+        self.publish_metrics(&state);
+        Ok(receivers)
+    }
+
+    /// Seals the registry through the log (`POST /registry/seal`): once applied,
+    /// every data write is refused, so the registry returned (with the seal's
+    /// position) stays complete until the log is wiped. Sealing a sealed registry
+    /// returns it again, with the first seal's position.
+    pub async fn seal(&self) -> Result<(Registry, u64), WriteError> {
+        self.submit(Operation::Seal).await?;
+        let state = lock(&self.shared.state);
+        let registry = state.machine.registry();
+        match registry.sealed {
+            Some(position) => Ok((registry.clone(), position)),
+            // An unseal was applied right after the seal.
+            None => Err(WriteError::Log(AppendError::Unavailable(
+                "the registry was unsealed again before the seal could be read".into(),
+            ))),
+        }
+    }
+
+    /// Lifts a seal (`POST /registry/unseal`); a no-op on an unsealed registry.
+    pub async fn unseal(&self) -> Result<(), WriteError> {
+        self.submit(Operation::Unseal).await
+    }
+
+    /// Imports `registry` into this (empty) registry through the log
+    /// (`POST /registry/import`), in chunks of bounded size that become visible
+    /// together when the last one is applied. Resolves once all are learned and
+    /// applied. Refused with [`OperationError::NotEmpty`] when the registry holds
+    /// data (at submission or when the import completes); a retried import starts
+    /// a new staging, so an interrupted one never applies twice.
+    pub async fn import(&self, registry: &Registry) -> Result<(), WriteError> {
+        let mut hasher = RandomState::new().build_hasher();
+        hasher.write_u64(self.shared.writer_id);
+        hasher.write_i64(now_ns());
+        let chunks = import_chunks(registry, hasher.finish());
+        let receivers = self.enqueue(chunks)?;
+        let mut outcome = Ok(());
+        // Every chunk is awaited, so no reply is dropped; the first failure wins.
+        for receiver in receivers {
+            let result = resolve(receiver).await;
+            if outcome.is_ok() {
+                outcome = result;
             }
-            if state.queue.len() >= self.shared.config.max_queued_operations {
-                return Err(WriteError::Overloaded(state.queue.len()));
-            }
-            state
-                .machine
-                .registry()
-                .validate(&operation, &state.pending)?;
-            state.pending.record(&operation);
-            let (reply, receiver) = oneshot::channel();
-            state.queue.push_back((operation, reply));
-            self.pump(&mut state);
-            self.publish_metrics(&state);
-            receiver
-        };
-        // The sender is dropped only if the registrar is: the write's fate is unknown.
-        receiver
-            .await
-            .unwrap_or(Err(WriteError::Log(AppendError::Unknown)))
+        }
+        outcome
     }
 
     /// The log driver hands over every learned `Append` entry, in position order;
@@ -474,11 +534,14 @@ impl Registrar {
     fn snapshot_due(&self, state: &State) -> bool {
         let config = &self.shared.config;
         let machine = &state.machine;
-        machine.operations_since_snapshot() >= config.snapshot_after_operations
+        let due = machine.operations_since_snapshot() >= config.snapshot_after_operations
             || machine.bytes_since_snapshot()
                 >= config
                     .snapshot_min_suffix_bytes
-                    .max(machine.snapshot_bytes())
+                    .max(machine.snapshot_bytes());
+        // A snapshot drops a staged import (snapshots hold only the visible
+        // registry): never take one between this registrar's own import chunks.
+        due && !own_import_outstanding(state)
     }
 
     /// Starts as many appends as the limits allow.
@@ -501,7 +564,16 @@ impl Registrar {
             if state.queue.is_empty() {
                 return;
             }
-            let take = state.queue.len().min(config.max_batch_operations);
+            // An import chunk is an entry of its own (chunks are sized to fit one
+            // log entry); other operations never share its batch.
+            let mut take = 0;
+            for (operation, _) in state.queue.iter().take(config.max_batch_operations) {
+                if matches!(operation, Operation::ImportChunk { .. }) {
+                    take = take.max(1);
+                    break;
+                }
+                take += 1;
+            }
             let mut operations = Vec::with_capacity(take + 1);
             let mut replies = Vec::with_capacity(take + 1);
             if !state.writing {
@@ -740,6 +812,24 @@ impl Registrar {
         metrics.set_queued_operations(state.queue.len() + in_flight);
         metrics.set_registry_size_bytes(state.machine.log_bytes());
     }
+}
+
+/// A queued write's outcome; the sender is dropped only if the registrar is, and
+/// then the write's fate is unknown.
+async fn resolve(receiver: oneshot::Receiver<Result<(), WriteError>>) -> Result<(), WriteError> {
+    receiver
+        .await
+        .unwrap_or(Err(WriteError::Log(AppendError::Unknown)))
+}
+
+/// Whether chunks of an import this registrar submitted are queued or in flight.
+fn own_import_outstanding(state: &State) -> bool {
+    let chunk = |operation: &Operation| matches!(operation, Operation::ImportChunk { .. });
+    state.queue.iter().any(|(operation, _)| chunk(operation))
+        || state
+            .in_flight
+            .values()
+            .any(|flight| flight.operations.iter().any(chunk))
 }
 
 /// `pending` as the queued and in-flight operations make it.
@@ -1230,6 +1320,143 @@ mod tests {
         registrar.apply_learned(2, &entry).unwrap();
         assert_eq!(agents(&registrar), ["a"]);
         assert_eq!(registrar.applied_position(), Some(4));
+    }
+
+    #[tokio::test]
+    async fn a_seal_refuses_writes_through_the_log_and_an_unseal_lifts_it() {
+        let (registrar, log) = memory_registrar(config(), Arc::new(Metrics::new()));
+        registrar.submit(admit("a")).await.unwrap();
+        log.hold();
+        let seal = tokio::spawn({
+            let registrar = registrar.clone();
+            async move { registrar.seal().await }
+        });
+        while queued_or_in_flight(&registrar) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Queued behind the seal: refused at once, before reaching the log.
+        assert_eq!(
+            registrar.submit(admit("b")).await,
+            Err(WriteError::Rejected(OperationError::Sealed {
+                position: None
+            }))
+        );
+        log.release();
+        let (sealed, position) = seal.await.unwrap().unwrap();
+        assert_eq!(sealed.sealed, Some(position));
+        assert_eq!(
+            registrar.submit(admit("b")).await,
+            Err(WriteError::Rejected(OperationError::Sealed {
+                position: Some(position)
+            }))
+        );
+        // Reads are served; sealing again keeps the first position.
+        assert_eq!(agents(&registrar), ["a"]);
+        assert_eq!(registrar.seal().await.unwrap().1, position);
+        // A member rebuilt from the log is sealed too.
+        let (rebuilt, _) = memory_registrar(config(), Arc::new(Metrics::new()));
+        log.replay_into(&rebuilt).unwrap();
+        assert_eq!(rebuilt.read(|r| r.sealed).unwrap().0, Some(position));
+        registrar.unseal().await.unwrap();
+        registrar.submit(admit("b")).await.unwrap();
+        assert_eq!(agents(&registrar), ["a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn an_import_in_chunks_is_visible_only_whole_and_every_member_agrees() {
+        let mut source = Registry::default();
+        for i in 0..40_000 {
+            let mut record = agent(&format!("agent-{i:06}"));
+            record.hostname = format!("{i:0>200}");
+            source.agents.insert(record.id.clone(), record);
+        }
+        source.weights.insert("dev".into(), 2.0);
+        let mut config = config();
+        // Snapshots would be due in the middle of the import: they must wait.
+        config.snapshot_min_suffix_bytes = 1 << 20;
+        config.snapshot_after_operations = 2;
+        let (registrar, log) = memory_registrar(config, Arc::new(Metrics::new()));
+        registrar.import(&source).await.unwrap();
+        let imported = registrar.read(Registry::clone).unwrap().0;
+        assert_eq!(imported.agents, source.agents);
+        assert_eq!(imported.weights, source.weights);
+        assert!(log.appends() >= 3, "{} appends", log.appends());
+        let (rebuilt, _) = memory_registrar(
+            RegistrarConfig::new("127.0.0.3:5050"),
+            Arc::new(Metrics::new()),
+        );
+        log.replay_into(&rebuilt).unwrap();
+        assert_eq!(rebuilt.read(Registry::clone).unwrap().0, imported);
+        // A second import (a retry) is refused and changes nothing.
+        assert_eq!(
+            registrar.import(&source).await,
+            Err(WriteError::Rejected(OperationError::NotEmpty))
+        );
+        assert_eq!(registrar.read(Registry::clone).unwrap().0, imported);
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_import_is_never_half_visible_and_a_retry_applies_once() {
+        let (registrar, _log) = memory_registrar(config(), Arc::new(Metrics::new()));
+        let mut source = Registry::default();
+        source.weights.insert("dev".into(), 2.0);
+        for id in ["a", "b"] {
+            source.agents.insert(id.into(), agent(id));
+        }
+        // Two chunks of an import whose last chunk has not come (its leader died).
+        let chunk = |import: u64, index: u32, part: Registry| Operation::ImportChunk {
+            import,
+            index,
+            total: 3,
+            part: Box::new(part),
+        };
+        let mut first = source.clone();
+        first.agents.clear();
+        registrar.submit(chunk(5, 0, first)).await.unwrap();
+        let mut second = Registry::default();
+        second.agents.insert("a".into(), agent("a"));
+        registrar.submit(chunk(5, 1, second)).await.unwrap();
+        let seen = registrar.read(Registry::clone).unwrap().0;
+        assert!(!seen.has_data(), "half an import is visible: {seen:?}");
+        // The retry stages afresh and applies exactly the source.
+        registrar.import(&source).await.unwrap();
+        let imported = registrar.read(Registry::clone).unwrap().0;
+        assert_eq!(imported.agents, source.agents);
+        assert_eq!(imported.weights, source.weights);
+        // The old import's last chunk, arriving late, is refused and changes nothing.
+        let mut third = Registry::default();
+        third.agents.insert("z".into(), agent("z"));
+        assert!(matches!(
+            registrar.submit(chunk(5, 2, third)).await,
+            Err(WriteError::Rejected(OperationError::ImportInterrupted {
+                import: 5,
+                index: 2
+            }))
+        ));
+        assert_eq!(registrar.read(Registry::clone).unwrap().0, imported);
+        assert_eq!(registrar.read(Registry::clone).unwrap().0, imported);
+    }
+
+    #[tokio::test]
+    async fn an_import_into_a_registry_with_data_is_refused_untouched() {
+        let (registrar, _log) = memory_registrar(config(), Arc::new(Metrics::new()));
+        registrar
+            .submit(Operation::UpdateWeights {
+                weights: vec![WeightInfo {
+                    role: "ops".into(),
+                    weight: 1.0,
+                }],
+            })
+            .await
+            .unwrap();
+        let before = registrar.read(Registry::clone).unwrap().0;
+        let mut source = Registry::default();
+        source.agents.insert("a".into(), agent("a"));
+        assert_eq!(
+            registrar.import(&source).await,
+            Err(WriteError::Rejected(OperationError::NotEmpty))
+        );
+        assert_eq!(registrar.read(Registry::clone).unwrap().0, before);
     }
 
     /// Store latency and entry sizes at 10,000 and 50,000 agents. Run with

@@ -87,6 +87,20 @@ pub enum OperationError {
     AgentGone(String),
     #[error("Role '{0}' has no quota set")]
     NoQuota(String),
+    /// Sealed by `POST /registry/seal` so that an export stays complete until the
+    /// log is wiped; `None` while the seal is queued but not yet applied.
+    #[error("the registry is sealed for transfer{}; writes are refused until it is unsealed", position.map(|p| format!(" at position {p}")).unwrap_or_default())]
+    Sealed { position: Option<u64> },
+    /// An import goes only into a registry without data, so it never merges two
+    /// lineages or applies twice.
+    #[error("the registry already holds data (agents, maintenance, quota or weights); an import goes only into an empty registry")]
+    NotEmpty,
+    /// A chunk of an import that is no longer being staged (a newer import began,
+    /// or a snapshot intervened): the import must be retried from its start.
+    #[error(
+        "import {import:x} chunk {index} does not continue an import in progress; retry the import"
+    )]
+    ImportInterrupted { import: u64, index: u32 },
 }
 
 fn invalid(message: impl Into<String>) -> OperationError {
@@ -403,6 +417,10 @@ pub struct Registry {
     pub schedule: MaintenanceSchedule,
     pub quotas: BTreeMap<String, QuotaConfig>,
     pub weights: BTreeMap<String, f64>,
+    /// Position of the seal entry while the registry is sealed for a transfer:
+    /// kept in the registry so snapshots (and members restored from them) keep it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<u64>,
 }
 
 mod agents_as_list {
@@ -479,9 +497,28 @@ pub enum Operation {
     UpdateWeights {
         weights: Vec<WeightInfo>,
     },
+    /// Refuses every later data write until [`Operation::Unseal`], so an export
+    /// taken at the seal stays complete (`POST /registry/seal`).
+    Seal,
+    Unseal,
+    /// Part `index` of `total` of an imported registry (`POST /registry/import`).
+    /// Chunks are staged by the registry machine and installed together when the
+    /// last is applied, so a half-imported registry is never visible; each chunk
+    /// is one log entry, which keeps entries under the log's frame limit.
+    ImportChunk {
+        import: u64,
+        index: u32,
+        total: u32,
+        part: Box<Registry>,
+    },
 }
 
 impl Operation {
+    /// Whether the operation changes registry data (and so is refused while sealed).
+    fn writes_data(&self) -> bool {
+        !matches!(self, Self::SetMaster { .. } | Self::Seal | Self::Unseal)
+    }
+
     /// The checks that depend only on the operation itself.
     pub fn validate_content(&self) -> Result<(), OperationError> {
         match self {
@@ -510,6 +547,21 @@ impl Operation {
                 Ok(())
             }
             Self::RemoveQuota { role } => validate_role(role),
+            Self::Seal | Self::Unseal => Ok(()),
+            Self::ImportChunk {
+                index, total, part, ..
+            } => {
+                if *index >= *total {
+                    return Err(invalid(format!(
+                        "import chunk {index} of {total} is out of range"
+                    )));
+                }
+                if part.sealed.is_some() {
+                    return Err(invalid("an import chunk must not carry a seal"));
+                }
+                part.agents.values().try_for_each(AgentRecord::validate)?;
+                part.schedule.validate()
+            }
             Self::UpdateWeights { weights } => {
                 if weights.len() > MAX_ROLES_PER_UPDATE {
                     return Err(invalid(format!(
@@ -545,6 +597,8 @@ impl Operation {
 pub struct Pending {
     agents: BTreeMap<String, AgentLocation>,
     quotas: BTreeMap<String, bool>,
+    /// Whether the last queued seal or unseal seals.
+    sealed: Option<bool>,
 }
 
 impl Pending {
@@ -570,9 +624,12 @@ impl Pending {
             Operation::RemoveQuota { role } => {
                 self.quotas.insert(role.clone(), false);
             }
+            Operation::Seal => self.sealed = Some(true),
+            Operation::Unseal => self.sealed = Some(false),
             Operation::SetMaster { .. }
             | Operation::UpdateMaintenanceSchedule { .. }
-            | Operation::UpdateWeights { .. } => {}
+            | Operation::UpdateWeights { .. }
+            | Operation::ImportChunk { .. } => {}
         }
     }
 }
@@ -590,9 +647,26 @@ impl Registry {
         }
     }
 
+    /// Whether the registry holds any data an import would overwrite (the master
+    /// record and the seal are not data).
+    pub fn has_data(&self) -> bool {
+        !(self.agents.is_empty()
+            && self.unreachable.is_empty()
+            && self.gone.is_empty()
+            && self.schedule.windows.is_empty()
+            && self.quotas.is_empty()
+            && self.weights.is_empty())
+    }
+
     /// Whether `operation` may be applied after the `pending` ones.
     pub fn validate(&self, operation: &Operation, pending: &Pending) -> Result<(), OperationError> {
         operation.validate_content()?;
+        let sealed = pending.sealed.unwrap_or(self.sealed.is_some());
+        if sealed && operation.writes_data() {
+            return Err(OperationError::Sealed {
+                position: self.sealed,
+            });
+        }
         let location = |id: &str| {
             pending
                 .agents
@@ -628,18 +702,44 @@ impl Registry {
                     Err(OperationError::NoQuota(role.clone()))
                 }
             }
+            // Only the first chunk can be judged here; the registry machine checks
+            // the rest against the import it stages.
+            Operation::ImportChunk { index: 0, .. } if self.has_data() => {
+                Err(OperationError::NotEmpty)
+            }
             Operation::SetMaster { .. }
             | Operation::UpdateMaintenanceSchedule { .. }
             | Operation::UpdateQuotas { .. }
-            | Operation::UpdateWeights { .. } => Ok(()),
+            | Operation::UpdateWeights { .. }
+            | Operation::Seal
+            | Operation::Unseal
+            | Operation::ImportChunk { .. } => Ok(()),
         }
     }
 
     /// Applies `operation` if it is valid against the registry as it is now; when it
-    /// is not, the registry is left exactly as it was and the reason returned.
+    /// is not, the registry is left exactly as it was and the reason returned. A
+    /// seal applied this way records position 0; the log applies with
+    /// [`Registry::apply_at`].
     pub fn apply(&mut self, operation: &Operation) -> Result<(), OperationError> {
+        self.apply_at(operation, 0)
+    }
+
+    /// [`Registry::apply`] for the entry at `position` (recorded by a seal). An
+    /// import chunk is refused here: only [`RegistryMachine`] stages imports.
+    pub fn apply_at(&mut self, operation: &Operation, position: u64) -> Result<(), OperationError> {
         self.validate(operation, &Pending::default())?;
         match operation {
+            Operation::Seal => {
+                // Sealing a sealed registry keeps the first seal's position.
+                self.sealed.get_or_insert(position);
+            }
+            Operation::Unseal => self.sealed = None,
+            Operation::ImportChunk { .. } => {
+                return Err(invalid(
+                    "import chunks are applied by the registry machine, from the log",
+                ))
+            }
             Operation::SetMaster { master } => self.master = Some(master.clone()),
             Operation::AdmitAgent { agent } => {
                 self.unreachable.remove(&agent.id);
@@ -915,6 +1015,18 @@ pub struct RegistryMachine {
     bytes_since_snapshot: u64,
     /// The chunked snapshot whose chunks are arriving.
     assembly: Option<Assembly>,
+    /// The import whose chunks are being applied, not yet visible. Not part of
+    /// snapshots: an accepted snapshot drops it on every member alike, and the
+    /// import's later chunks are then refused everywhere.
+    staged_import: Option<StagedImport>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct StagedImport {
+    import: u64,
+    next_index: u32,
+    total: u32,
+    registry: Registry,
 }
 
 impl RegistryMachine {
@@ -979,8 +1091,10 @@ impl RegistryMachine {
         match decode_entry(position, bytes)? {
             Entry::Batch { writer, seq, ops } => {
                 self.abandon_assembly(position, "a batch entry came between its chunks");
-                let registry = Arc::make_mut(&mut self.registry);
-                let outcomes = ops.iter().map(|op| registry.apply(op)).collect();
+                let outcomes = ops
+                    .iter()
+                    .map(|op| self.apply_operation(position, op))
+                    .collect();
                 self.last_entry_position = Some(position);
                 self.operations_since_snapshot += ops.len() as u64;
                 self.bytes_since_snapshot += entry_bytes;
@@ -1027,6 +1141,64 @@ impl RegistryMachine {
             );
             self.bytes_since_snapshot += assembly.entry_bytes;
         }
+    }
+
+    fn apply_operation(&mut self, position: u64, op: &Operation) -> Result<(), OperationError> {
+        let Operation::ImportChunk {
+            import,
+            index,
+            total,
+            part,
+        } = op
+        else {
+            return Arc::make_mut(&mut self.registry).apply_at(op, position);
+        };
+        self.registry.validate(op, &Pending::default())?;
+        let mut staged = if *index == 0 {
+            StagedImport {
+                import: *import,
+                next_index: 0,
+                total: *total,
+                registry: Registry::default(),
+            }
+        } else {
+            match self.staged_import.take() {
+                Some(staged)
+                    if staged.import == *import
+                        && staged.next_index == *index
+                        && staged.total == *total =>
+                {
+                    staged
+                }
+                other => {
+                    self.staged_import = other;
+                    return Err(OperationError::ImportInterrupted {
+                        import: *import,
+                        index: *index,
+                    });
+                }
+            }
+        };
+        merge_part(&mut staged.registry, part);
+        staged.next_index += 1;
+        if staged.next_index < staged.total {
+            self.staged_import = Some(staged);
+            return Ok(());
+        }
+        // The last chunk: install all of it at once, if the registry is still
+        // empty (a write may have landed between the chunks).
+        if self.registry.has_data() {
+            return Err(OperationError::NotEmpty);
+        }
+        let registry = Arc::make_mut(&mut self.registry);
+        let master = registry.master.take();
+        *registry = Registry {
+            master,
+            sealed: None,
+            ..staged.registry
+        };
+        self.staged_import = None;
+        Ok(())
     }
 
     fn apply_chunk(
@@ -1180,6 +1352,7 @@ impl RegistryMachine {
             }
             self.last_entry_position = Some(last_position);
             self.snapshot_position = Some(first_position);
+            self.staged_import = None;
             self.snapshot_bytes = entry_bytes;
             self.operations_since_snapshot = 0;
             self.bytes_since_snapshot = 0;
@@ -1227,6 +1400,18 @@ fn decode_snapshot_base(
         },
         _ => Err(corrupt("not a version-1 snapshot".to_owned())),
     }
+}
+
+/// Adds one import chunk's part to the registry being staged. Chunks hold disjoint
+/// parts (see `transfer::import_chunks`), so nothing is overwritten.
+fn merge_part(into: &mut Registry, part: &Registry) {
+    let part = part.clone();
+    into.agents.extend(part.agents);
+    into.unreachable.extend(part.unreachable);
+    into.gone.extend(part.gone);
+    into.schedule.windows.extend(part.schedule.windows);
+    into.quotas.extend(part.quotas);
+    into.weights.extend(part.weights);
 }
 
 fn validate_name(what: &str, name: &str) -> Result<(), OperationError> {

@@ -28,9 +28,11 @@
 //!   `WipeMember` must never start the new configuration on the old log (e.g. a
 //!   wipe keyed to the step in an init container). `RemoveMember` deletes the pod,
 //!   then the volume, and keeps the ordinal from being recreated meanwhile.
-//! - Known limit: `ExportRegistry` is taken from the running single master, so
-//!   registry writes between the export and the wipe are lost unless the master
-//!   refuses writes once exported (a master-side feature still to build).
+//! - `ExportRegistry` is taken from the running single master by sealing its
+//!   registry (`POST /registry/seal`): the master refuses writes from the seal on,
+//!   so none is lost between the export and the wipe. If the spec goes back to 1
+//!   after the seal, the planner answers `Done`; the shells (reconcile, the local
+//!   runtime) unseal the leader at `Done` whenever a transfer left its traces.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -578,6 +578,15 @@ pub(crate) mod tests {
             self.exported_from.borrow_mut().push(member);
             self.export.clone()
         }
+        fn seal_and_export_registry(
+            &self,
+            member: SocketAddr,
+        ) -> Result<Vec<u8>, RegistryCallError> {
+            panic!("a backup must never seal the registry (asked of {member})")
+        }
+        fn unseal_registry(&self, member: SocketAddr) -> Result<(), RegistryCallError> {
+            panic!("a backup never unseals the registry (asked of {member})")
+        }
         fn import_registry(
             &self,
             member: SocketAddr,

@@ -94,7 +94,7 @@ pub fn default_master_binary() -> PathBuf {
 /// Why a registry call did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryCallError {
-    #[error("{member} answered 404 to {method} {path}: this mesos-master has no registry export/import endpoint (it needs a master built with the registry)")]
+    #[error("{member} answered 404 to {method} {path}: this mesos-master has no registry seal/import endpoint (it needs a master with the registry transfer endpoints)")]
     EndpointMissing {
         member: SocketAddr,
         method: &'static str,
@@ -121,8 +121,16 @@ pub enum RegistryCallError {
 pub trait MasterClient {
     /// `GET /log/status`, `None` when the member does not answer.
     fn log_status(&self, member: SocketAddr) -> Option<LogStatus>;
-    /// `GET /registry/export` from the leader: the registry as an opaque document.
+    /// `POST /registry/seal` on the leader: seals the registry through the log (every
+    /// later write is refused, so the export stays complete until the wipe) and
+    /// returns the export document as of the seal, opaque to the runtime.
+    fn seal_and_export_registry(&self, member: SocketAddr) -> Result<Vec<u8>, RegistryCallError>;
+    /// `GET /registry/export` on the leader: the registry as of its learned
+    /// position, with no side effect (backups).
     fn export_registry(&self, member: SocketAddr) -> Result<Vec<u8>, RegistryCallError>;
+    /// `POST /registry/unseal` on the leader: writes are accepted again (a transfer
+    /// that was given up).
+    fn unseal_registry(&self, member: SocketAddr) -> Result<(), RegistryCallError>;
     /// `POST /registry/import`: `Ok(true)` once learned, `Ok(false)` if the registry
     /// already held data (409) and was left as it is.
     fn import_registry(
@@ -149,6 +157,26 @@ impl Default for HttpMasterClient {
 }
 
 impl HttpMasterClient {
+    /// A bodiless call whose only success is 200, answering the body.
+    fn expect_ok(
+        &self,
+        member: SocketAddr,
+        method: &'static str,
+        path: &'static str,
+    ) -> Result<Vec<u8>, RegistryCallError> {
+        let response = self.call(member, method, path, b"")?;
+        match response.status {
+            200 => Ok(response.body),
+            status => Err(RegistryCallError::Status {
+                member,
+                method,
+                path,
+                status,
+                body: response.text(),
+            }),
+        }
+    }
+
     fn call(
         &self,
         member: SocketAddr,
@@ -206,19 +234,16 @@ impl MasterClient for HttpMasterClient {
             .flatten()
     }
 
+    fn seal_and_export_registry(&self, member: SocketAddr) -> Result<Vec<u8>, RegistryCallError> {
+        self.expect_ok(member, "POST", "/registry/seal")
+    }
+
     fn export_registry(&self, member: SocketAddr) -> Result<Vec<u8>, RegistryCallError> {
-        const PATH: &str = "/registry/export";
-        let response = self.call(member, "GET", PATH, b"")?;
-        match response.status {
-            200 => Ok(response.body),
-            status => Err(RegistryCallError::Status {
-                member,
-                method: "GET",
-                path: PATH,
-                status,
-                body: response.text(),
-            }),
-        }
+        self.expect_ok(member, "GET", "/registry/export")
+    }
+
+    fn unseal_registry(&self, member: SocketAddr) -> Result<(), RegistryCallError> {
+        self.expect_ok(member, "POST", "/registry/unseal").map(drop)
     }
 
     fn import_registry(
@@ -718,6 +743,11 @@ impl<C: MasterClient> LocalRuntime<C> {
             }
         }
         if step == Step::Done {
+            if let Err(error) = self.finish_registry_transfer(&observed) {
+                let text = format!("{error:#}");
+                self.note(text.clone());
+                self.last_error = Some(text);
+            }
             if let Some(transition) = &mut self.transition {
                 if !transition.done {
                     transition.done = true;
@@ -762,6 +792,35 @@ impl<C: MasterClient> LocalRuntime<C> {
         self.options.state_dir.join("registry-export.json")
     }
 
+    fn seal_marker(&self) -> PathBuf {
+        self.options.state_dir.join("registry-sealed")
+    }
+
+    /// Once a transition is done, a registry transfer is over, whether its import
+    /// ran or the spec went back to one master after the seal: the leader is
+    /// unsealed (a no-op on an imported registry, which is never sealed) and only
+    /// then the export dropped, so a crash in between just unseals again.
+    fn finish_registry_transfer(&mut self, observed: &Observed) -> anyhow::Result<()> {
+        if !self.seal_marker().exists() && !self.export_file().exists() {
+            return Ok(());
+        }
+        let Some(leader) = observed.leader else {
+            return Ok(());
+        };
+        self.client
+            .unseal_registry(self.layout().address(leader))
+            .context("unsealing the registry after the transfer")?;
+        for file in [self.export_file(), self.seal_marker()] {
+            match fs::remove_file(&file) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(error).context(format!("removing {}", file.display())),
+            }
+        }
+        self.note("registry transfer finished: leader unsealed, export removed".into());
+        Ok(())
+    }
+
     fn apply(&mut self, step: &Step) -> anyhow::Result<()> {
         match step {
             Step::RestartMember { member, config } => {
@@ -800,7 +859,12 @@ impl<C: MasterClient> LocalRuntime<C> {
                 self.supervisor.start(*member)?;
             }
             Step::ExportRegistry { from } => {
-                let document = self.client.export_registry(self.layout().address(*from))?;
+                // Recorded before the seal: if we crash before the export is on
+                // disk, whoever finishes the transition knows a seal may stand.
+                write_atomically(&self.seal_marker(), b"")?;
+                let document = self
+                    .client
+                    .seal_and_export_registry(self.layout().address(*from))?;
                 // Durable before the memory says Exported.
                 write_atomically(&self.export_file(), &document)?;
                 self.memory = self.memory.after_success(step);
