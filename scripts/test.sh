@@ -10,9 +10,6 @@ SIM_SEEDS="${SIM_SEEDS:-2000}"
 echo "== cargo test"
 cargo test --all-targets --no-fail-fast
 
-echo "== benchmark smoke run (quick, dev profile: exercises the bench, asserts no speed)"
-BENCH_PROFILE=dev bash scripts/bench.sh --quick
-
 echo "== chart and manifest tests (Helm's engine, Kubernetes 1.32 schemas)"
 bash scripts/chart-tests.sh
 
