@@ -213,7 +213,7 @@ proptest! {
                 }
             }
             let ready = node.ready();
-            for m in &ready.messages {
+            for m in ready.send_now.iter().chain(&ready.messages) {
                 prop_assert!(members().contains(&m.to));
                 prop_assert!(m.to != *node.id());
                 if m.message.is_vote() {

@@ -59,8 +59,14 @@ impl Cluster {
             return;
         };
         let ready = node.ready();
-        self.storage[i].apply(&ready.persist).expect("persist");
         let name = format!("m{}", i + 1);
+        // What may leave before the persist, leaves first.
+        self.network.extend(ready.send_now);
+        for o in ready.outcomes_now {
+            self.out
+                .push(format!("{name}: proposal {} -> {:?}", o.ticket, o.result));
+        }
+        self.storage[i].apply(&ready.persist).expect("persist");
         for e in ready.events {
             let line = match e {
                 NodeEvent::Starting => "starting".to_string(),

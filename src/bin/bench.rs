@@ -470,6 +470,46 @@ impl Ours {
     }
 }
 
+impl Ours {
+    /// A registry write through the master's HTTP API (`PUT /weights`, Mesos'
+    /// UPDATE_WEIGHTS): parse, registrar, one log append, apply, answer. Each
+    /// writer sets the weight of its own role, so the registry does not grow.
+    async fn load_registry(&self, leader: usize, writers: usize, plan: &Plan) -> LoadResult {
+        let addr = self.members[leader];
+        let client = self.http.clone();
+        run_writers(
+            writers,
+            Duration::from_secs_f64(plan.load_secs_per_level),
+            plan.max_ops_per_level,
+            move |writer, seq| {
+                let client = client.clone();
+                let body = Bytes::from(format!(
+                    r#"[{{"role":"bench-{writer}","weight":{}}}]"#,
+                    1 + seq % 100
+                ));
+                async move {
+                    match http(&client, "PUT", addr, "/weights", body).await {
+                        Some((200, _)) => true,
+                        other => {
+                            if ERRORS_SHOWN.fetch_add(1, Ordering::Relaxed) < MAX_ERRORS_SHOWN {
+                                eprintln!(
+                                    "PUT /weights to {addr}: {}",
+                                    other.map_or("no answer".into(), |(code, body)| format!(
+                                        "{code} {}",
+                                        String::from_utf8_lossy(&body).trim()
+                                    ))
+                                );
+                            }
+                            false
+                        }
+                    }
+                }
+            },
+        )
+        .await
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // etcd.
 
@@ -1181,6 +1221,26 @@ async fn main() -> Result<()> {
                 theirs.as_ref().map_or(0, |t| t.errors)
             ));
         }
+        // The registry path right after, against the same etcd put figure: what a
+        // Mesos operator call costs on top of the raw append.
+        leader = ours.wait_leader().await?;
+        let registry = ours.load_registry(leader, writers, &plan).await;
+        report.row(
+            &format!("registry write (PUT /weights), {writers} writers, vs etcd put"),
+            "ops/s",
+            Some(registry.ops_per_s()),
+            theirs.as_ref().map(LoadResult::ops_per_s),
+            "",
+        );
+        report.note(format!(
+            "registry write / raw append, {writers} writers: {:.2}x{}",
+            registry.ops_per_s() / mine.ops_per_s().max(f64::MIN_POSITIVE),
+            if registry.errors > 0 {
+                format!(" ({} registry errors)", registry.errors)
+            } else {
+                String::new()
+            }
+        ));
         if writers == 1 {
             single = (Some(mine), theirs);
         }

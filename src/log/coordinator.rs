@@ -22,6 +22,13 @@ pub const MAX_WRITES_IN_FLIGHT: usize = 256;
 /// Positions per accept/read/learned message: amortizes per-message costs
 /// (framing, fsync of the batch) without making one message unbounded.
 pub const MAX_BATCH_ENTRIES: usize = 32;
+/// Positions one fill read asks for at most (bounded further by the write
+/// window, and by bytes at the responder: [`MAX_REPLY_BYTES`]).
+pub const MAX_READ_POSITIONS: u64 = 1024;
+/// Bytes of values one read or catch-up reply carries at most (at least one
+/// entry always goes): large enough that a batch costs one fsync of megabytes
+/// rather than one per few entries, well below the 16 MiB frame limit.
+pub const MAX_REPLY_BYTES: usize = 4 << 20;
 /// Client proposals queued at the leader awaiting a position; beyond, `Busy`.
 pub const MAX_PENDING_PROPOSALS: usize = 1024;
 /// Ticks before an unanswered request is sent again (messages may be lost).
@@ -46,6 +53,9 @@ pub enum Phase {
 struct InFlight {
     action: Action,
     acks: BTreeSet<MemberId>,
+    /// The ready epoch in which this node's own accept was recorded: it is
+    /// durable once a later epoch has begun (see [`super::node::Ready`]).
+    self_ack_epoch: Option<u64>,
     ticket: Option<u64>,
     sent_tick: u64,
 }
@@ -67,6 +77,12 @@ pub struct Effects<'a> {
     pub log_id: Option<LogId>,
     pub now: u64,
     pub replica: &'a mut Replica,
+    /// The node's current ready epoch (incremented by every `Node::ready`).
+    pub ready_epoch: u64,
+    /// Messages that may leave before this round's persist is durable.
+    pub messages_now: &'a mut Vec<Envelope>,
+    /// Outcomes that may be answered before this round's persist is durable.
+    pub outcomes_now: &'a mut Vec<ProposalOutcome>,
     pub messages: &'a mut Vec<Envelope>,
     pub outcomes: &'a mut Vec<ProposalOutcome>,
     /// Planted bug for the checker's own test: learn on a single ack.
@@ -81,6 +97,31 @@ impl Effects<'_> {
             log_id: self.log_id,
             message,
         });
+    }
+
+    /// Sends without waiting for this round's persist: only for messages that
+    /// depend on nothing in it.
+    fn send_now(&mut self, to: &MemberId, message: Message) {
+        self.messages_now.push(Envelope {
+            from: self.me.clone(),
+            to: to.clone(),
+            log_id: self.log_id,
+            message,
+        });
+    }
+
+    /// Sends a leader's accept request. It depends on nothing this round
+    /// persists: the promise it relies on was made durable when the coordinator
+    /// was elected, and the leader's own accept (possibly in this round's batch)
+    /// is its own vote, counted toward the quorum only once durable. So the
+    /// followers write while the leader writes, instead of after it.
+    fn send_accept(&mut self, mode: Mode, to: &MemberId, message: Message) {
+        debug_assert!(matches!(message, Message::AcceptRequest { .. }));
+        if mode == Mode::Leader {
+            self.send_now(to, message);
+        } else {
+            self.send(to, message);
+        }
     }
 }
 
@@ -102,7 +143,9 @@ pub struct Coordinator {
     fill_cursor: Position,
     fill_end: Position,
     read_range: Option<(Position, Position)>,
-    reads: BTreeMap<MemberId, ReadReply>,
+    /// Read replies of the current range, each with the end of the part of the
+    /// range it covers (a responder may cover less than asked, by bytes).
+    reads: BTreeMap<MemberId, (Position, ReadReply)>,
     next_position: Position,
     in_flight: BTreeMap<Position, InFlight>,
     queue: VecDeque<(u64, Action)>,
@@ -286,17 +329,23 @@ impl Coordinator {
         if self.in_flight.len() + MAX_BATCH_ENTRIES > MAX_WRITES_IN_FLIGHT {
             return; // wait for the window to drain
         }
-        let to = (self.fill_cursor.saturating_add(MAX_BATCH_ENTRIES as u64)).min(self.fill_end);
+        // As many positions as the write window has room for (each may need a
+        // fill write), at most MAX_READ_POSITIONS; responders bound the bytes.
+        let room = (MAX_WRITES_IN_FLIGHT - self.in_flight.len()).min(MAX_READ_POSITIONS as usize);
+        let to = (self.fill_cursor.saturating_add(room as u64)).min(self.fill_end);
         self.read_range = Some((self.fill_cursor, to));
         self.reads.clear();
         if self.self_votes {
             if let Ok(entries) = fx.replica.read(&self.proposal, self.fill_cursor, to) {
                 self.reads.insert(
                     fx.me.clone(),
-                    ReadReply {
-                        begin: fx.replica.begin(),
-                        entries,
-                    },
+                    (
+                        to,
+                        ReadReply {
+                            begin: fx.replica.begin(),
+                            entries,
+                        },
+                    ),
                 );
             }
         }
@@ -315,7 +364,10 @@ impl Coordinator {
             .cloned()
             .collect();
         for peer in targets {
-            fx.send(
+            // A read depends on nothing this node is persisting (its own promise,
+            // as a leader, was durable before any peer's promise could arrive):
+            // the next range is asked for while the last one is being written.
+            fx.send_now(
                 &peer,
                 Message::ReadRequest {
                     proposal: self.proposal.clone(),
@@ -335,16 +387,17 @@ impl Coordinator {
         range: (Position, Position),
         result: &Result<ReadReply, Option<Proposal>>,
     ) -> Signal {
-        if proposal != &self.proposal
-            || Some(range) != self.read_range
-            || !self.peers.contains(from)
-        {
+        // The reply may cover a prefix of the range asked for (`range.1` is where
+        // its coverage ends); never nothing, or it would be no progress.
+        let asked = self.read_range;
+        let fits = asked.is_some_and(|(lo, hi)| range.0 == lo && range.1 > lo && range.1 <= hi);
+        if proposal != &self.proposal || !fits || !self.peers.contains(from) {
             return Signal::None;
         }
         match result {
             Ok(reply) => {
                 self.started_tick = fx.now;
-                self.reads.insert(from.clone(), reply.clone());
+                self.reads.insert(from.clone(), (range.1, reply.clone()));
                 self.try_finish_read(fx);
                 self.progress(fx)
             }
@@ -354,19 +407,29 @@ impl Coordinator {
     }
 
     fn try_finish_read(&mut self, fx: &mut Effects) {
-        let Some((from, to)) = self.read_range else {
+        let Some((from, asked_to)) = self.read_range else {
             return;
         };
         if self.reads.len() < self.quorum {
             return;
         }
-        let dead_below = self.reads.values().map(|r| r.begin).max().unwrap_or(0);
+        // Decide only where every reply of the quorum looked: a position one of
+        // them did not cover might hold the only accepted value this quorum has.
+        let to = self
+            .reads
+            .values()
+            .map(|(covered, _)| *covered)
+            .min()
+            .unwrap_or(from)
+            .min(asked_to);
+        debug_assert!(to > from, "replies cover at least one position");
+        let dead_below = self.reads.values().map(|(_, r)| r.begin).max().unwrap_or(0);
         if dead_below > fx.replica.begin() {
             fx.replica.truncate_below(dead_below);
         }
         // Per position: learned value, else highest accepted, else Nop.
         let mut best: BTreeMap<Position, (bool, Proposal, Action)> = BTreeMap::new();
-        for reply in self.reads.values() {
+        for (_, reply) in self.reads.values() {
             for e in &reply.entries {
                 if e.position < from || e.position >= to {
                     continue; // a bad reply: ignore what was not asked
@@ -396,7 +459,11 @@ impl Coordinator {
                 None => writes.push((pos, Action::Nop)),
             }
         }
-        self.broadcast_learned(fx, learned);
+        // A recovering replica copies values its peers reported learned: sending
+        // them back would only double the traffic of catch-up.
+        if self.mode == Mode::Leader {
+            self.broadcast_learned(fx, learned);
+        }
         self.write(fx, writes, None);
         self.fill_cursor = to;
         self.read_range = None;
@@ -412,9 +479,11 @@ impl Coordinator {
         let mut chosen = Vec::new();
         for (pos, action) in &writes {
             let mut acks = BTreeSet::new();
+            let mut self_ack_epoch = None;
             if self.self_votes {
                 if let Ok(true) = fx.replica.accept(&self.proposal, *pos, action) {
                     acks.insert(fx.me.clone());
+                    self_ack_epoch = Some(fx.ready_epoch);
                 }
             }
             self.in_flight.insert(
@@ -422,6 +491,7 @@ impl Coordinator {
                 InFlight {
                     action: action.clone(),
                     acks,
+                    self_ack_epoch,
                     ticket,
                     sent_tick: fx.now,
                 },
@@ -430,7 +500,8 @@ impl Coordinator {
         }
         for chunk in writes.chunks(MAX_BATCH_ENTRIES) {
             for peer in self.peers.clone() {
-                fx.send(
+                fx.send_accept(
+                    self.mode,
                     &peer,
                     Message::AcceptRequest {
                         proposal: self.proposal.clone(),
@@ -465,12 +536,30 @@ impl Coordinator {
                 fx.planted_minority_learn || f.acks.len() >= self.quorum,
                 "a value is chosen only by a quorum of acceptors"
             );
-            fx.replica.learn(pos, &f.action, Some(&self.proposal));
+            // Chosen: a quorum accepted. Every remote accept was durable before
+            // its response was sent; our own is durable once the epoch it was
+            // recorded in has been handed out (the driver persists a Ready before
+            // stepping the node again).
+            let own_durable = f.self_ack_epoch.is_none_or(|e| e < fx.ready_epoch);
+            if self.mode == Mode::Leader {
+                // The learned mark can be derived again from the quorum of durable
+                // accepts, so it need not be durable before the client hears.
+                fx.replica.learn_lazily(pos, &f.action, &self.proposal);
+            } else {
+                // A recovering replica must hold what it recovered before it
+                // votes: its learned marks stay in order with its status.
+                fx.replica.learn(pos, &f.action, Some(&self.proposal));
+            }
             if let Some(ticket) = f.ticket {
-                fx.outcomes.push(ProposalOutcome {
+                let outcome = ProposalOutcome {
                     ticket,
                     result: Ok(pos),
-                });
+                };
+                if own_durable {
+                    fx.outcomes_now.push(outcome);
+                } else {
+                    fx.outcomes.push(outcome);
+                }
             }
             learned.push((pos, f.action));
         }
@@ -586,14 +675,17 @@ impl Coordinator {
             let mut positions = Vec::new();
             for (ticket, pos, action) in batch {
                 let mut acks = BTreeSet::new();
+                let mut self_ack_epoch = None;
                 if let Ok(true) = fx.replica.accept(&self.proposal, pos, &action) {
                     acks.insert(fx.me.clone());
+                    self_ack_epoch = Some(fx.ready_epoch);
                 }
                 self.in_flight.insert(
                     pos,
                     InFlight {
                         action,
                         acks,
+                        self_ack_epoch,
                         ticket: Some(ticket),
                         sent_tick: fx.now,
                     },
@@ -601,7 +693,8 @@ impl Coordinator {
                 positions.push(pos);
             }
             for peer in self.peers.clone() {
-                fx.send(
+                fx.send_accept(
+                    self.mode,
                     &peer,
                     Message::AcceptRequest {
                         proposal: self.proposal.clone(),

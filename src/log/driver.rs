@@ -3,6 +3,10 @@
 //! order the core demands: persist durably, then send, then hand learned entries
 //! to the application and outcomes to clients.
 //!
+//! A `Ready`'s `send_now` and `outcomes_now` leave before its `persist` is
+//! written (they depend on nothing in it); the node is stepped again only after
+//! the persist completed, which is how it knows its own accepts are durable.
+//!
 //! Group commit comes from the loop's shape: while one batch is being made durable,
 //! inputs queue up; the next round drains them all (bounded) before asking the
 //! node for its next `Ready`, so many appends share one fdatasync.
@@ -18,7 +22,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::durable::WalStorage;
 use super::message::Envelope;
-use super::node::{Node, NodeEvent, ProposeError};
+use super::node::{Node, NodeEvent, ProposalOutcome, ProposeError};
 use super::tcp::{InboundFrame, LinkConfig, LinkCounters, PeerSender, LOG_ID_NOTICE};
 use super::types::{Action, LogId, MemberId, Position, ReplicaStatus};
 
@@ -410,6 +414,13 @@ impl Driver {
                 break;
             }
             let ready = self.node.ready();
+            // 0. What depends on nothing in this batch leaves at once: the leader's
+            // accept requests (the followers write while we write) and answers
+            // for values already chosen by durable accepts.
+            for envelope in ready.send_now {
+                self.send(envelope);
+            }
+            self.answer(ready.outcomes_now);
             // 1. Durable first: votes, promises and acknowledgements depend on it.
             self.storage
                 .apply_async(&ready.persist)
@@ -420,19 +431,7 @@ impl Driver {
             }
             // 2. Then send.
             for envelope in ready.messages {
-                if &envelope.to == self.node.id() {
-                    self.loopback.push(envelope);
-                    continue;
-                }
-                let Some(peer) = self.peers.get(&envelope.to) else {
-                    continue;
-                };
-                match postcard::to_allocvec(&envelope) {
-                    Ok(payload) => {
-                        peer.send(payload);
-                    }
-                    Err(error) => tracing::error!(%error, "cannot encode a replica message"),
-                }
+                self.send(envelope);
             }
             for event in &ready.events {
                 log_event(event);
@@ -444,11 +443,7 @@ impl Driver {
             for (position, action) in ready.learned {
                 self.deliver(Delivery::Learned { position, action }).await;
             }
-            for outcome in ready.outcomes {
-                if let Some(reply) = self.pending.remove(&outcome.ticket) {
-                    let _ = reply.send(outcome.result.map_err(AppendError::from));
-                }
-            }
+            self.answer(ready.outcomes);
         }
         let now = LogState::of(&self.node);
         self.state.send_if_modified(|state| {
@@ -457,6 +452,30 @@ impl Driver {
             changed
         });
         Ok(())
+    }
+
+    fn send(&mut self, envelope: Envelope) {
+        if &envelope.to == self.node.id() {
+            self.loopback.push(envelope);
+            return;
+        }
+        let Some(peer) = self.peers.get(&envelope.to) else {
+            return;
+        };
+        match postcard::to_allocvec(&envelope) {
+            Ok(payload) => {
+                peer.send(payload);
+            }
+            Err(error) => tracing::error!(%error, "cannot encode a replica message"),
+        }
+    }
+
+    fn answer(&mut self, outcomes: Vec<ProposalOutcome>) {
+        for outcome in outcomes {
+            if let Some(reply) = self.pending.remove(&outcome.ticket) {
+                let _ = reply.send(outcome.result.map_err(AppendError::from));
+            }
+        }
     }
 
     async fn deliver(&self, delivery: Delivery) {

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::coordinator::{Coordinator, Effects, Mode, Phase, Signal};
+use super::coordinator::{Coordinator, Effects, Mode, Phase, Signal, MAX_REPLY_BYTES};
 use super::message::{Envelope, Message, PromiseOutcome, ReadReply};
 use super::recovery::{decide, Decision, Incarnations, PeerStatus, Probe, MAX_CATCHUP_ENTRIES};
 use super::replica::{Replica, VoteRefusal};
@@ -154,10 +154,24 @@ pub enum NodeEvent {
     SkippedTo(Position),
 }
 
-/// What the driver must do, in order: persist `persist` durably, then send
-/// `messages`, then hand `learned` to the application and `outcomes` to clients.
+/// What the driver must do, in order: send `send_now` and answer `outcomes_now`
+/// (they depend on nothing in `persist`, so they may leave while it is being
+/// written), persist `persist` durably, then send `messages`, then hand `learned`
+/// to the application and `outcomes` to clients.
+///
+/// The node assumes that the `persist` of one `Ready` is durable before the next
+/// input ([`Node::step`], [`Node::tick`], [`Node::propose`]) reaches it: that is how
+/// it knows its own accepts are durable when it counts them toward a quorum.
 #[derive(Clone, Debug, Default)]
 pub struct Ready {
+    /// Messages that depend on nothing in `persist` (the leader's accept requests:
+    /// its own accept is its own vote, counted only once durable), sent while
+    /// `persist` is written so the followers' fsyncs overlap the leader's.
+    pub send_now: Vec<Envelope>,
+    /// Client outcomes whose value was chosen by a quorum of accepts that were all
+    /// durable before this `Ready` (the learned mark is persisted lazily: it can be
+    /// derived again from those accepts by the promise/fill path).
+    pub outcomes_now: Vec<ProposalOutcome>,
     pub persist: Vec<PersistOp>,
     pub messages: Vec<Envelope>,
     /// Newly learned entries, contiguous, in position order. After a restart the
@@ -169,7 +183,9 @@ pub struct Ready {
 
 impl Ready {
     pub fn is_empty(&self) -> bool {
-        self.persist.is_empty()
+        self.send_now.is_empty()
+            && self.outcomes_now.is_empty()
+            && self.persist.is_empty()
             && self.messages.is_empty()
             && self.learned.is_empty()
             && self.outcomes.is_empty()
@@ -205,7 +221,14 @@ pub struct Node {
     highest_round_seen: u64,
     applied: Position,
     last_catchup_tick: Option<u64>,
+    /// The highest learned end a leader announced: catch-up continues to it.
+    catchup_target: Position,
     next_ticket: u64,
+    /// Incremented by every [`Node::ready`]: what was pending before the current
+    /// epoch began is durable (see [`Ready`]).
+    ready_epoch: u64,
+    messages_now: Vec<Envelope>,
+    outcomes_now: Vec<ProposalOutcome>,
     messages: Vec<Envelope>,
     outcomes: Vec<ProposalOutcome>,
     events: Vec<NodeEvent>,
@@ -240,7 +263,11 @@ impl Node {
             highest_round_seen,
             applied,
             last_catchup_tick: None,
+            catchup_target: 0,
             next_ticket: 0,
+            ready_epoch: 0,
+            messages_now: Vec::new(),
+            outcomes_now: Vec::new(),
             messages: Vec::new(),
             outcomes: Vec::new(),
             events: Vec::new(),
@@ -403,6 +430,9 @@ impl Node {
             log_id: self.replica.log_id(),
             now: self.now,
             replica: &mut self.replica,
+            ready_epoch: self.ready_epoch,
+            messages_now: &mut self.messages_now,
+            outcomes_now: &mut self.outcomes_now,
             messages: &mut self.messages,
             outcomes: &mut self.outcomes,
             planted_minority_learn: self.cfg.planted_minority_learn,
@@ -467,6 +497,7 @@ impl Node {
     /// One tick of logical time.
     pub fn tick(&mut self) {
         self.now += 1;
+        self.replica.flush_lazy_learned();
         let hb = self.cfg.heartbeat_interval_ticks;
         let stall_ticks = 2 * self.cfg.election_timeout_max_ticks;
         match self.replica.status() {
@@ -755,12 +786,16 @@ impl Node {
                 to,
             } => {
                 self.note_recovery_contact(&proposal);
-                let hi = to.min(lo.saturating_add(super::coordinator::MAX_BATCH_ENTRIES as u64));
-                let result = match self.replica.read(&proposal, lo, hi) {
-                    Ok(entries) => Ok(ReadReply {
-                        begin: self.replica.begin(),
-                        entries,
-                    }),
+                let mut hi = to.min(lo.saturating_add(super::coordinator::MAX_READ_POSITIONS));
+                let result = match self.replica.read_within(&proposal, lo, hi, MAX_REPLY_BYTES) {
+                    Ok((entries, covered)) => {
+                        // Bounded by bytes: the reply then covers [lo, covered) only.
+                        hi = covered;
+                        Ok(ReadReply {
+                            begin: self.replica.begin(),
+                            entries,
+                        })
+                    }
                     Err(VoteRefusal::Promised(p)) => Err(p),
                     Err(VoteRefusal::NotVoting) => Err(None),
                 };
@@ -769,7 +804,7 @@ impl Node {
                     Message::ReadResponse {
                         proposal,
                         from: lo,
-                        to,
+                        to: hi,
                         result,
                     },
                 );
@@ -821,7 +856,7 @@ impl Node {
             }
             Message::CatchupRequest { from: lo, to } => {
                 let hi = to.min(lo.saturating_add(MAX_CATCHUP_ENTRIES));
-                let entries = self.replica.learned_range(lo, hi);
+                let entries = self.replica.learned_range_within(lo, hi, MAX_REPLY_BYTES);
                 let begin = self.replica.begin();
                 self.send(&from, Message::CatchupResponse { begin, entries });
             }
@@ -833,8 +868,24 @@ impl Node {
                 {
                     self.replica.truncate_below(begin);
                 }
+                let before = self.replica.learned_end();
                 for (pos, action) in entries.iter().take(MAX_CATCHUP_ENTRIES as usize) {
                     self.replica.learn(*pos, action, None);
+                }
+                // Pipelined: while this batch is written (one fsync), ask for the
+                // next one. A request carries no vote, so it need not wait.
+                let mine = self.replica.learned_end();
+                if mine > before && mine < self.catchup_target {
+                    self.last_catchup_tick = Some(self.now);
+                    let to = self
+                        .catchup_target
+                        .min(mine.saturating_add(MAX_CATCHUP_ENTRIES));
+                    self.messages_now.push(Envelope {
+                        from: self.cfg.id.clone(),
+                        to: from.clone(),
+                        log_id: self.replica.log_id(),
+                        message: Message::CatchupRequest { from: mine, to },
+                    });
                 }
             }
         }
@@ -991,6 +1042,7 @@ impl Node {
         self.last_leader_contact_tick = self.now;
         self.reset_election_timer();
         let mine = self.replica.learned_end();
+        self.catchup_target = self.catchup_target.max(learned_end);
         let due = self
             .last_catchup_tick
             .is_none_or(|t| self.now.saturating_sub(t) >= super::coordinator::RETRY_TICKS);
@@ -1012,6 +1064,8 @@ impl Node {
     /// True if [`Node::ready`] has something to hand out.
     pub fn has_ready(&self) -> bool {
         !self.messages.is_empty()
+            || !self.messages_now.is_empty()
+            || !self.outcomes_now.is_empty()
             || self.replica.has_pending()
             || !self.outcomes.is_empty()
             || !self.events.is_empty()
@@ -1041,7 +1095,10 @@ impl Node {
             }
             learned.push((pos, action));
         }
+        self.ready_epoch += 1;
         Ready {
+            send_now: std::mem::take(&mut self.messages_now),
+            outcomes_now: std::mem::take(&mut self.outcomes_now),
             persist: self.replica.take_pending(),
             messages: std::mem::take(&mut self.messages),
             learned,

@@ -43,7 +43,8 @@
 //!
 //! Heartbeats carry the leader's learned prefix; a follower with holes below it
 //! asks the leader for learned values (`CatchupRequest`, at most
-//! [`MAX_CATCHUP_ENTRIES`] per answer). Copying learned values is always safe:
+//! [`MAX_CATCHUP_ENTRIES`] per answer, bounded by bytes), and asks for the next
+//! batch as soon as one arrives, while it is being written. Copying learned values is always safe:
 //! they are chosen. A request below the leader's truncation point is answered
 //! with that point; the follower drops everything below it (the leader truncated
 //! only after learning a `Truncate` there) and its application restores from the
@@ -89,8 +90,10 @@ use super::types::{LogId, MemberId, Position, Proposal, ReplicaStatus};
 
 /// Incarnations remembered per peer as retired.
 pub const MAX_RETIRED_INCARNATIONS: usize = 8;
-/// Learned entries per catch-up response.
-pub const MAX_CATCHUP_ENTRIES: u64 = 64;
+/// Learned entries per catch-up response (and at most
+/// [`MAX_REPLY_BYTES`](super::coordinator::MAX_REPLY_BYTES) of them): enough that
+/// small entries also travel in large batches, one fsync each at the receiver.
+pub const MAX_CATCHUP_ENTRIES: u64 = 4096;
 
 /// One peer's answer to the current probe.
 #[derive(Clone, Debug, PartialEq, Eq)]

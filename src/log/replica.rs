@@ -10,12 +10,19 @@ use super::types::{
     MAX_POSITION,
 };
 
+/// Lazy learned marks held at most before they are written on their own.
+pub const MAX_LAZY_LEARNED: usize = 4096;
+
 #[derive(Clone, Debug)]
 pub struct Replica {
     meta: Metadata,
     entries: BTreeMap<Position, Entry>,
     /// Operations not yet handed to the driver.
     pending: Vec<PersistOp>,
+    /// Positions learned by [`Replica::learn_lazily`] whose learned mark is not
+    /// handed to the driver yet: it rides with the next batch that has to be
+    /// written anyway (or the next tick), instead of costing an fsync of its own.
+    lazy_learned: Vec<Position>,
     /// Positions below this are all learned (or truncated): the learned prefix.
     learned_end: Position,
     /// Learned values that contradicted a learned position (a broken peer).
@@ -36,6 +43,7 @@ impl Replica {
             meta: state.metadata,
             entries: state.entries.into_iter().map(|e| (e.position, e)).collect(),
             pending: Vec::new(),
+            lazy_learned: Vec::new(),
             learned_end: 0,
             conflicting_learns: 0,
         };
@@ -79,8 +87,25 @@ impl Replica {
         !self.pending.is_empty()
     }
 
+    /// The operations to make durable now. Lazy learned marks join a batch that
+    /// is written anyway, after its other operations (so a mark is never
+    /// overwritten on disk by the accept it follows), or alone once too many wait.
     pub fn take_pending(&mut self) -> Vec<PersistOp> {
+        if !self.pending.is_empty() || self.lazy_learned.len() >= MAX_LAZY_LEARNED {
+            self.flush_lazy_learned();
+        }
         std::mem::take(&mut self.pending)
+    }
+
+    /// Hands every lazy learned mark to the next batch (the driver's tick calls
+    /// this, so an idle log writes them within one tick).
+    pub fn flush_lazy_learned(&mut self) {
+        for position in std::mem::take(&mut self.lazy_learned) {
+            // Truncated since: nothing to write (the truncation is in `pending`).
+            if let Some(e) = self.entries.get(&position).filter(|e| e.learned) {
+                self.pending.push(PersistOp::PutEntry(e.clone()));
+            }
+        }
     }
 
     fn set_meta(&mut self, meta: Metadata) {
@@ -139,17 +164,40 @@ impl Replica {
         if self.meta.promised.as_ref() != Some(proposal) {
             return Err(VoteRefusal::Promised(self.meta.promised.clone()));
         }
+        Ok(self.read_within(proposal, from, to, usize::MAX)?.0)
+    }
+
+    /// [`Replica::read`] bounded by `max_bytes` of values (the first entry always
+    /// goes): the entries and the end of the range they cover, `to` unless cut.
+    pub fn read_within(
+        &self,
+        proposal: &Proposal,
+        from: Position,
+        to: Position,
+        max_bytes: usize,
+    ) -> Result<(Vec<ReportedEntry>, Position), VoteRefusal> {
+        if self.meta.status != ReplicaStatus::Voting {
+            return Err(VoteRefusal::NotVoting);
+        }
+        if self.meta.promised.as_ref() != Some(proposal) {
+            return Err(VoteRefusal::Promised(self.meta.promised.clone()));
+        }
         let lo = from.max(self.meta.begin);
-        Ok(self
-            .entries
-            .range(lo..to.max(lo))
-            .map(|(_, e)| ReportedEntry {
+        let mut entries = Vec::new();
+        let mut total_bytes = 0usize;
+        for e in self.entries.range(lo..to.max(lo)).map(|(_, e)| e) {
+            total_bytes = total_bytes.saturating_add(e.action.size_bytes());
+            if !entries.is_empty() && total_bytes > max_bytes {
+                return Ok((entries, e.position));
+            }
+            entries.push(ReportedEntry {
                 position: e.position,
                 accepted: e.accepted.clone(),
                 action: e.action.clone(),
                 learned: e.learned,
-            })
-            .collect())
+            });
+        }
+        Ok((entries, to))
     }
 
     /// Phase 2b for one position. Returns Ok(true) if accepted (or already learned
@@ -193,6 +241,26 @@ impl Replica {
     /// Records a chosen value. Copying learned values is always safe, whatever
     /// the status. A learned position is never overwritten.
     pub fn learn(&mut self, position: Position, action: &Action, proposal: Option<&Proposal>) {
+        self.record_learned(position, action, proposal, false);
+    }
+
+    /// Records a value this replica's coordinator saw chosen by a quorum of
+    /// *durable* accepts under `proposal`, without making the learned mark durable
+    /// before anything else: the mark is derivable from those accepts (after a
+    /// crash the promise/fill path finds the value among any quorum and chooses it
+    /// again), so clients may be answered before it is written. It is written with
+    /// the next batch (see [`Replica::take_pending`]).
+    pub fn learn_lazily(&mut self, position: Position, action: &Action, proposal: &Proposal) {
+        self.record_learned(position, action, Some(proposal), true);
+    }
+
+    fn record_learned(
+        &mut self,
+        position: Position,
+        action: &Action,
+        proposal: Option<&Proposal>,
+        lazily: bool,
+    ) {
         if position < self.meta.begin || position >= MAX_POSITION {
             return;
         }
@@ -218,8 +286,13 @@ impl Replica {
             action: action.clone(),
             learned: true,
         };
-        self.entries.insert(position, e.clone());
-        self.pending.push(PersistOp::PutEntry(e));
+        if lazily {
+            self.entries.insert(position, e);
+            self.lazy_learned.push(position);
+        } else {
+            self.entries.insert(position, e.clone());
+            self.pending.push(PersistOp::PutEntry(e));
+        }
         self.advance_learned_end();
         debug_assert!(self.is_learned(position));
     }
@@ -252,12 +325,31 @@ impl Replica {
 
     /// Learned values in `[from, to)`, for catch-up.
     pub fn learned_range(&self, from: Position, to: Position) -> Vec<(Position, Action)> {
+        self.learned_range_within(from, to, usize::MAX)
+    }
+
+    /// [`Replica::learned_range`] bounded by `max_bytes` of values (the first
+    /// entry always goes), for catch-up replies.
+    pub fn learned_range_within(
+        &self,
+        from: Position,
+        to: Position,
+        max_bytes: usize,
+    ) -> Vec<(Position, Action)> {
         let lo = from.max(self.meta.begin);
-        self.entries
-            .range(lo..to.max(lo))
-            .filter(|(_, e)| e.learned)
-            .map(|(p, e)| (*p, e.action.clone()))
-            .collect()
+        let mut out = Vec::new();
+        let mut total_bytes = 0usize;
+        for e in self.entries.range(lo..to.max(lo)).map(|(_, e)| e) {
+            if !e.learned {
+                continue;
+            }
+            total_bytes = total_bytes.saturating_add(e.action.size_bytes());
+            if !out.is_empty() && total_bytes > max_bytes {
+                break;
+            }
+            out.push((e.position, e.action.clone()));
+        }
+        out
     }
 }
 
@@ -300,6 +392,76 @@ mod tests {
         assert!(r.accept(&p(1, "z"), 0, &Action::Nop).is_err());
         assert_eq!(r.accept(&p(2, "b"), 0, &Action::Nop), Ok(true));
     }
+
+    #[test]
+    fn a_lazy_learned_mark_rides_after_the_next_batch_and_never_below_a_truncation() {
+        let mut r = voting();
+        let _ = r.take_pending();
+        let a = Action::Append(b"a".to_vec());
+        assert_eq!(r.accept(&p(1, "a"), 0, &a), Ok(true));
+        assert_eq!(r.accept(&p(1, "a"), 1, &a), Ok(true));
+        let accepts = r.take_pending();
+        let puts = accepts
+            .iter()
+            .filter(|op| matches!(op, PersistOp::PutEntry(_)))
+            .count();
+        assert_eq!(puts, 2);
+        r.learn_lazily(0, &a, &p(1, "a"));
+        r.learn_lazily(1, &a, &p(1, "a"));
+        // Learned at once in memory, but nothing of its own to write.
+        assert_eq!(r.learned_end(), 2);
+        assert!(!r.has_pending());
+        assert!(r.take_pending().is_empty());
+        // The next batch carries the marks after its own operations, and drops
+        // those a truncation in it removed.
+        assert_eq!(r.accept(&p(1, "a"), 2, &a), Ok(true));
+        r.truncate_below(1);
+        let batch = r.take_pending();
+        let learned: Vec<Position> = batch
+            .iter()
+            .filter_map(|op| match op {
+                PersistOp::PutEntry(e) if e.learned => Some(e.position),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(learned, vec![1]);
+        assert!(matches!(batch.last(), Some(PersistOp::PutEntry(e)) if e.learned));
+        // An idle replica writes them when flushed (each tick).
+        r.learn_lazily(2, &a, &p(1, "a"));
+        r.flush_lazy_learned();
+        assert!(r.has_pending());
+        assert!(
+            matches!(r.take_pending().as_slice(), [PersistOp::PutEntry(e)] if e.learned && e.position == 2)
+        );
+    }
+
+    #[test]
+    fn reads_and_catchup_replies_are_bounded_by_bytes_and_say_what_they_cover() {
+        let mut r = voting();
+        let big = Action::Append(vec![7; MAX_BYTES_IN_TEST]);
+        for pos in 0..4 {
+            r.learn(pos, &big, None);
+        }
+        assert!(r.promise(&p(1, "a")).is_ok());
+        let (entries, covered) = r
+            .read_within(&p(1, "a"), 0, 4, 2 * MAX_BYTES_IN_TEST + 100)
+            .unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(covered, 2);
+        // The first entry always goes, however large.
+        let (entries, covered) = r.read_within(&p(1, "a"), 1, 4, 1).unwrap();
+        assert_eq!((entries.len(), covered), (1, 2));
+        let (entries, covered) = r.read_within(&p(1, "a"), 0, 4, usize::MAX).unwrap();
+        assert_eq!((entries.len(), covered), (4, 4));
+        assert_eq!(r.learned_range_within(0, 4, 1).len(), 1);
+        assert_eq!(
+            r.learned_range_within(0, 4, 3 * MAX_BYTES_IN_TEST + 200)
+                .len(),
+            3
+        );
+    }
+
+    const MAX_BYTES_IN_TEST: usize = 1000;
 
     #[test]
     fn a_learned_position_is_never_overwritten() {

@@ -61,6 +61,18 @@ pub enum Action {
     Truncate { to: Position },
 }
 
+impl Action {
+    /// Approximate encoded size, for byte-bounded batches: the payload plus a
+    /// little for the position and tags around it.
+    pub fn size_bytes(&self) -> usize {
+        const OVERHEAD_BYTES: usize = 32;
+        match self {
+            Action::Append(data) => data.len() + OVERHEAD_BYTES,
+            Action::Nop | Action::Truncate { .. } => OVERHEAD_BYTES,
+        }
+    }
+}
+
 /// Where a replica stands. Only `Voting` replicas promise or accept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ReplicaStatus {

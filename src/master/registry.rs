@@ -39,15 +39,15 @@ pub const ENTRY_VERSION: u8 = 1;
 /// as a JSON array of numbers would.
 pub const SNAPSHOT_CHUNK_TAG: u8 = 2;
 
-/// Largest slice of a snapshot in one chunk entry. The log carries up to
-/// `MAX_CATCHUP_ENTRIES` (64) entries in one message, so 64 chunks must stay well
-/// under the frame limit: 64 x 128 KiB = 8 MiB of a 16 MiB frame, leaving room for
-/// batch entries (~0.25 MB) in the same message. `--registry_snapshot_chunk_bytes`
-/// may lower it (tests do, to get many chunks from a small registry), never raise it.
+/// Largest slice of a snapshot in one chunk entry. The log bounds a catch-up or
+/// read reply by bytes (`MAX_REPLY_BYTES`, always letting at least one entry
+/// through), so a reply holds at most that plus one chunk, which must stay well
+/// under the frame limit. `--registry_snapshot_chunk_bytes` may lower it (tests do,
+/// to get many chunks from a small registry), never raise it.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 128 << 10;
 
 const _: () = assert!(
-    crate::log::recovery::MAX_CATCHUP_ENTRIES as usize * SNAPSHOT_CHUNK_BYTES
+    crate::log::coordinator::MAX_REPLY_BYTES + SNAPSHOT_CHUNK_BYTES
         <= crate::log::frame::DEFAULT_MAX_PAYLOAD_BYTES as usize / 2,
     "a catch-up message full of snapshot chunks must fit a frame with room to spare"
 );

@@ -411,6 +411,7 @@ pub(crate) mod tests {
 
     pub(crate) fn registry() -> Registry {
         Registry {
+            sealed: None,
             master: Some(MasterRecord {
                 address: "127.0.0.2:5050".into(),
                 elected_time_ns: 1_700_000_000_000_000_000,
