@@ -484,12 +484,19 @@ fn start_master(dir: &Path, member: SocketAddr) -> Running {
 }
 
 fn get(member: SocketAddr, path: &str) -> Option<(u16, String)> {
+    call(member, "GET", path, "")
+}
+
+fn call(member: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&member, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     stream
         .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {member}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: {member}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
         )
         .ok()?;
     let mut response = String::new();
@@ -528,6 +535,22 @@ fn backup_and_restore_against_real_masters() {
         );
         return;
     }
+    // Data worth backing up (a registry holding only its master record counts as
+    // empty and takes an import).
+    let weights = r#"[{"role":"dev","weight":2.5}]"#;
+    let written = call(source, "PUT", "/weights", weights);
+    assert!(
+        written.as_ref().is_some_and(|(code, _)| *code == 200),
+        "PUT /weights: {written:?}"
+    );
+    // Data worth backing up (a registry holding only its master record counts as
+    // empty and takes an import).
+    let weights = r#"[{"role":"dev","weight":2.5}]"#;
+    let written = call(source, "PUT", "/weights", weights);
+    assert!(
+        written.as_ref().is_some_and(|(code, _)| *code == 200),
+        "PUT /weights: {written:?}"
+    );
     let out = dir.path().join("backups");
     let output = run(
         Path::new(OPERATOR),
@@ -543,7 +566,7 @@ fn backup_and_restore_against_real_masters() {
     let file = text(&output.stdout).trim().to_owned();
     assert!(file.contains("registry-"), "{file}");
 
-    // The source holds data (at least its master record): 409, said plainly.
+    // The source holds data: 409, said plainly.
     let output = run(
         Path::new(OPERATOR),
         &["restore", "--from", &file, "--masters", &source.to_string()],
@@ -570,5 +593,6 @@ fn backup_and_restore_against_real_masters() {
             fields.remove("master");
         }
     }
+    assert!(backed_up.to_string().contains("\"dev\""), "{backed_up}");
     assert_eq!(restored["registry"], backed_up, "the same registry");
 }

@@ -233,9 +233,44 @@ fn one_to_three_with_preserve_keeps_the_registry() {
         assert!(response.status < 300, "{}", response.text());
         written.push(role);
     }
+    let log_id = |leader| {
+        let status = mesos_operator::operator::local::http::request(
+            leader,
+            "GET",
+            "/log/status",
+            b"",
+            Duration::from_secs(5),
+        )
+        .expect("GET /log/status");
+        let status: serde_json::Value =
+            serde_json::from_slice(&status.body).expect("/log/status is JSON");
+        status["log_id"].as_u64()
+    };
+    let old_log = log_id(leader);
+    assert!(old_log.is_some());
     operator.transition(3, None);
-    assert!(operator.state_dir().join("registry-export.json").exists());
     let leader = find_leader(port).expect("leader");
+    assert_ne!(log_id(leader), old_log, "the single master's log was wiped");
+    // The transfer is over: the export is dropped and the new registry takes
+    // writes (it is not sealed).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while operator.state_dir().join("registry-export.json").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the export was never dropped"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let after = mesos_operator::operator::local::http::request(
+        leader,
+        "PUT",
+        "/weights",
+        br#"[{"role":"after","weight":1.5}]"#,
+        Duration::from_secs(5),
+    )
+    .expect("PUT /weights");
+    assert_eq!(after.status, 200, "{}", after.text());
+    written.push("after".to_owned());
     let weights = mesos_operator::operator::local::http::request(
         leader,
         "GET",

@@ -127,8 +127,14 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
 /// when this member's registry is not caught up (see [`not_readable`]).
 fn read(state: &OperatorState, read: impl FnOnce(&Registry, &MasterView) -> Value) -> Response {
     let view = state.view.get();
-    let readiness = if view.recovered() {
-        state.registrar.readable(view.learned_position)
+    let readiness = if view.recovered() && !view.elected && view.leader.is_none() {
+        // Only a leader's word says how far the log has gone: a member that just
+        // rejoined knows of nothing learned yet and would pass any lag check.
+        Err("no leader known: it cannot tell how far behind its registry is".to_owned())
+    } else if view.recovered() {
+        state
+            .registrar
+            .readable(view.learned_position, view.begin_position)
     } else {
         Err(format!(
             "its replica is {}, not VOTING: it has not caught up with the log",

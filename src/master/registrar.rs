@@ -300,12 +300,15 @@ impl Registrar {
     /// Whether the registry may serve reads, given the highest position this member
     /// knows to be learned: `Err` says why not (restoring from a snapshot, or too
     /// far behind). The caller also requires a `Voting` replica.
-    pub fn readable(&self, learned_position: u64) -> Result<(), String> {
+    pub fn readable(&self, learned_position: u64, log_begin: u64) -> Result<(), String> {
         let state = lock(&self.shared.state);
         if let Some(reason) = &state.corrupt {
             return Err(reason.clone());
         }
-        if state.awaiting_snapshot {
+        // The replica already holds a log that begins above everything delivered
+        // (a wiped member that caught up from a truncated log), but the driver has
+        // not yet said so: what the registry holds is not that log's prefix.
+        if state.awaiting_snapshot || state.delivered_position + 1 < log_begin {
             return Err(format!(
                 "restoring from a snapshot: the log was truncated below position {} before this member read it",
                 state.delivered_position + 1
