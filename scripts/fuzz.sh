@@ -27,6 +27,18 @@ if [ "${seconds}" = "0" ]; then
   exit 0
 fi
 
+# libFuzzer itself is C++, compiled by libfuzzer-sys's build script.
+if ! command -v c++ >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== fuzz: installing g++ (libFuzzer is built from source)"
+    apt-get update -qq || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null
+  else
+    echo "fuzz: a C++ compiler is needed to build libFuzzer (apt-get install g++)" >&2
+    exit 1
+  fi
+fi
+
 flags=(
   --cfg fuzzing
   -Cpasses=sancov-module
