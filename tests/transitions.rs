@@ -284,3 +284,79 @@ fn one_to_three_with_preserve_keeps_the_registry() {
         assert!(weights.contains(&role), "{role} lost: {weights}");
     }
 }
+
+/// kill -9 of the master a restart step just restarted, again each time it comes
+/// back, for a few seconds: the operator waits, its status names the member it
+/// waits for, and the transition completes once the member stays up.
+#[test]
+fn a_master_killed_during_its_restart_step_holds_the_transition_until_it_returns() {
+    let port = 26070;
+    let operator = Operator::start(port, 3, "Preserve");
+    operator.wait_settled(3);
+    let sampler = Sampler::start(port);
+    let mut load = Load::start(port, "restart-kill");
+    load.wait_progress(5);
+
+    let base = operator.events().len();
+    let started = Instant::now();
+    operator.set_replicas(5);
+    // The first restart step of 3 -> 5 names the member it restarts.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (member_name, ordinal) = loop {
+        let restart = operator.events()[base.min(operator.events().len())..]
+            .iter()
+            .find_map(|(_, text)| {
+                let name = text.strip_prefix("restart ")?.split_whitespace().next()?;
+                let ordinal: u32 = name.rsplit('-').next()?.parse().ok()?;
+                Some((name.to_owned(), ordinal))
+            });
+        if let Some(found) = restart {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "no restart step recorded");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+
+    // Keep it down for a while: every incarnation the runtime starts is killed.
+    let mut kills = 0;
+    let mut waited_for_it = None;
+    let keep_down_until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < keep_down_until {
+        if let Some(pid) = operator.member_pid(ordinal) {
+            if mesos_operator::operator::local::members::pid_alive(pid) {
+                local_common::signal(pid, "KILL");
+                kills += 1;
+            }
+        }
+        if let Some(waiting) = operator
+            .status()
+            .and_then(|status| status.transition)
+            .and_then(|transition| transition.waiting_for)
+        {
+            if waiting.contains(&member_name) {
+                waited_for_it = Some(waiting);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        kills > 0,
+        "{member_name} was never seen running to be killed"
+    );
+    let waiting = waited_for_it.unwrap_or_else(|| {
+        panic!(
+            "while {member_name} was down the status never said it waited for it: {:#?}",
+            operator.status()
+        )
+    });
+    operator.wait_settled(5);
+    eprintln!(
+        "3 -> 5 with {member_name} killed {kills} time(s) in its restart step (status: {waiting:?}): wall {:.2}s, {} steps, longest write-unavailability {:.2}s",
+        started.elapsed().as_secs_f64(),
+        operator.events().len() - base,
+        load.longest_gap(started, Instant::now()).as_secs_f64()
+    );
+    load.stop();
+    sampler.finish();
+    assert_no_write_lost(port, &load.acked());
+}
