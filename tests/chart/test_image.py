@@ -38,11 +38,13 @@ def stages() -> list[list]:
 
 def package_binaries() -> list[str]:
     manifest = tomllib.loads((REPO / "Cargo.toml").read_text())
-    # Binaries behind a feature (the etcd benchmark) are tools, not what the image ships.
+    default = set(manifest.get("features", {}).get("default", []))
+    # Binaries behind a feature off by default (the etcd benchmark) are tools, not
+    # what the image ships; the operator's feature is on by default.
     return sorted(
         target["name"]
         for target in manifest.get("bin", [])
-        if not target.get("required-features")
+        if set(target.get("required-features", [])) <= default
     )
 
 
