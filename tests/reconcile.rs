@@ -896,6 +896,34 @@ async fn the_cluster_role_grants_exactly_the_verbs_the_operator_calls() {
         .expect("registry")
         .export_padding_bytes = 0;
     world.converge(3).await;
+    // Issue #11: spec.backup (the backups claim, the CronJob), spec.restoreFrom (the
+    // Job, applied then read back), then spec.backup removed (the CronJob deleted).
+    world
+        .set_spec(|spec| {
+            spec.backup = Some(
+                serde_json::from_value(serde_json::json!({"schedule": "1h"})).expect("backup"),
+            );
+            spec.restore_from = Some(
+                serde_json::from_value(serde_json::json!({"backup": "registry-7-100.json"}))
+                    .expect("restore"),
+            );
+        })
+        .await;
+    world.reconcile_once().await;
+    world.reconcile_once().await;
+    let unset = serde_json::json!({ "spec": { "backup": null } });
+    Api::<mesos_operator::operator::crd::MesosMasterCluster>::namespaced(
+        world.client.clone(),
+        NAMESPACE,
+    )
+    .patch(
+        reconcile_common::NAME,
+        &PatchParams::default(),
+        &Patch::Merge(&unset),
+    )
+    .await
+    .expect("spec.backup removed");
+    world.reconcile_once().await;
     world.set_spec(|spec| spec.replicas = 5).await;
     world.converge(5).await;
     world.set_spec(|spec| spec.replicas = 3).await;

@@ -102,6 +102,15 @@ pub struct MesosMasterClusterSpec {
     /// When true the operator observes and reports but takes no step.
     #[serde(default)]
     pub paused: bool,
+
+    /// Scheduled registry backups onto a volume (see `day2::schedule`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<crate::operator::day2::schedule::BackupSpec>,
+
+    /// A new ensemble starts with the registry of this backup (imported once it
+    /// has a leader, only if its registry is empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<crate::operator::day2::schedule::RestoreFrom>,
 }
 
 /// What happens to the registry when the ensemble leaves single-master mode.
@@ -207,6 +216,8 @@ pub enum SpecError {
     EmptyAdvertiseAddress { ordinal: usize },
     #[error("externalAccess.advertise[{ordinal}].port must be from 1 to 65535, not 0")]
     AdvertisePort { ordinal: usize },
+    #[error("{0}")]
+    Backup(String),
 }
 
 impl MesosMasterClusterSpec {
@@ -221,6 +232,8 @@ impl MesosMasterClusterSpec {
             external_access: None,
             single_master_exit: SingleMasterExit::default(),
             paused: false,
+            backup: None,
+            restore_from: None,
         }
     }
 
@@ -252,6 +265,8 @@ impl MesosMasterClusterSpec {
                 }
             }
         }
+        crate::operator::day2::schedule::validate(self.backup.as_ref(), self.restore_from.as_ref())
+            .map_err(SpecError::Backup)?;
         Ok(())
     }
 
@@ -368,6 +383,12 @@ pub struct MesosMasterClusterStatus {
     /// `Available`, `Progressing`, `Degraded`, `QuorumSafe`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Scheduled backups: where they are taken and the last one, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<crate::operator::day2::schedule::BackupStatus>,
+    /// The restore `spec.restoreFrom` asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<crate::operator::day2::schedule::RestoreStatus>,
 }
 
 /// The condition types this operator sets.

@@ -282,7 +282,7 @@ async fn apply(cluster: Arc<MesosMasterCluster>, ctx: Arc<Context>) -> Result<Ac
     .await?;
 
     let previous = latest.status.clone().unwrap_or_default();
-    let status = next_status(
+    let mut status = next_status(
         &previous,
         &latest,
         &names,
@@ -294,9 +294,30 @@ async fn apply(cluster: Arc<MesosMasterCluster>, ctx: Arc<Context>) -> Result<Ac
         Time(k8s_openapi::jiff::Timestamp::now()),
     );
     publish_events(&cluster, &names, &previous, &status, &step, blocked, &ctx).await;
+    // Issue #11: restart requests, scheduled backups, the restore at creation.
+    let (latest, restarting) = crate::operator::day2::restarts::honour(
+        &api,
+        latest,
+        &names,
+        &observation.pods,
+        &step,
+        &mut status,
+        &ctx,
+    )
+    .await?;
+    let restoring = crate::operator::day2::jobs::reconcile_backup_and_restore(
+        &cluster,
+        &names,
+        &observation,
+        &step,
+        &mut status,
+        &ctx,
+    )
+    .await?;
     replace_status(&api, &latest, status).await?;
 
     Ok(match step {
+        Step::Done if restarting || restoring => Action::requeue(REQUEUE_ACTIVE),
         Step::Done => Action::requeue(REQUEUE_IDLE),
         // A blocked step (an export too large to keep, say) is retried at the
         // error pace: each retry may seal the single master for a moment.
@@ -871,7 +892,7 @@ async fn finish_registry_transfer(
 }
 
 /// Publishes one Event; best-effort, as in [`publish_events`].
-async fn publish(cluster: &MesosMasterCluster, ctx: &Context, event: Event) {
+pub(crate) async fn publish(cluster: &MesosMasterCluster, ctx: &Context, event: Event) {
     if let Err(error) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
         tracing::warn!(%error, reason = %event.reason, "could not publish an event");
     }
@@ -1015,7 +1036,7 @@ pub fn next_transition(
     }
 }
 
-fn condition(
+pub(crate) fn condition(
     previous: &[Condition],
     type_: &str,
     holds: bool,
@@ -1276,6 +1297,9 @@ fn next_status(
         transition,
         planner_memory: (memory != PlannerMemory::default()).then_some(memory),
         conditions,
+        // Kept as the day-2 hooks last wrote them (`day2::jobs`, `day2::restarts`).
+        backup: previous.backup.clone(),
+        restore: previous.restore.clone(),
     }
 }
 

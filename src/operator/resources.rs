@@ -664,6 +664,17 @@ pub fn network_policy(
                         }),
                         ..NetworkPolicyPeer::default()
                     },
+                    // The cluster's backup and restore Jobs (`day2::jobs`).
+                    NetworkPolicyPeer {
+                        pod_selector: Some(LabelSelector {
+                            match_labels: Some(BTreeMap::from([(
+                                crate::operator::day2::jobs::LABEL_REGISTRY_CLIENT.to_string(),
+                                names.cluster.clone(),
+                            )])),
+                            ..LabelSelector::default()
+                        }),
+                        ..NetworkPolicyPeer::default()
+                    },
                 ]),
                 ports: Some(vec![NetworkPolicyPort {
                     port: Some(IntOrString::Int(i32::from(cluster.spec.port))),

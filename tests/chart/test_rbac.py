@@ -22,7 +22,10 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     # The ensemble token: created once, never updated.
     ("", "secrets"): {"get", "create"},
     # Volumes: observed; deleted with a removed member (or per reclaim).
-    ("", "persistentvolumeclaims"): {"list", "delete"},
+    ("", "persistentvolumeclaims"): {"list", "delete", "get", "create"},
+    # spec.backup's CronJob and spec.restoreFrom's Job (src/operator/day2/jobs.rs).
+    ("batch", "cronjobs"): {"patch", "delete"},
+    ("batch", "jobs"): {"patch", "get"},
     ("policy", "poddisruptionbudgets"): {"patch"},
     ("networking.k8s.io", "networkpolicies"): {"patch"},
     ("", "pods"): {"list", "delete", "patch"},

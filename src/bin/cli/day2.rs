@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use mesos_operator::operator::day2::{backup, plugin};
+use mesos_operator::operator::day2::{backup, plugin, schedule};
 use mesos_operator::operator::local::HttpMasterClient;
 
 /// Where the masters are: a running ensemble's addresses or a local runtime.
@@ -49,6 +49,10 @@ pub struct BackupArgs {
     /// (default with --state-dir: <state-dir>/backups).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// After the backup, delete the backups of the same log id in the directory
+    /// beyond the N at the highest positions (other logs' backups stay).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(schedule::MAX_KEEP)))]
+    pub keep: Option<u32>,
 }
 
 /// `mesos-operator restore`.
@@ -71,6 +75,12 @@ pub fn run_backup(args: &BackupArgs, out: &mut dyn Write) -> anyhow::Result<()> 
     };
     let path = backup::take_backup(&HttpMasterClient::default(), &members, &dir)?;
     writeln!(out, "{}", path.display())?;
+    if let Some(keep) = args.keep {
+        let verified = backup::read_backup(&path)?;
+        for removed in schedule::prune_backups(&dir, verified.log_id, keep)? {
+            writeln!(out, "deleted {}", removed.display())?;
+        }
+    }
     Ok(())
 }
 
@@ -183,6 +193,7 @@ pub fn run_plugin(cli: PluginCli, out: &mut dyn Write) -> anyhow::Result<()> {
                     state_dir: None,
                 },
                 out: Some(dir),
+                keep: None,
             },
             out,
         );
@@ -244,7 +255,7 @@ pub async fn run_kube_plugin(
         PluginCommand::Backup { name, .. } => {
             let name = required_name(name)?;
             anyhow::bail!(
-                "the operator cannot take backups of {namespace}/{name} yet (spec.backup, issue #11); meanwhile: kubectl -n {namespace} port-forward svc/{name}-leader 5050 & kubectl mmc backup {name} --masters 127.0.0.1:5050 --out DIR"
+                "scheduled backups of {namespace}/{name} are set in its spec.backup (a CronJob writing to the PVC {name}-backups); for one now, from here: kubectl -n {namespace} port-forward svc/{name}-leader 5050 & kubectl mmc backup {name} --masters 127.0.0.1:5050 --out DIR"
             );
         }
         PluginCommand::Recover { name } => {
@@ -274,12 +285,18 @@ fn run_local_plugin(
                     state_dir: Some(state_dir.to_owned()),
                 },
                 out: dir,
+                keep: None,
             },
             out,
         )?,
-        PluginCommand::Restart { member, .. } => anyhow::bail!(
-            "restart {member}: the local runtime takes no restart requests yet; nothing was changed"
-        ),
+        PluginCommand::Restart { member, .. } => {
+            plugin::local_request_restart(state_dir, &member)?;
+            writeln!(
+                out,
+                "asked the local runtime to restart {member} ({})",
+                mesos_operator::operator::local::restart::request_file(state_dir).display()
+            )?;
+        }
         PluginCommand::Recover { .. } => anyhow::bail!(
             "guarded recovery is not implemented yet (issue #11); nothing was changed"
         ),

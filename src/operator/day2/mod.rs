@@ -7,6 +7,9 @@
 //! [`crate::operator::local::MasterClient`] the local runtime uses.
 
 pub mod backup;
+pub mod jobs;
 pub mod plugin;
 pub mod restart;
+pub mod restarts;
+pub mod schedule;
 pub mod status;

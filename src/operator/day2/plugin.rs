@@ -217,6 +217,25 @@ pub fn local_status(state_dir: &Path) -> Result<String, PluginError> {
     ))
 }
 
+/// `kubectl mmc restart <member> --state-dir DIR`: the guard against the status
+/// the runtime last wrote, then `<state-dir>/restart-request` (see
+/// `local::restart`). Returns the member asked for.
+pub fn local_request_restart(state_dir: &Path, member: &str) -> Result<String, PluginError> {
+    let (name, _, status) = local_state(state_dir)?;
+    crate::operator::local::restart::write_request(state_dir, &name, &status, member).map_err(
+        |error| match error {
+            crate::operator::local::restart::LocalRequestError::Refused(refused) => {
+                PluginError::Refused(Box::new(refused))
+            }
+            other => PluginError::StateDir {
+                path: state_dir.display().to_string(),
+                reason: other.to_string(),
+            },
+        },
+    )?;
+    Ok(member.into())
+}
+
 /// `kubectl mmc plan --state-dir DIR --replicas N`.
 pub fn local_plan(state_dir: &Path, replicas: i32) -> Result<String, PluginError> {
     let (name, spec, status) = local_state(state_dir)?;

@@ -18,9 +18,11 @@
 //!   members/<i>/flags.json, work_dir/, pid, master.log   (see `members`)
 //! ```
 
+mod backups;
 pub mod http;
 pub mod members;
 mod render;
+pub mod restart;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -304,6 +306,13 @@ pub struct LocalRuntime<C: MasterClient = HttpMasterClient> {
     status: MesosMasterClusterStatus,
     notes: Vec<String>,
     started: Instant,
+    /// Day-2 (issue #11): a restart request under way and what status says of
+    /// it; backups and the restore at creation (see `restart`, `backups`).
+    restart: Option<restart::RestartInProgress>,
+    restart_report: restart::RestartReport,
+    backup_status: Option<crate::operator::day2::schedule::BackupStatus>,
+    next_backup_at: Option<Instant>,
+    restore_status: Option<crate::operator::day2::schedule::RestoreStatus>,
     /// Held (locked) for the runtime's life.
     _lock: fs::File,
 }
@@ -415,6 +424,11 @@ impl<C: MasterClient> LocalRuntime<C> {
             status: previous.clone().unwrap_or_default(),
             notes: Vec::new(),
             started: Instant::now(),
+            restart: None,
+            restart_report: None,
+            backup_status: previous.as_ref().and_then(|status| status.backup.clone()),
+            next_backup_at: None,
+            restore_status: previous.as_ref().and_then(|status| status.restore.clone()),
             _lock: lock,
         };
         let finished = previous.as_ref().and_then(|s| s.phase) == Some(Phase::Running);
@@ -765,7 +779,17 @@ impl<C: MasterClient> LocalRuntime<C> {
         self.last_step = step.clone();
         // Re-observe after an action so status shows its effect's beginning.
         let observed = if applied { self.observe()? } else { observed };
+        self.day2_tick(&step, &observed)?;
         self.write_status(&step, &observed)
+    }
+
+    /// Issue #11's requests, after the planner's step: the restore at creation
+    /// first (before a backup could record the empty registry), then backups and
+    /// restart requests.
+    fn day2_tick(&mut self, step: &Step, observed: &Observed) -> anyhow::Result<()> {
+        self.restore_at_creation(step, observed);
+        self.scheduled_backup(observed);
+        self.honour_restart_request(step, observed)
     }
 
     fn append_event(&self, description: &str) -> anyhow::Result<()> {
@@ -1031,7 +1055,12 @@ impl<C: MasterClient> LocalRuntime<C> {
             members,
             transition: self.transition_status(step),
             planner_memory: Some(self.memory.clone()),
-            conditions,
+            conditions: conditions
+                .into_iter()
+                .chain(self.restart_condition())
+                .collect(),
+            backup: self.backup_status.clone(),
+            restore: self.restore_status.clone(),
         }
     }
 
