@@ -55,6 +55,20 @@ impl Operator {
         operator
     }
 
+    /// Starts the operator on a spec file holding `spec_text` (issue #11's tests:
+    /// `backup`, `restoreFrom`).
+    pub fn start_with_spec(port: u16, spec_text: &str) -> Operator {
+        let mut operator = Operator {
+            root: tempfile::tempdir().expect("tempdir"),
+            port,
+            mode: "Preserve",
+            child: None,
+        };
+        operator.write_spec_text(spec_text);
+        operator.spawn();
+        operator
+    }
+
     pub fn spawn(&mut self) {
         assert!(self.child.is_none());
         let log = std::fs::OpenOptions::new()

@@ -134,15 +134,18 @@ impl<C: MasterClient> LocalRuntime<C> {
         let status = self.build_status(step, observed);
         let transition_running =
             !matches!(step, Step::Done) || self.transition.as_ref().is_some_and(|t| !t.done);
-        let verdict = if transition_running {
-            Err(RestartRefused::Transitioning {
-                cluster: name.clone(),
-                detail: step.describe(&name),
-            }
-            .to_string())
-        } else {
-            check_restart(&name, &status, &member, None).map_err(|error| error.to_string())
-        };
+        // The quorum guard first: while a member is down the planner waits too,
+        // and "it would lose quorum" is the reason a user can act on.
+        let verdict = check_restart(&name, &status, &member, None)
+            .map_err(|error| error.to_string())
+            .and_then(|()| match transition_running {
+                true => Err(RestartRefused::Transitioning {
+                    cluster: name.clone(),
+                    detail: step.describe(&name),
+                }
+                .to_string()),
+                false => Ok(()),
+            });
         let ordinal = match (verdict, ordinal_of(&name, &member)) {
             (Err(reason), _) => {
                 let message = format!("restart of {member} refused for now: {reason}");
