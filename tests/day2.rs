@@ -345,6 +345,73 @@ fn backup_writes_the_leaders_export_and_restore_sends_it_back() {
         .any(|line| line.starts_with("POST /registry/import ")));
 }
 
+/// `--keep N`: the backups of the same log beyond the N newest are deleted; other
+/// logs' backups and other files stay. (Port 28150: issue #11's range.)
+#[test]
+fn backup_keep_prunes_older_backups_of_the_same_log_only() {
+    let _leader = FakeMaster::start(
+        "127.0.0.1:28150".parse().expect("addr"),
+        export(77, 1024),
+        200,
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("backups");
+    std::fs::create_dir_all(&out).expect("dir");
+    for name in [
+        "registry-77-1000.json",
+        "registry-77-900.json",
+        "registry-78-5000.json",
+        "notes.txt",
+    ] {
+        std::fs::write(out.join(name), b"{}").expect("write");
+    }
+    let output = run(
+        Path::new(OPERATOR),
+        &[
+            "backup",
+            "--masters",
+            "127.0.0.1:28150",
+            "--out",
+            &out.to_string_lossy(),
+            "--keep",
+            "2",
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("deleted ") && stdout.contains("registry-77-900.json"),
+        "{stdout}"
+    );
+    let mut left: Vec<String> = std::fs::read_dir(&out)
+        .expect("dir")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        vec![
+            "notes.txt",
+            "registry-77-1000.json",
+            "registry-77-1024.json",
+            "registry-78-5000.json"
+        ]
+    );
+    let output = run(
+        Path::new(OPERATOR),
+        &[
+            "backup",
+            "--masters",
+            "127.0.0.1:28150",
+            "--out",
+            &out.to_string_lossy(),
+            "--keep",
+            "0",
+        ],
+    );
+    assert!(!output.status.success(), "--keep 0 is refused");
+}
+
 #[test]
 fn restore_refuses_bad_files_in_one_line_and_sends_nothing() {
     let master = FakeMaster::start("127.0.0.1:27302".parse().expect("addr"), export(1, 2), 200);

@@ -117,6 +117,7 @@ pub fn render_status(source: &StatusSource<'_>, status: &MesosMasterClusterStatu
             }
         }
     }
+    render_day2(&mut out, status);
     if !status.conditions.is_empty() {
         let conditions = status
             .conditions
@@ -127,6 +128,55 @@ pub fn render_status(source: &StatusSource<'_>, status: &MesosMasterClusterStatu
         let _ = writeln!(out, "conditions: {conditions}");
     }
     out
+}
+
+/// Backups, the restore at creation and a restart request, when there are any.
+fn render_day2(out: &mut String, status: &MesosMasterClusterStatus) {
+    if let Some(backup) = &status.backup {
+        let last = match &backup.last {
+            Some(last) => format!(
+                "last {} at {}",
+                match (&last.file, last.position) {
+                    (Some(file), _) => file.clone(),
+                    (None, Some(position)) => format!("position {position}"),
+                    (None, None) => "backup".into(),
+                },
+                last.time
+            ),
+            None => "none yet".into(),
+        };
+        let _ = writeln!(
+            out,
+            "backups: schedule {} ({last}){}",
+            backup.schedule.as_deref().unwrap_or("-"),
+            backup
+                .error
+                .as_ref()
+                .map(|error| format!("; error: {error}"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(restore) = &status.restore {
+        let _ = writeln!(
+            out,
+            "restore of {}: {:?}{}",
+            restore.backup,
+            restore.state,
+            restore
+                .message
+                .as_ref()
+                .map(|message| format!(" ({message})"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(restart) = status
+        .conditions
+        .iter()
+        .filter(|condition| condition.type_ == crate::operator::local::restart::MEMBER_RESTART)
+        .find(|condition| condition.status == "True" || condition.reason == "RestartRefused")
+    {
+        let _ = writeln!(out, "restart: {}", restart.message);
+    }
 }
 
 #[cfg(test)]
@@ -233,6 +283,51 @@ transition 3 -> 5: 1/3 steps done, at step 2
 conditions: Available=True Progressing=True
 "
         );
+    }
+
+    #[test]
+    fn backups_the_restore_and_a_refused_restart_get_a_line_each() {
+        use crate::operator::day2::schedule::{
+            BackupStatus, LastBackup, RestoreState, RestoreStatus,
+        };
+        let mut status = MesosMasterClusterStatus {
+            backup: Some(BackupStatus {
+                schedule: Some("1h".into()),
+                cron_job: None,
+                last: Some(LastBackup {
+                    file: Some("registry-7-40.json".into()),
+                    log_id: Some(7),
+                    position: Some(40),
+                    time: "2026-11-26T00:00:00Z".into(),
+                }),
+                error: None,
+            }),
+            restore: Some(RestoreStatus {
+                backup: "registry-3-9.json".into(),
+                state: RestoreState::Refused,
+                message: Some("the backup is truncated".into()),
+            }),
+            ..Default::default()
+        };
+        let mut refused = condition("MemberRestart", "False");
+        refused.reason = "RestartRefused".into();
+        refused.message = "restarting prod-0 would leave 1 ready master(s)".into();
+        status.conditions.push(refused);
+        let text = render_status(
+            &StatusSource {
+                name: "prod",
+                location: "namespace db",
+                spec_replicas: Some(3),
+            },
+            &status,
+        );
+        for line in [
+            "backups: schedule 1h (last registry-7-40.json at 2026-11-26T00:00:00Z)\n",
+            "restore of registry-3-9.json: Refused (the backup is truncated)\n",
+            "restart: restarting prod-0 would leave 1 ready master(s)\n",
+        ] {
+            assert!(text.contains(line), "{line:?} not in\n{text}");
+        }
     }
 
     #[test]
