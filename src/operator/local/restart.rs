@@ -121,10 +121,11 @@ impl<C: MasterClient> LocalRuntime<C> {
             return Ok(());
         }
         let Some(member) = pending_request(&self.options.state_dir)? else {
+            // A request withdrawn while under way or refused: nothing left to say.
             if self
                 .restart_report
                 .as_ref()
-                .is_some_and(|(active, _, _)| *active)
+                .is_some_and(|(_, reason, _)| *reason != "Restarted")
             {
                 self.restart_report = None;
             }
