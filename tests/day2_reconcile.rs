@@ -263,6 +263,22 @@ async fn spec_backup_creates_the_claim_and_a_cron_job_and_removing_it_deletes_th
     assert_eq!(backup.cron_job.as_deref(), Some("prod-backup"));
     assert_eq!(backup.schedule.as_deref(), Some("*/15 * * * *"));
     assert_eq!(backup.error, None);
+    assert_eq!(backup.last, None, "no backup yet");
+
+    // The CronJob's last success is the status' last backup (its file is on a
+    // volume the operator does not mount).
+    let ran = serde_json::json!({ "status": { "lastSuccessfulTime": "2026-11-26T01:00:00Z" } });
+    cron_jobs
+        .patch_status("prod-backup", &PatchParams::default(), &Patch::Merge(&ran))
+        .await
+        .expect("cron job ran");
+    world.reconcile_once().await;
+    let status = world.cluster().await.status.expect("status");
+    let last = status
+        .backup
+        .and_then(|backup| backup.last)
+        .expect("last backup");
+    assert_eq!(last.time, "2026-11-26T01:00:00Z");
 
     // A schedule a CronJob cannot keep: said in the status, the CronJob unchanged.
     world
