@@ -211,6 +211,25 @@ async fn a_restart_that_would_lose_quorum_is_refused_and_retried_later() {
     assert_eq!(pod_deletions(&world, "prod-0-0"), 1);
 }
 
+#[tokio::test]
+async fn a_paused_cluster_takes_no_restart_until_resumed() {
+    let world = World::new(spec(3)).await;
+    world.converge(3).await;
+    world.set_spec(|spec| spec.paused = true).await;
+    world.clear_requests();
+    request_restart(&world, "prod-2").await;
+    world.reconcile_once().await;
+    assert_eq!(pod_deletions(&world, "prod-2-0"), 0);
+    let status = world.cluster().await.status.expect("status");
+    let (_, reason, message) = restart_condition(&status).expect("condition");
+    assert_eq!(reason, "RestartRefused");
+    assert!(message.contains("is paused"), "{message}");
+
+    world.set_spec(|spec| spec.paused = false).await;
+    world.reconcile_once().await;
+    assert_eq!(pod_deletions(&world, "prod-2-0"), 1);
+}
+
 fn backup_spec(schedule: &str) -> BackupSpec {
     BackupSpec {
         schedule: schedule.into(),

@@ -166,14 +166,22 @@ pub async fn honour(
             )
         })
         .collect();
-    let action = decide(
-        names,
-        request.as_deref(),
-        deleted_uid.as_deref(),
-        status,
-        step,
-        &identities,
-    );
+    let action = match (&request, &deleted_uid) {
+        // Paused means no step at all, requested or planned; one under way is
+        // still watched to its end (its pod is already gone).
+        (Some(member), None) if latest.spec.paused => RestartAction::Refuse(format!(
+            "{} is paused (spec.paused): {member} restarts once it is resumed",
+            names.cluster
+        )),
+        _ => decide(
+            names,
+            request.as_deref(),
+            deleted_uid.as_deref(),
+            status,
+            step,
+            &identities,
+        ),
+    };
     let previous = latest.status.clone().unwrap_or_default();
     let annotate = |values: serde_json::Value, cluster: &MesosMasterCluster| {
         serde_json::json!({

@@ -139,6 +139,12 @@ impl<C: MasterClient> LocalRuntime<C> {
         // and "it would lose quorum" is the reason a user can act on.
         let verdict = check_restart(&name, &status, &member, None)
             .map_err(|error| error.to_string())
+            .and_then(|()| match self.cluster.spec.paused {
+                true => Err(format!(
+                    "{name} is paused (spec.paused): {member} restarts once it is resumed"
+                )),
+                false => Ok(()),
+            })
             .and_then(|()| match transition_running {
                 true => Err(RestartRefused::Transitioning {
                     cluster: name.clone(),
