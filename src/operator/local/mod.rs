@@ -15,6 +15,8 @@
 //!   ensemble-token       generated once, shared by every member
 //!   registry-export.json the registry exported when leaving single-master mode
 //!   events.log           one line per applied step: unix-ms, tab, description
+//!   backups/             spec.backup's registry-<log id>-<position>.json (see `backups`)
+//!   restart-request      a `kubectl mmc restart` request: the member's name (see `restart`)
 //!   members/<i>/flags.json, work_dir/, pid, master.log   (see `members`)
 //! ```
 
