@@ -1276,6 +1276,7 @@ fn next_status(
         transition,
         planner_memory: (memory != PlannerMemory::default()).then_some(memory),
         conditions,
+        recovery: previous.recovery.clone(),
     }
 }
 

@@ -151,8 +151,15 @@ pub enum PluginCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Guarded recovery of a cluster that lost its quorum (not available yet).
-    Recover { name: Option<String> },
+    /// Guarded recovery of a cluster that lost its quorum: rebuild the ensemble
+    /// from the surviving MEMBER, which must report --log-id (both as `status`
+    /// shows them). Every other member's old state is wiped.
+    Recover {
+        member: String,
+        /// The log id (hex) the member reports, as `status` shows it.
+        #[arg(long)]
+        log_id: String,
+    },
 }
 
 fn required_name(name: Option<String>) -> anyhow::Result<String> {
@@ -247,10 +254,9 @@ pub async fn run_kube_plugin(
                 "the operator cannot take backups of {namespace}/{name} yet (spec.backup, issue #11); meanwhile: kubectl -n {namespace} port-forward svc/{name}-leader 5050 & kubectl mmc backup {name} --masters 127.0.0.1:5050 --out DIR"
             );
         }
-        PluginCommand::Recover { name } => {
-            let name = required_name(name)?;
+        PluginCommand::Recover { member, .. } => {
             anyhow::bail!(
-                "guarded recovery of {namespace}/{name} is not implemented yet (issue #11); nothing was changed"
+                "recover {member} in namespace {namespace}: the Kubernetes operator does not take recovery requests yet (the local runtime does, with --state-dir); nothing was changed"
             );
         }
     }
@@ -280,9 +286,11 @@ fn run_local_plugin(
         PluginCommand::Restart { member, .. } => anyhow::bail!(
             "restart {member}: the local runtime takes no restart requests yet; nothing was changed"
         ),
-        PluginCommand::Recover { .. } => anyhow::bail!(
-            "guarded recovery is not implemented yet (issue #11); nothing was changed"
-        ),
+        PluginCommand::Recover { member, log_id } => write!(
+            out,
+            "{}",
+            plugin::local_recover(state_dir, &member, &log_id)?
+        )?,
     }
     Ok(())
 }

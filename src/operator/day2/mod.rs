@@ -8,5 +8,6 @@
 
 pub mod backup;
 pub mod plugin;
+pub mod recovery;
 pub mod restart;
 pub mod status;

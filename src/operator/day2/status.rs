@@ -202,6 +202,7 @@ pub(crate) mod tests {
                 condition("Available", "True"),
                 condition("Progressing", "True"),
             ],
+            recovery: None,
         }
     }
 
