@@ -254,10 +254,17 @@ pub async fn run_kube_plugin(
                 "the operator cannot take backups of {namespace}/{name} yet (spec.backup, issue #11); meanwhile: kubectl -n {namespace} port-forward svc/{name}-leader 5050 & kubectl mmc backup {name} --masters 127.0.0.1:5050 --out DIR"
             );
         }
-        PluginCommand::Recover { member, .. } => {
-            anyhow::bail!(
-                "recover {member} in namespace {namespace}: the Kubernetes operator does not take recovery requests yet (the local runtime does, with --state-dir); nothing was changed"
-            );
+        PluginCommand::Recover { member, log_id } => {
+            let cluster = cluster_of(&member)
+                .with_context(|| format!("{member} is not <cluster>-<ordinal>"))?
+                .to_owned();
+            let value =
+                plugin::request_recovery(client, namespace, &cluster, &member, &log_id).await?;
+            writeln!(
+                out,
+                "asked the operator to recover {namespace}/{cluster} from {member} (annotation {}={value}): it exports what {member} learned, deletes every member's pod and volume (the old log is fenced), starts them on a new log and imports the export; follow it with `kubectl mmc status {cluster} -n {namespace}`",
+                mesos_operator::operator::day2::recovery::ANNOTATION_RECOVER_FROM
+            )?;
         }
     }
     Ok(())

@@ -24,7 +24,7 @@ pub enum PluginError {
         name: String,
         error: Box<kube::Error>,
     },
-    #[error("writing the restart request on MesosMasterCluster {namespace}/{name}: {error}")]
+    #[error("writing the request on MesosMasterCluster {namespace}/{name}: {error}")]
     Write {
         namespace: String,
         name: String,
@@ -225,6 +225,41 @@ pub fn local_plan(state_dir: &Path, replicas: i32) -> Result<String, PluginError
     let (name, spec, status) = local_state(state_dir)?;
     let spec = spec.unwrap_or_else(|| MesosMasterClusterSpec::with_replicas(status.replicas));
     plan_from(&name, &spec, Some(&status), replicas)
+}
+
+/// `kubectl mmc recover <member> --log-id <hex>`: checks the status says quorum is
+/// lost with `member` (`<cluster>-<ordinal>`) surviving on that log, then writes the
+/// annotation the operator takes (and validates again against what it observes).
+/// Returns the annotation's value.
+pub async fn request_recovery(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    member: &str,
+    log_id: &str,
+) -> Result<String, PluginError> {
+    let request = recovery::parse_request(&format!("{member}:{log_id}"))
+        .map_err(|refused| PluginError::RecoveryRefused(refused.to_string()))?;
+    let cluster = get(client, namespace, name).await?;
+    recovery::check_against_status(&cluster.status.clone().unwrap_or_default(), &request)
+        .map_err(PluginError::RecoveryRefused)?;
+    let api: Api<MesosMasterCluster> = Api::namespaced(client.clone(), namespace);
+    let value = request.to_string();
+    let patch = serde_json::json!({
+        "metadata": {
+            "annotations": { recovery::ANNOTATION_RECOVER_FROM: value },
+            // Written only against the status it was checked on.
+            "resourceVersion": cluster.resource_version(),
+        }
+    });
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|error| PluginError::Write {
+            namespace: namespace.into(),
+            name: name.into(),
+            error: Box::new(error),
+        })?;
+    Ok(value)
 }
 
 /// `kubectl mmc recover <member> --log-id <hex> --state-dir DIR`: checks the

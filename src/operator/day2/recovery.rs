@@ -309,13 +309,6 @@ pub fn validate(
     let Assessment::QuorumLost(loss) = assessment else {
         return Err(RecoveryRefused::QuorumNotLost(request.member.clone()));
     };
-    if lost_for_seconds < threshold_seconds {
-        return Err(RecoveryRefused::ThresholdNotPassed {
-            member: request.member.clone(),
-            lost_for_seconds,
-            threshold_seconds,
-        });
-    }
     let Some(survivor) = loss.survivors.iter().find(|s| s.name == request.member) else {
         return Err(RecoveryRefused::NotASurvivor {
             member: request.member.clone(),
@@ -332,6 +325,14 @@ pub fn validate(
             member: request.member.clone(),
             requested: log_id_hex(request.log_id),
             reported: log_id_hex(survivor.log_id),
+        });
+    }
+    // Last: a request that is wrong in itself is said to be so at once.
+    if lost_for_seconds < threshold_seconds {
+        return Err(RecoveryRefused::ThresholdNotPassed {
+            member: request.member.clone(),
+            lost_for_seconds,
+            threshold_seconds,
         });
     }
     Ok(loss.clone())
