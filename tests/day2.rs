@@ -514,8 +514,20 @@ fn kubectl_mmc_through_a_symlink_shows_a_local_runtimes_status_and_plan() {
         "{}",
         text(&output.stdout)
     );
-    let output = run(&plugin, &["recover", "--state-dir", &state_arg]);
-    assert_one_line_failure(&output, "not implemented yet");
+    // A healthy ensemble: nothing to recover, nothing written.
+    let output = run(
+        &plugin,
+        &[
+            "recover",
+            "prod-0",
+            "--log-id",
+            "00000000000000aa",
+            "--state-dir",
+            &state_arg,
+        ],
+    );
+    assert_one_line_failure(&output, "does not say quorum is lost");
+    assert!(!state.join("recover-request").exists());
 }
 
 // ---------------------------------------------------------------- real masters

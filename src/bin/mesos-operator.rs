@@ -76,6 +76,10 @@ enum Command {
         /// Milliseconds between observations.
         #[arg(long, default_value_t = 150)]
         poll_ms: u64,
+        /// Seconds of quorum loss before a recovery request is acted on (default:
+        /// the spec's `recovery.quorumLossSeconds`, 300).
+        #[arg(long)]
+        quorum_loss_seconds: Option<u64>,
         /// How to show progress: live (redrawn, default on a TTY), lines, or quiet.
         #[arg(long, value_enum)]
         display: Option<DisplayMode>,
@@ -195,6 +199,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             master_args,
             poll_ms,
             display,
+            quorum_loss_seconds,
         } => {
             drop(stdout);
             local::run(local::LocalOptions {
@@ -204,6 +209,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 master_binary: master_binary.unwrap_or_else(local::default_master_binary),
                 master_args,
                 poll_interval: std::time::Duration::from_millis(poll_ms),
+                quorum_loss_seconds,
                 display: match display {
                     None => local::Display::detect(),
                     Some(DisplayMode::Live) => local::Display::Live,

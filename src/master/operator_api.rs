@@ -17,7 +17,11 @@
 //!   registry holds data; else appends it through the log in chunks that become
 //!   visible together, and answers 200 once learned. The result is not sealed.
 //!
-//! All four are served by the leader only (307 elsewhere, 503 with no leader).
+//! - `GET /registry/export?scope=local`: any member, no quorum needed: the registry
+//!   as this member applied its learned prefix (recovery after quorum loss).
+//!
+//! All four are served by the leader only (307 elsewhere, 503 with no leader),
+//! except the local export.
 //!
 //! Writes go through the leader: a master that does not lead answers 307 to the
 //! leader (same path), or 503 when it knows none, as Mesos does. Reads are served
@@ -68,6 +72,11 @@ pub const LEARNED_POSITION_HEADER: &str = "x-registry-learned-position";
 pub const LEADER_LEASE_HEADER: &str = "x-registry-leader-lease";
 /// On a 503 read: this member's replica status (`RECOVERING`, ...).
 pub const REPLICA_STATUS_HEADER: &str = "x-registry-replica-status";
+/// On a local export: one past the highest position this replica holds, learned
+/// or not (positions from the learned end up to it were accepted, maybe not chosen).
+pub const LOG_END_POSITION_HEADER: &str = "x-registry-log-end-position";
+/// On a local export: the id (hex) of the log this member's replica belongs to.
+pub const LOG_ID_HEADER: &str = "x-registry-log-id";
 /// Port of an admitted agent that names none: Mesos' agent default.
 const DEFAULT_AGENT_PORT: u16 = 5051;
 
@@ -694,8 +703,14 @@ fn leading(state: &OperatorState, uri: &Uri) -> Result<MasterView, Box<Response>
     }
 }
 
-/// `GET /registry/export`.
+/// `GET /registry/export`; with `?scope=local`, [`registry_export_local`].
 async fn registry_export(State(state): State<OperatorState>, uri: Uri) -> Response {
+    if uri
+        .query()
+        .is_some_and(|query| query.split('&').any(|pair| pair == "scope=local"))
+    {
+        return registry_export_local(&state);
+    }
     let view = match leading(&state, &uri) {
         Ok(view) => view,
         Err(response) => return *response,
@@ -712,6 +727,43 @@ async fn registry_export(State(state): State<OperatorState>, uri: Uri) -> Respon
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("The registry is unavailable: {reason}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /registry/export?scope=local`: what THIS member has applied of its learned
+/// prefix, served by any member with no quorum, leader or `Voting` status (the
+/// operator's recovery after quorum loss reads it from a survivor). The document's
+/// `position` is the last learned position applied; accepted but unlearned entries
+/// are never in it (they may not be the chosen values), their extent is in
+/// [`LOG_END_POSITION_HEADER`] so the operator can say what may be lost. Read-only.
+fn registry_export_local(state: &OperatorState) -> Response {
+    let view = state.view.get();
+    match state.registrar.local_export() {
+        Ok((registry, position)) => {
+            let document = transfer::export_document(&registry, view.log_id.unwrap_or(0), position);
+            let mut response = Json(document).into_response();
+            let headers = response.headers_mut();
+            for (name, value) in [
+                (LEARNED_POSITION_HEADER, view.learned_position.to_string()),
+                (LOG_END_POSITION_HEADER, view.end_position.to_string()),
+                (REPLICA_STATUS_HEADER, view.replica_status.to_string()),
+                (
+                    LOG_ID_HEADER,
+                    view.log_id
+                        .map_or_else(|| "none".to_owned(), |id| format!("{id:016x}")),
+                ),
+            ] {
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    headers.insert(name, value);
+                }
+            }
+            response
+        }
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("This member cannot export its registry: {reason}\n"),
         )
             .into_response(),
     }
@@ -1346,5 +1398,72 @@ mod tests {
         let (app, _) = master(view(false, None));
         let answer = send(&app, "POST", "/registry/seal", None, "").await;
         assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn a_local_export_needs_no_leader_and_holds_only_the_learned_prefix() {
+        let metrics = Arc::new(Metrics::new());
+        let (registrar, log) = memory_registrar(RegistrarConfig::new(SELF), Arc::clone(&metrics));
+        let leading = router_with_registry(
+            MasterState {
+                view: SharedMasterView::new(view(true, Some(SELF))),
+                metrics: Arc::clone(&metrics),
+            },
+            registrar.clone(),
+        );
+        assert_eq!(admit(&leading, "a").await.status, StatusCode::OK);
+        // An append that is accepted somewhere but never learned.
+        log.hold();
+        let unlearned = tokio::spawn({
+            let leading = leading.clone();
+            async move { admit(&leading, "b").await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The survivor of a quorum loss: no leader, not even Voting.
+        let survivor_view = MasterView {
+            replica_status: ReplicaStatus::Recovering,
+            log_id: Some(0xabc),
+            end_position: 9,
+            learned_position: 5,
+            ..view(false, None)
+        };
+        let survivor = router_with_registry(
+            MasterState {
+                view: SharedMasterView::new(survivor_view),
+                metrics,
+            },
+            registrar.clone(),
+        );
+        let plain = send(&survivor, "GET", "/registry/export", None, "").await;
+        assert_eq!(
+            plain.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            plain.body
+        );
+        let local = send(&survivor, "GET", "/registry/export?scope=local", None, "").await;
+        assert_eq!(local.status, StatusCode::OK, "{}", local.body);
+        let document = transfer::parse_document(local.body.as_bytes()).expect("a valid document");
+        assert_eq!(document.log_id, 0xabc);
+        assert!(document.registry.agents.contains_key("a"));
+        assert!(
+            !document.registry.agents.contains_key("b"),
+            "an unlearned write was exported"
+        );
+        assert_eq!(Some(document.position), registrar.applied_position());
+        assert_eq!(local.headers[LOG_END_POSITION_HEADER], "9");
+        assert_eq!(local.headers[LEARNED_POSITION_HEADER], "5");
+        assert_eq!(local.headers[REPLICA_STATUS_HEADER], "RECOVERING");
+        assert_eq!(local.headers[LOG_ID_HEADER], "0000000000000abc");
+        // Read-only: the registry is as it was.
+        assert!(!registry(&registrar).agents.contains_key("b"));
+        log.release();
+        assert_eq!(unlearned.await.expect("joined").status, StatusCode::OK);
+        let after = send(&survivor, "GET", "/registry/export?scope=local", None, "").await;
+        let document = transfer::parse_document(after.body.as_bytes()).expect("a valid document");
+        assert!(
+            document.registry.agents.contains_key("b"),
+            "learned and applied now"
+        );
     }
 }

@@ -351,6 +351,27 @@ impl Registrar {
         self.publish_metrics(&state);
     }
 
+    /// The registry exactly as this member has applied its learned prefix, and the
+    /// last position delivered to it (every learned position up to it is
+    /// reflected), for a recovery after quorum loss: no quorum, leader or `Voting`
+    /// status is needed, and nothing accepted but unlearned is ever in it (an
+    /// accepted value may not be the chosen one). Refused while the registry is
+    /// being restored from a snapshot (it is then not a prefix of the log) or after
+    /// the log was found corrupt.
+    pub fn local_export(&self) -> Result<(Registry, u64), String> {
+        let state = lock(&self.shared.state);
+        if let Some(reason) = &state.corrupt {
+            return Err(reason.clone());
+        }
+        if state.awaiting_snapshot {
+            return Err(format!(
+                "restoring from a snapshot: the log was truncated below position {} before this member read it, so its registry is not a prefix of the log yet",
+                state.delivered_position + 1
+            ));
+        }
+        Ok((state.machine.registry().clone(), state.delivered_position))
+    }
+
     /// Last position applied.
     pub fn applied_position(&self) -> Option<u64> {
         lock(&self.shared.state).applied_position

@@ -111,6 +111,32 @@ pub struct MesosMasterClusterSpec {
     /// has a leader, only if its registry is empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_from: Option<crate::operator::day2::schedule::RestoreFrom>,
+
+    /// Guarded recovery after quorum loss (see `kubectl mmc recover`).
+    #[serde(default)]
+    pub recovery: RecoverySpec,
+}
+
+/// How the operator treats a lost quorum.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoverySpec {
+    /// Seconds quorum must have been lost before a recovery request
+    /// (`mesos.operator.dev/recover-from`) is acted on.
+    #[serde(default = "default_quorum_loss_seconds")]
+    pub quorum_loss_seconds: u64,
+}
+
+fn default_quorum_loss_seconds() -> u64 {
+    crate::operator::day2::recovery::DEFAULT_QUORUM_LOSS_SECONDS
+}
+
+impl Default for RecoverySpec {
+    fn default() -> Self {
+        Self {
+            quorum_loss_seconds: default_quorum_loss_seconds(),
+        }
+    }
 }
 
 /// What happens to the registry when the ensemble leaves single-master mode.
@@ -234,6 +260,7 @@ impl MesosMasterClusterSpec {
             paused: false,
             backup: None,
             restore_from: None,
+            recovery: RecoverySpec::default(),
         }
     }
 
@@ -389,6 +416,10 @@ pub struct MesosMasterClusterStatus {
     /// The restore `spec.restoreFrom` asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<crate::operator::day2::schedule::RestoreStatus>,
+    /// The last guarded recovery after quorum loss: from which member, at which
+    /// position of which (now fenced) log, what may have been lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<crate::operator::day2::recovery::RecoveryRecord>,
 }
 
 /// The condition types this operator sets.
@@ -407,6 +438,11 @@ pub mod condition_types {
     /// Every member's volume template asks for what `spec.storage` says; False
     /// names the members that keep older volumes (templates are immutable).
     pub const STORAGE_CURRENT: &str = "StorageCurrent";
+    /// True while fewer than a quorum of members vote on one log; the message
+    /// names the lost members, the survivors and the command that recovers.
+    pub const QUORUM_LOST: &str = "QuorumLost";
+    /// Present once a guarded recovery ran: its record in words.
+    pub const RECOVERED: &str = "Recovered";
 }
 
 /// Coarse state of the cluster.
@@ -418,6 +454,11 @@ pub enum Phase {
     Degraded,
     Failed,
     Paused,
+    /// Fewer than a quorum of members vote; the operator holds every step and
+    /// waits for the members to come back or for a recovery request.
+    QuorumLost,
+    /// A guarded recovery is rebuilding the ensemble from a survivor.
+    Recovering,
 }
 
 /// One master as the operator sees it.

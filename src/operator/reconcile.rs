@@ -49,6 +49,8 @@ use crate::operator::transfer::{
 
 /// The finalizer that lets the operator clean up (volumes per
 /// `spec.storage.reclaim`) before the cluster object goes.
+mod recovery;
+
 pub const FINALIZER: &str = "mesos.operator.dev/cleanup";
 
 /// While a transition runs (or a step waits on masters), look again this soon:
@@ -213,6 +215,19 @@ async fn apply(cluster: Arc<MesosMasterCluster>, ctx: Arc<Context>) -> Result<Ac
     .await?;
     ensure_member_services(&cluster, &names, &mut observation, &ctx).await?;
 
+    // Quorum lost, or a recovery under way: the planner is held (issue #11).
+    if let recovery::Held::Status {
+        status,
+        drop_request,
+    } = recovery::hold(&cluster, &names, &observation, &ctx).await?
+    {
+        let latest = replace_status(&api, &cluster, *status).await?;
+        if drop_request {
+            recovery::drop_request(&api, &latest).await?;
+        }
+        return Ok(Action::requeue(REQUEUE_ACTIVE));
+    }
+
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &names.namespace);
     let mut export = config_maps.get_opt(&names.registry_export()).await?;
 
@@ -282,7 +297,7 @@ async fn apply(cluster: Arc<MesosMasterCluster>, ctx: Arc<Context>) -> Result<Ac
     .await?;
 
     let previous = latest.status.clone().unwrap_or_default();
-    let mut status = next_status(
+    let status = next_status(
         &previous,
         &latest,
         &names,
@@ -293,6 +308,8 @@ async fn apply(cluster: Arc<MesosMasterCluster>, ctx: Arc<Context>) -> Result<Ac
         export.as_ref(),
         Time(k8s_openapi::jiff::Timestamp::now()),
     );
+    let mut status = status;
+    recovery::overlay(&latest, &mut status);
     publish_events(&cluster, &names, &previous, &status, &step, blocked, &ctx).await;
     // Issue #11: restart requests, scheduled backups, the restore at creation.
     let (latest, restarting) = crate::operator::day2::restarts::honour(
@@ -1300,6 +1317,7 @@ fn next_status(
         // Kept as the day-2 hooks last wrote them (`day2::jobs`, `day2::restarts`).
         backup: previous.backup.clone(),
         restore: previous.restore.clone(),
+        recovery: previous.recovery.clone(),
     }
 }
 

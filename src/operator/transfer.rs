@@ -125,6 +125,22 @@ pub trait MasterClient: MasterStatusSource {
         target: MemberTarget,
         document: Vec<u8>,
     ) -> BoxFuture<'_, Result<ImportOutcome, RegistryCallError>>;
+    /// `GET /registry/export?scope=local` on `target` itself: what it applied of its
+    /// learned prefix, with no quorum or leader (recovery after quorum loss).
+    /// Clients that cannot do it answer a refusal.
+    fn export_local_registry(
+        &self,
+        target: MemberTarget,
+    ) -> BoxFuture<'_, Result<Vec<u8>, RegistryCallError>> {
+        Box::pin(async move {
+            Err(RegistryCallError::Refused {
+                pod: target.pod,
+                call: "local export",
+                status: 501,
+                body: "this client cannot read a member's local export".into(),
+            })
+        })
+    }
 }
 
 /// One POST's status and body.
@@ -142,12 +158,26 @@ impl HttpMasterClient {
         path: &str,
         body: Vec<u8>,
     ) -> Result<Answer, RegistryCallError> {
+        self.send(hyper::Method::POST, target, call, path, body)
+            .await
+    }
+
+    async fn send(
+        &self,
+        method: hyper::Method,
+        target: &MemberTarget,
+        call: &'static str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<Answer, RegistryCallError> {
         let unreachable = |reason: String| RegistryCallError::Unreachable {
             pod: target.pod.clone(),
             call,
             reason,
         };
-        let request = hyper::Request::post(format!("http://{}{path}", target.address))
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", target.address))
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
             .map_err(|error| unreachable(format!("bad request: {error}")))?;
@@ -254,6 +284,27 @@ impl MasterClient for HttpMasterClient {
                 StatusCode::CONFLICT => Ok(ImportOutcome::AlreadyHeldData),
                 _ => Err(refusal(&target, "import", answer)),
             }
+        })
+    }
+
+    fn export_local_registry(
+        &self,
+        target: MemberTarget,
+    ) -> BoxFuture<'_, Result<Vec<u8>, RegistryCallError>> {
+        Box::pin(async move {
+            let answer = self
+                .send(
+                    hyper::Method::GET,
+                    &target,
+                    "local export",
+                    "/registry/export?scope=local",
+                    Vec::new(),
+                )
+                .await?;
+            if answer.status != StatusCode::OK {
+                return Err(refusal(&target, "local export", answer));
+            }
+            Ok(answer.body.to_vec())
         })
     }
 }

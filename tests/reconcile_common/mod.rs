@@ -46,6 +46,8 @@ pub const OTHER_FINALIZER: &str = "example.com/other";
 const REPLICA: &str = "test.mesos/replica";
 /// On a claim whose volume holds a log.
 const HAS_LOG: &str = "test.mesos/has-log";
+/// A pod whose master is gone (killed, its node lost): it answers nothing.
+pub const DOWN: &str = "test.mesos/down";
 /// Bound on reconciles per transition (1 -> 9 takes about 40 steps plus waits).
 pub const MAX_ROUNDS: usize = 200;
 
@@ -527,7 +529,30 @@ impl FakeRegistry {
     }
 }
 
+/// The log id a fake master reports: derived from the UID of member 0's claim (a
+/// wipe of the ensemble draws a new one), 7 while there is none.
+pub fn log_id_of(log: &str) -> u64 {
+    if log.is_empty() {
+        return 7;
+    }
+    log.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 impl FakeMasters {
+    async fn log_id(&self, namespace: &str) -> u64 {
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), namespace);
+        let uid = claims
+            .get_opt(&format!("work-{NAME}-0-0"))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|claim| claim.uid())
+            .unwrap_or_default();
+        log_id_of(&uid)
+    }
+
     /// The log the member's pod is in and how many members vote, or why not the
     /// leader (as a master not leading answers: 307 or 503).
     async fn leader_call(
@@ -598,6 +623,50 @@ pub fn export_document(registry: &serde_json::Value, padding_bytes: usize) -> Ve
 }
 
 impl MasterClient for FakeMasters {
+    fn export_local_registry(
+        &self,
+        target: MemberTarget,
+    ) -> BoxFuture<'_, Result<Vec<u8>, RegistryCallError>> {
+        Box::pin(async move {
+            let status = self.log_status(target.clone()).await.map_err(|error| {
+                RegistryCallError::Unreachable {
+                    pod: target.pod.clone(),
+                    call: "local export",
+                    reason: error.to_string(),
+                }
+            })?;
+            let claims: Api<PersistentVolumeClaim> =
+                Api::namespaced(self.client.clone(), &target.namespace);
+            let log = claims
+                .get_opt(&format!("work-{NAME}-0-0"))
+                .await
+                .ok()
+                .flatten()
+                .and_then(|claim| claim.uid())
+                .unwrap_or_default();
+            let mut registry = self.registry.lock().expect("registry");
+            let data = registry
+                .data
+                .get(&log)
+                .cloned()
+                .unwrap_or(serde_json::Value::Null);
+            registry.calls.push(RegistryCall {
+                call: "local export",
+                pod: target.pod.clone(),
+                log,
+                voting_members: 0,
+            });
+            Ok(serde_json::to_vec(&serde_json::json!({
+                "format": EXPORT_FORMAT,
+                "log_id": status.log_id.unwrap_or(0),
+                "position": status.learned.saturating_sub(1),
+                "sha256": "00",
+                "registry": data,
+            }))
+            .expect("json"))
+        })
+    }
+
     fn seal_registry(
         &self,
         target: MemberTarget,
@@ -711,6 +780,9 @@ impl MasterStatusSource for FakeMasters {
                 .map_err(|error| unreachable(&error.to_string()))?
                 .items;
             let view = |pod: &Pod| -> Option<MasterView> {
+                if annotation(&pod.metadata, DOWN).is_some() {
+                    return None;
+                }
                 let advertise: IpAddr = env(pod, "MESOS_ADVERTISE_IP")?.parse().ok()?;
                 let port: u16 = env(pod, "MESOS_ADVERTISE_PORT")?.parse().ok()?;
                 let quorum = env(pod, "MESOS_QUORUM")?.parse().ok()?;
@@ -755,10 +827,11 @@ impl MasterStatusSource for FakeMasters {
             } else {
                 0
             };
+            let log_id = self.log_id(&target.namespace).await;
             Ok(LogStatus {
                 member,
                 status,
-                log_id: (status != ReplicaStatus::Empty).then_some(7),
+                log_id: (status != ReplicaStatus::Empty).then_some(log_id),
                 begin: 0,
                 end,
                 learned: end,

@@ -161,8 +161,15 @@ pub enum PluginCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Guarded recovery of a cluster that lost its quorum (not available yet).
-    Recover { name: Option<String> },
+    /// Guarded recovery of a cluster that lost its quorum: rebuild the ensemble
+    /// from the surviving MEMBER, which must report --log-id (both as `status`
+    /// shows them). Every other member's old state is wiped.
+    Recover {
+        member: String,
+        /// The log id (hex) the member reports, as `status` shows it.
+        #[arg(long)]
+        log_id: String,
+    },
 }
 
 fn required_name(name: Option<String>) -> anyhow::Result<String> {
@@ -258,11 +265,17 @@ pub async fn run_kube_plugin(
                 "scheduled backups of {namespace}/{name} are set in its spec.backup (a CronJob writing to the PVC {name}-backups); for one now, from here: kubectl -n {namespace} port-forward svc/{name}-leader 5050 & kubectl mmc backup {name} --masters 127.0.0.1:5050 --out DIR"
             );
         }
-        PluginCommand::Recover { name } => {
-            let name = required_name(name)?;
-            anyhow::bail!(
-                "guarded recovery of {namespace}/{name} is not implemented yet (issue #11); nothing was changed"
-            );
+        PluginCommand::Recover { member, log_id } => {
+            let cluster = cluster_of(&member)
+                .with_context(|| format!("{member} is not <cluster>-<ordinal>"))?
+                .to_owned();
+            let value =
+                plugin::request_recovery(client, namespace, &cluster, &member, &log_id).await?;
+            writeln!(
+                out,
+                "asked the operator to recover {namespace}/{cluster} from {member} (annotation {}={value}): it exports what {member} learned, deletes every member's pod and volume (the old log is fenced), starts them on a new log and imports the export; follow it with `kubectl mmc status {cluster} -n {namespace}`",
+                mesos_operator::operator::day2::recovery::ANNOTATION_RECOVER_FROM
+            )?;
         }
     }
     Ok(())
@@ -297,9 +310,11 @@ fn run_local_plugin(
                 mesos_operator::operator::local::restart::request_file(state_dir).display()
             )?;
         }
-        PluginCommand::Recover { .. } => anyhow::bail!(
-            "guarded recovery is not implemented yet (issue #11); nothing was changed"
-        ),
+        PluginCommand::Recover { member, log_id } => write!(
+            out,
+            "{}",
+            plugin::local_recover(state_dir, &member, &log_id)?
+        )?,
     }
     Ok(())
 }

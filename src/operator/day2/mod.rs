@@ -9,6 +9,7 @@
 pub mod backup;
 pub mod jobs;
 pub mod plugin;
+pub mod recovery;
 pub mod restart;
 pub mod restarts;
 pub mod schedule;

@@ -9,6 +9,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::ResourceExt;
 
 use crate::operator::crd::{MesosMasterCluster, MesosMasterClusterSpec, MesosMasterClusterStatus};
+use crate::operator::day2::recovery;
 use crate::operator::day2::restart::{check_restart, RestartRefused, ANNOTATION_RESTART_MEMBER};
 use crate::operator::day2::status::{render_status, StatusSource};
 use crate::operator::local::{parse_cluster, DEFAULT_CLUSTER_NAME};
@@ -23,7 +24,7 @@ pub enum PluginError {
         name: String,
         error: Box<kube::Error>,
     },
-    #[error("writing the restart request on MesosMasterCluster {namespace}/{name}: {error}")]
+    #[error("writing the request on MesosMasterCluster {namespace}/{name}: {error}")]
     Write {
         namespace: String,
         name: String,
@@ -39,6 +40,8 @@ pub enum PluginError {
     },
     #[error("{path}: {reason}")]
     StateDir { path: String, reason: String },
+    #[error("recovery refused, nothing was changed: {0}")]
+    RecoveryRefused(String),
 }
 
 async fn get(
@@ -241,6 +244,64 @@ pub fn local_plan(state_dir: &Path, replicas: i32) -> Result<String, PluginError
     let (name, spec, status) = local_state(state_dir)?;
     let spec = spec.unwrap_or_else(|| MesosMasterClusterSpec::with_replicas(status.replicas));
     plan_from(&name, &spec, Some(&status), replicas)
+}
+
+/// `kubectl mmc recover <member> --log-id <hex>`: checks the status says quorum is
+/// lost with `member` (`<cluster>-<ordinal>`) surviving on that log, then writes the
+/// annotation the operator takes (and validates again against what it observes).
+/// Returns the annotation's value.
+pub async fn request_recovery(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    member: &str,
+    log_id: &str,
+) -> Result<String, PluginError> {
+    let request = recovery::parse_request(&format!("{member}:{log_id}"))
+        .map_err(|refused| PluginError::RecoveryRefused(refused.to_string()))?;
+    let cluster = get(client, namespace, name).await?;
+    recovery::check_against_status(&cluster.status.clone().unwrap_or_default(), &request)
+        .map_err(PluginError::RecoveryRefused)?;
+    let api: Api<MesosMasterCluster> = Api::namespaced(client.clone(), namespace);
+    let value = request.to_string();
+    let patch = serde_json::json!({
+        "metadata": {
+            "annotations": { recovery::ANNOTATION_RECOVER_FROM: value },
+            // Written only against the status it was checked on.
+            "resourceVersion": cluster.resource_version(),
+        }
+    });
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|error| PluginError::Write {
+            namespace: namespace.into(),
+            name: name.into(),
+            error: Box::new(error),
+        })?;
+    Ok(value)
+}
+
+/// `kubectl mmc recover <member> --log-id <hex> --state-dir DIR`: checks the
+/// status says quorum is lost with `member` surviving on that log, then writes the
+/// request file the local runtime takes (and validates again).
+pub fn local_recover(state_dir: &Path, member: &str, log_id: &str) -> Result<String, PluginError> {
+    let request = recovery::parse_request(&format!("{member}:{log_id}"))
+        .map_err(|refused| PluginError::RecoveryRefused(refused.to_string()))?;
+    let (_, _, status) = local_state(state_dir)?;
+    recovery::check_against_status(&status, &request).map_err(PluginError::RecoveryRefused)?;
+    let path = state_dir.join(crate::operator::local::recovery::REQUEST_FILE);
+    crate::operator::local::members::write_atomically(&path, format!("{request}\n").as_bytes())
+        .map_err(|error| PluginError::StateDir {
+            path: path.display().to_string(),
+            reason: format!("{error:#}"),
+        })?;
+    Ok(format!(
+        "asked the local runtime to recover from {} (log {}): it exports what {} learned, wipes every member's log (the old log is fenced), starts them on a new log and imports the export; follow it with `kubectl mmc status --state-dir {}`\n",
+        request.member,
+        recovery::log_id_hex(request.log_id),
+        request.member,
+        state_dir.display()
+    ))
 }
 
 #[cfg(test)]

@@ -41,8 +41,30 @@ pub fn render_status(source: &StatusSource<'_>, status: &MesosMasterClusterStatu
         or_dash(status.target_quorum),
         status.leader.as_deref().unwrap_or("none"),
     );
+    let quorum_lost = status.conditions.iter().find(|condition| {
+        condition.type_ == crate::operator::crd::condition_types::QUORUM_LOST
+            && condition.status == "True"
+    });
     if let Some(reason) = &status.reason {
-        let _ = writeln!(out, "reason: {reason}");
+        // The quorum-loss screen below says the same, one item a line.
+        if quorum_lost.is_none_or(|lost| !reason.starts_with(&lost.message)) {
+            let _ = writeln!(out, "reason: {reason}");
+        }
+    }
+    if let Some(lost) = quorum_lost {
+        out.push_str(
+            "
+QUORUM LOST
+",
+        );
+        for part in status
+            .reason
+            .as_deref()
+            .unwrap_or(&lost.message)
+            .split("; ")
+        {
+            let _ = writeln!(out, "  {part}");
+        }
     }
     out.push('\n');
     if status.members.is_empty() {
@@ -118,6 +140,9 @@ pub fn render_status(source: &StatusSource<'_>, status: &MesosMasterClusterStatu
         }
     }
     render_day2(&mut out, status);
+    if let Some(record) = &status.recovery {
+        let _ = writeln!(out, "\nrecovery ({:?}): {}", record.phase, record.summary());
+    }
     if !status.conditions.is_empty() {
         let conditions = status
             .conditions
@@ -347,6 +372,64 @@ no members
 
 no transition
 "
+        );
+    }
+
+    #[test]
+    fn quorum_loss_gets_its_own_screen_and_a_recovery_its_record() {
+        let message = "quorum lost for 400s: 1 of quorum 2 voting; lost: prod-1 (not answering); survivors: prod-0 (log 0000000000000007, VOTING, learned up to position 40, holds up to 41); most advanced: prod-0 (log 0000000000000007); the operator does nothing on its own; to give the lost members up and rebuild from the most advanced survivor: kubectl mmc recover prod-0 --log-id 0000000000000007";
+        let mut lost = condition(crate::operator::crd::condition_types::QUORUM_LOST, "True");
+        lost.message = message.into();
+        let status = MesosMasterClusterStatus {
+            phase: Some(Phase::QuorumLost),
+            reason: Some(message.into()),
+            conditions: vec![lost],
+            ..MesosMasterClusterStatus::default()
+        };
+        let source = StatusSource {
+            name: "prod",
+            location: "namespace db",
+            spec_replicas: Some(3),
+        };
+        let text = render_status(&source, &status);
+        assert!(text.contains("phase QuorumLost"), "{text}");
+        assert!(!text.contains("reason:"), "said twice: {text}");
+        assert!(text.contains("\nQUORUM LOST\n  quorum lost for 400s: 1 of quorum 2 voting\n  lost: prod-1 (not answering)\n"), "{text}");
+        assert!(
+            text.contains("\n  most advanced: prod-0 (log 0000000000000007)\n"),
+            "{text}"
+        );
+        let loss = crate::operator::day2::recovery::QuorumLoss {
+            quorum: 2,
+            voting: 1,
+            lost: vec![],
+            survivors: vec![],
+            most_advanced: crate::operator::day2::recovery::Survivor {
+                name: "prod-0".into(),
+                log_id: 7,
+                status: crate::master::api::ReplicaStatus::Voting,
+                learned: 41,
+                end: 41,
+            },
+        };
+        let request = loss.suggested_request();
+        let record = crate::operator::day2::recovery::RecoveryRecord::start(
+            &request,
+            &loss,
+            &["prod-0".into()],
+            None,
+        )
+        .exported(40)
+        .fenced()
+        .imported(9);
+        let done = MesosMasterClusterStatus {
+            recovery: Some(record.clone()),
+            ..MesosMasterClusterStatus::default()
+        };
+        let text = render_status(&source, &done);
+        assert!(
+            text.contains(&format!("\nrecovery (Done): {}\n", record.summary())),
+            "{text}"
         );
     }
 }

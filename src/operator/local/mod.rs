@@ -23,6 +23,7 @@
 mod backups;
 pub mod http;
 pub mod members;
+pub mod recovery;
 mod render;
 pub mod restart;
 
@@ -67,6 +68,9 @@ pub struct LocalOptions {
     pub poll_interval: Duration,
     /// Redraw a live view in place (a TTY) or print plain lines.
     pub display: Display,
+    /// Seconds of quorum loss before a recovery request is taken; overrides
+    /// `spec.recovery.quorumLossSeconds` (tests use a few seconds).
+    pub quorum_loss_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +146,19 @@ pub trait MasterClient {
         member: SocketAddr,
         document: &[u8],
     ) -> Result<bool, RegistryCallError>;
+    /// `GET /registry/export?scope=local` on `member` itself (no redirect, no
+    /// quorum): what it applied of its learned prefix, for a recovery after quorum
+    /// loss. Clients that cannot reach a single member answer `EndpointMissing`.
+    fn export_local_registry(
+        &self,
+        member: SocketAddr,
+    ) -> Result<recovery::LocalExport, RegistryCallError> {
+        Err(RegistryCallError::EndpointMissing {
+            member,
+            method: "GET",
+            path: "/registry/export?scope=local",
+        })
+    }
 }
 
 /// The real client.
@@ -250,6 +267,43 @@ impl MasterClient for HttpMasterClient {
         self.expect_ok(member, "POST", "/registry/unseal").map(drop)
     }
 
+    fn export_local_registry(
+        &self,
+        member: SocketAddr,
+    ) -> Result<recovery::LocalExport, RegistryCallError> {
+        const PATH: &str = "/registry/export?scope=local";
+        // Straight to the member: a survivor of a quorum loss knows no leader.
+        let response =
+            http::request(member, "GET", PATH, b"", self.registry_timeout).map_err(|error| {
+                RegistryCallError::Io {
+                    member,
+                    method: "GET",
+                    path: PATH,
+                    error: error.to_string(),
+                }
+            })?;
+        let number = |name: &str| response.header(name).and_then(|v| v.trim().parse().ok());
+        match response.status {
+            200 => Ok(recovery::LocalExport {
+                learned_end: number(crate::master::operator_api::LEARNED_POSITION_HEADER),
+                end: number(crate::master::operator_api::LOG_END_POSITION_HEADER),
+                document: response.body,
+            }),
+            404 => Err(RegistryCallError::EndpointMissing {
+                member,
+                method: "GET",
+                path: PATH,
+            }),
+            status => Err(RegistryCallError::Status {
+                member,
+                method: "GET",
+                path: PATH,
+                status,
+                body: response.text(),
+            }),
+        }
+    }
+
     fn import_registry(
         &self,
         member: SocketAddr,
@@ -315,6 +369,7 @@ pub struct LocalRuntime<C: MasterClient = HttpMasterClient> {
     backup_status: Option<crate::operator::day2::schedule::BackupStatus>,
     next_backup_at: Option<Instant>,
     restore_status: Option<crate::operator::day2::schedule::RestoreStatus>,
+    recovery: recovery::RecoveryState,
     /// Held (locked) for the runtime's life.
     _lock: fs::File,
 }
@@ -431,6 +486,7 @@ impl<C: MasterClient> LocalRuntime<C> {
             backup_status: previous.as_ref().and_then(|status| status.backup.clone()),
             next_backup_at: None,
             restore_status: previous.as_ref().and_then(|status| status.restore.clone()),
+            recovery: recovery::RecoveryState::default(),
             _lock: lock,
         };
         let finished = previous.as_ref().and_then(|s| s.phase) == Some(Phase::Running);
@@ -706,6 +762,13 @@ impl<C: MasterClient> LocalRuntime<C> {
         self.poll_spec()?;
         self.supervise()?;
         let observed = self.observe()?;
+        // Quorum lost, or a recovery under way: the planner is held (issue #11).
+        if self.recovery_tick(&observed)? {
+            let step = Step::Wait {
+                reason: "held: quorum lost or a recovery under way".into(),
+            };
+            return self.write_status(&step, &observed);
+        }
         let spec = self.cluster.spec.clone();
         let target = spec.replicas;
         let needs_new = match &self.transition {
@@ -1063,6 +1126,7 @@ impl<C: MasterClient> LocalRuntime<C> {
                 .collect(),
             backup: self.backup_status.clone(),
             restore: self.restore_status.clone(),
+            recovery: None,
         }
     }
 
@@ -1086,7 +1150,8 @@ impl<C: MasterClient> LocalRuntime<C> {
     }
 
     fn write_status(&mut self, step: &Step, observed: &Observed) -> anyhow::Result<()> {
-        let status = self.build_status(step, observed);
+        let mut status = self.build_status(step, observed);
+        self.recovery_overlay(&mut status);
         if status != self.status || !self.status_path().exists() {
             write_atomically(
                 &self.status_path(),
