@@ -807,6 +807,7 @@ mod tests {
             leader: leader.map(|l| l.parse().unwrap()),
             elected,
             read_lease: elected,
+            peer_tls: false,
         }
     }
 

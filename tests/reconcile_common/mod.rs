@@ -766,6 +766,7 @@ impl MasterStatusSource for FakeMasters {
                 masters,
                 leader,
                 elected: leader == Some(member),
+                peer_tls: false,
             })
         })
     }

@@ -18,6 +18,7 @@
 //!   members/<i>/flags.json, work_dir/, pid, master.log   (see `members`)
 //! ```
 
+pub mod certs;
 pub mod http;
 pub mod members;
 mod render;
