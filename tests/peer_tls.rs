@@ -321,6 +321,9 @@ fn wait_for_reload(ensemble: &Ensemble, i: usize, before: u64) {
     }
 }
 
+/// A member's certificate and CA bundle for one step of a rotation.
+type MaterialFor<'a> = dyn Fn(usize) -> (IssuedCert, String) + 'a;
+
 /// The usual CA rotation, one member at a time in each step, writes going on:
 /// 1. the bundle becomes old + new CA everywhere;
 /// 2. each member gets a certificate of the new CA;
@@ -350,7 +353,7 @@ fn a_ca_rotation_in_the_usual_steps_never_loses_the_quorum() {
     let mut slowest = write_some(&ensemble, "old-ca", 5, &mut acked);
 
     let members = ensemble.members.clone();
-    let steps: [(&str, &dyn Fn(usize) -> (IssuedCert, String)); 3] = [
+    let steps: [(&str, &MaterialFor); 3] = [
         ("bundle", &|i| (issue(&old_ca, members[i]), both.clone())),
         ("new-cert", &|i| (issue(&new_ca, members[i]), both.clone())),
         ("drop-old", &|i| {
