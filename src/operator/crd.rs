@@ -102,6 +102,26 @@ pub struct MesosMasterClusterSpec {
     /// When true the operator observes and reports but takes no step.
     #[serde(default)]
     pub paused: bool,
+
+    /// TLS between members (the replica protocol): a Secret in the cluster's
+    /// namespace with `tls.crt`, `tls.key` and `ca.crt`, as cert-manager writes
+    /// it. Every member mounts it and requires TLS on its links; the ensemble
+    /// token still authenticates every frame. Unset: plaintext links.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+}
+
+/// TLS between members.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// The Secret holding `tls.crt` (this member's certificate, valid for
+    /// `<cluster>-<i>-0.<cluster>-members.<namespace>.svc`, e.g. a wildcard
+    /// `*.<cluster>-members.<namespace>.svc`, with server and client auth usages),
+    /// `tls.key` and `ca.crt` (the CA bundle; old and new CA during a rotation).
+    /// Ignored by `mesos-operator local`, which generates its own.
+    #[schemars(length(min = 1))]
+    pub secret_name: String,
 }
 
 /// What happens to the registry when the ensemble leaves single-master mode.
@@ -221,6 +241,7 @@ impl MesosMasterClusterSpec {
             external_access: None,
             single_master_exit: SingleMasterExit::default(),
             paused: false,
+            tls: None,
         }
     }
 

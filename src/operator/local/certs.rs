@@ -161,3 +161,35 @@ pub fn write_member_files(
         ca: write(CA_FILE, ca_bundle_pem, false)?,
     })
 }
+
+/// Where `mesos-operator local --tls` keeps the members' files.
+pub fn local_tls_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("tls")
+}
+
+/// `mesos-operator local --tls`: a CA and one member certificate for every
+/// address a local member can have (127.0.0.1 to 127.0.0.9, as IP SANs), made
+/// once into `<state_dir>/tls/` and kept across runs (replace the files there to
+/// rotate: the masters reload them). Returns the `mesos-master` flags that use
+/// them. The CA's key is not kept: without the files, everything is made anew.
+pub fn local_tls_flags(state_dir: &Path) -> Result<Vec<String>, CertError> {
+    let dir = local_tls_dir(state_dir);
+    let files = TlsFiles {
+        cert: dir.join(CERT_FILE),
+        key: dir.join(KEY_FILE),
+        ca: dir.join(CA_FILE),
+    };
+    if !(files.cert.exists() && files.key.exists() && files.ca.exists()) {
+        let ca = CertAuthority::generate("mesos-operator local members CA")?;
+        let names: Vec<String> = (0..crate::operator::crd::MAX_REPLICAS as u32)
+            .map(|ordinal| super::members::member_address(0, ordinal).ip().to_string())
+            .collect();
+        write_member_files(&dir, &ca.issue(&names)?, &ca.cert_pem())?;
+    }
+    Ok(vec![
+        "--peer_tls=required".to_string(),
+        format!("--peer_tls_cert_file={}", files.cert.display()),
+        format!("--peer_tls_key_file={}", files.key.display()),
+        format!("--peer_tls_ca_file={}", files.ca.display()),
+    ])
+}
