@@ -8,8 +8,18 @@
 //! a directory laid out like a mounted Kubernetes Secret: `tls.crt` -> `..data/tls.crt`
 //! -> `..<n>/tls.crt`, updated by swapping the `..data` symlink as the kubelet
 //! does for cert-manager's Secrets.
+//!
+//! One test binary for the capability (each binary links the whole crate): the
+//! local runtime's `--tls` (`peer_tls/local.rs`) and `spec.tls` through the
+//! reconcile loop (`peer_tls/reconcile.rs`) are here too.
 
 mod master_common;
+mod reconcile_common;
+
+#[path = "peer_tls/local.rs"]
+mod local;
+#[path = "peer_tls/reconcile.rs"]
+mod reconcile;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

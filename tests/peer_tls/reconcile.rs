@@ -3,10 +3,8 @@
 //! the Secret, and every pod runs with the `--peer_tls*` flags and the name each
 //! whitelisted member's certificate must carry.
 
-mod reconcile_common;
-
+use crate::reconcile_common::{self, pod_env, spec, World};
 use mesos_operator::operator::crd::TlsSpec;
-use reconcile_common::{pod_env, spec, World};
 
 #[tokio::test]
 async fn a_cluster_with_tls_runs_every_member_with_the_secret_mounted() {
