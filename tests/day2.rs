@@ -206,6 +206,7 @@ impl FakeMaster {
             masters: vec![address],
             leader: Some(address),
             elected: true,
+            peer_tls: false,
         })
         .expect("json");
         std::thread::spawn(move || {

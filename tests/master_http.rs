@@ -33,6 +33,7 @@ fn empty_view() -> MasterView {
         leader: None,
         elected: false,
         read_lease: false,
+        peer_tls: false,
     }
 }
 

@@ -112,6 +112,7 @@ fn leader() -> Router {
         leader: Some(address),
         elected: true,
         read_lease: true,
+        peer_tls: false,
     };
     let state = MasterState {
         view: SharedMasterView::new(view),

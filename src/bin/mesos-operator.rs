@@ -83,6 +83,10 @@ enum Command {
         /// How to show progress: live (redrawn, default on a TTY), lines, or quiet.
         #[arg(long, value_enum)]
         display: Option<DisplayMode>,
+        /// TLS between the members: make a CA and a member certificate in
+        /// <state-dir>/tls/ (once) and start every master with --peer_tls=required.
+        #[arg(long)]
+        tls: bool,
     },
     /// Export the registry from the leader, check it, and write it as
     /// <out>/registry-<log id>-<position>.json.
@@ -196,12 +200,19 @@ fn run(command: Command) -> anyhow::Result<()> {
             state_dir,
             base_port,
             master_binary,
-            master_args,
+            mut master_args,
             poll_ms,
             display,
             quorum_loss_seconds,
+            tls,
         } => {
             drop(stdout);
+            if tls {
+                master_args.extend(
+                    local::certs::local_tls_flags(&state_dir)
+                        .context("preparing TLS between the members")?,
+                );
+            }
             local::run(local::LocalOptions {
                 state_dir,
                 base_port,

@@ -75,6 +75,7 @@ pub mod replica;
 pub mod simulator;
 pub mod storage;
 pub mod tcp;
+pub mod tls;
 pub mod transport;
 pub mod types;
 pub mod wal;

@@ -24,7 +24,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -33,6 +32,7 @@ use crate::log::frame::{
     check_preamble, match_preamble, ConnectionNonce, Frame, FrameDecoder, FrameEncoder, FrameError,
     FrameKey, PreambleMatch, HANDSHAKE_REPLY_BYTES, NONCE_BYTES, PREAMBLE, PREAMBLE_BYTES,
 };
+use crate::log::tls::{self, PeerReadHalf, PeerStream, PeerTls, PeerWriteHalf, TlsLinkError};
 
 /// How long an accepted connection may take to send its first bytes before it is
 /// handed to HTTP anyway (HTTP is client-first; the HTTP server applies its own
@@ -92,6 +92,35 @@ pub enum LinkError {
     TruncatedFrame { peer: String, buffered_bytes: usize },
     #[error("replica connection from {peer}: bytes after the preamble prefix do not match")]
     NotReplicaProtocol { peer: String },
+    #[error("replica connection with {peer}: TLS: {source}")]
+    Tls {
+        peer: String,
+        #[source]
+        source: TlsLinkError,
+    },
+    #[error("replica connection from {peer}: refused a plaintext link, this master requires TLS between members (--peer_tls=required); give that member the --peer_tls_* flags")]
+    PlaintextRefused { peer: String },
+    #[error("replica connection from {peer}: refused a TLS link, this master runs without TLS between members (no --peer_tls_* flags)")]
+    TlsNotConfigured { peer: String },
+    #[error("replica connection with {peer}: the member requires TLS between members (--peer_tls=required) and this master runs without it; give this master the --peer_tls_* flags")]
+    PeerRequiresTls { peer: String },
+}
+
+impl LinkError {
+    /// A refusal that configuration, not a member being down, explains: worth a
+    /// warning on the connecting side too.
+    pub fn is_configuration_mismatch(&self) -> bool {
+        matches!(
+            self,
+            LinkError::PeerRequiresTls { .. }
+                | LinkError::Tls {
+                    source: TlsLinkError::PeerIsPlaintext
+                        | TlsLinkError::Name(_)
+                        | TlsLinkError::Io(_),
+                    ..
+                }
+        )
+    }
 }
 
 /// What this member needs to speak the protocol. Shared (`Arc`) by all links.
@@ -106,6 +135,9 @@ pub struct LinkConfig {
     pub log_id: AtomicU64,
     pub max_payload_bytes: u32,
     pub peer_queue_capacity: usize,
+    /// TLS between members (`--peer_tls_*`): required in both directions when set,
+    /// refused when not (see [`crate::log::tls`]).
+    pub tls: Option<Arc<PeerTls>>,
 }
 
 impl LinkConfig {
@@ -117,6 +149,7 @@ impl LinkConfig {
             log_id: AtomicU64::new(0),
             max_payload_bytes: crate::log::frame::DEFAULT_MAX_PAYLOAD_BYTES,
             peer_queue_capacity: DEFAULT_PEER_QUEUE_CAPACITY,
+            tls: None,
         }
     }
 }
@@ -149,6 +182,17 @@ pub struct LinkCounters {
     pub connect_failures: AtomicU64,
     pub sniffed_http: AtomicU64,
     pub sniffed_replica: AtomicU64,
+    /// Plaintext replica connections refused by a TLS-required master.
+    pub refused_plaintext: AtomicU64,
+    /// TLS replica connections refused by a master without TLS.
+    pub refused_tls_unexpected: AtomicU64,
+    /// Inbound TLS handshakes that failed: a certificate of no CA in the bundle,
+    /// none at all, expired, or not TLS.
+    pub refused_tls_handshake: AtomicU64,
+    /// Certificate files re-loaded after they changed (rotation).
+    pub tls_reloads: AtomicU64,
+    /// Changed certificate files that could not be read or did not load.
+    pub tls_reload_failures: AtomicU64,
     /// Not a counter: who says they are on another log (see [`ForeignLogReports`]).
     pub foreign_logs: ForeignLogReports,
 }
@@ -243,11 +287,36 @@ pub enum Sniffed {
 pub struct ReplicaConn {
     stream: TcpStream,
     peer: SocketAddr,
+    /// It started with [`tls::TLS_PREAMBLE`].
+    tls: bool,
 }
 
 impl ReplicaConn {
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// Whether the connector asked for TLS.
+    pub fn wants_tls(&self) -> bool {
+        self.tls
+    }
+}
+
+/// Where a connection's first bytes point, across both preambles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sniff {
+    Plain,
+    Tls,
+    Other,
+    NeedMore,
+}
+
+fn sniff_bytes(first: &[u8]) -> Sniff {
+    match (match_preamble(first), tls::match_tls_preamble(first)) {
+        (PreambleMatch::Replica, _) => Sniff::Plain,
+        (_, PreambleMatch::Replica) => Sniff::Tls,
+        (PreambleMatch::NeedMore, _) | (_, PreambleMatch::NeedMore) => Sniff::NeedMore,
+        _ => Sniff::Other,
     }
 }
 
@@ -263,10 +332,10 @@ pub async fn sniff(stream: TcpStream, counters: &LinkCounters) -> Result<Sniffed
             let seen = stream.peek(&mut first).await?;
             if seen == 0 {
                 // Closed before a byte: let HTTP see the EOF.
-                return Ok(PreambleMatch::Other);
+                return Ok(Sniff::Other);
             }
-            match match_preamble(&first[..seen]) {
-                PreambleMatch::NeedMore => tokio::time::sleep(SNIFF_POLL_INTERVAL).await,
+            match sniff_bytes(&first[..seen]) {
+                Sniff::NeedMore => tokio::time::sleep(SNIFF_POLL_INTERVAL).await,
                 decided => return Ok(decided),
             }
         }
@@ -280,12 +349,16 @@ pub async fn sniff(stream: TcpStream, counters: &LinkCounters) -> Result<Sniffed
             })
         }
         // Silent: HTTP is client-first, but the HTTP server owns that timeout.
-        Err(_) => PreambleMatch::Other,
+        Err(_) => Sniff::Other,
     };
     Ok(match decided {
-        PreambleMatch::Replica => {
+        Sniff::Plain | Sniff::Tls => {
             bump(&counters.sniffed_replica);
-            Sniffed::Replica(ReplicaConn { stream, peer })
+            Sniffed::Replica(ReplicaConn {
+                stream,
+                peer,
+                tls: decided == Sniff::Tls,
+            })
         }
         _ => {
             bump(&counters.sniffed_http);
@@ -453,9 +526,77 @@ pub async fn serve_replica(
     counters: Arc<LinkCounters>,
     inbound: mpsc::Sender<InboundFrame>,
 ) -> Result<(), LinkError> {
-    let ReplicaConn { mut stream, peer } = conn;
+    let ReplicaConn {
+        mut stream,
+        peer,
+        tls: wants_tls,
+    } = conn;
     let peer_name = peer.to_string();
     let _ = stream.set_nodelay(true);
+    match (wants_tls, &config.tls) {
+        (false, None) => serve_replica_stream(stream, peer, config, counters, inbound).await,
+        (true, Some(peer_tls)) => {
+            let stream = match tls::accept(stream, peer_tls).await {
+                Ok(stream) => stream,
+                Err(source) => {
+                    bump(&counters.refused_tls_handshake);
+                    let error = LinkError::Tls {
+                        peer: peer_name,
+                        source,
+                    };
+                    tracing::warn!(%error, "refused a replica connection");
+                    return Err(error);
+                }
+            };
+            serve_replica_stream(stream, peer, config, counters, inbound).await
+        }
+        (false, Some(_)) => {
+            bump(&counters.refused_plaintext);
+            // Tell the connector why before closing, so its log says it too.
+            let mut preamble = [0u8; PREAMBLE_BYTES];
+            let _ = with_timeout(
+                &peer_name,
+                "reading the preamble",
+                stream.read_exact(&mut preamble),
+            )
+            .await;
+            let _ = with_timeout(
+                &peer_name,
+                "refusing plaintext",
+                stream.write_all(&tls::TLS_PREAMBLE),
+            )
+            .await;
+            let error = LinkError::PlaintextRefused { peer: peer_name };
+            tracing::warn!(%error, "refused a replica connection");
+            Err(error)
+        }
+        (true, None) => {
+            bump(&counters.refused_tls_unexpected);
+            let mut preamble = [0u8; PREAMBLE_BYTES];
+            let _ = with_timeout(
+                &peer_name,
+                "reading the preamble",
+                stream.read_exact(&mut preamble),
+            )
+            .await;
+            let _ = with_timeout(&peer_name, "refusing TLS", stream.write_all(&PREAMBLE)).await;
+            let error = LinkError::TlsNotConfigured { peer: peer_name };
+            tracing::warn!(%error, "refused a replica connection");
+            Err(error)
+        }
+    }
+}
+
+/// [`serve_replica`] once the transport is settled (plaintext or TLS): the
+/// replica handshake, then frames.
+async fn serve_replica_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    peer: SocketAddr,
+    config: Arc<LinkConfig>,
+    counters: Arc<LinkCounters>,
+    inbound: mpsc::Sender<InboundFrame>,
+) -> Result<(), LinkError> {
+    let peer_name = peer.to_string();
     let mut preamble = [0u8; PREAMBLE_BYTES];
     with_timeout(
         &peer_name,
@@ -570,8 +711,8 @@ pub async fn serve_replica(
 pub async fn connect(
     remote: &str,
     config: &LinkConfig,
-) -> Result<(FramedWriter<OwnedWriteHalf>, OwnedReadHalf), LinkError> {
-    let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(remote)).await {
+) -> Result<(FramedWriter<PeerWriteHalf>, PeerReadHalf), LinkError> {
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(remote)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(source)) => {
             return Err(LinkError::Io {
@@ -588,9 +729,37 @@ pub async fn connect(
         }
     };
     let _ = stream.set_nodelay(true);
+    let mut stream = match &config.tls {
+        Some(peer_tls) => match tls::connect(stream, remote, peer_tls).await {
+            Ok(stream) => PeerStream::Tls(Box::new(stream)),
+            Err(source) => {
+                return Err(LinkError::Tls {
+                    peer: remote.to_string(),
+                    source,
+                })
+            }
+        },
+        None => PeerStream::Plain(stream),
+    };
     with_timeout(remote, "sending the preamble", stream.write_all(&PREAMBLE)).await?;
     let mut reply = [0u8; HANDSHAKE_REPLY_BYTES];
-    with_timeout(remote, "reading the nonce", stream.read_exact(&mut reply)).await?;
+    with_timeout(
+        remote,
+        "reading the preamble",
+        stream.read_exact(&mut reply[..PREAMBLE_BYTES]),
+    )
+    .await?;
+    if config.tls.is_none() && reply[..PREAMBLE_BYTES] == tls::TLS_PREAMBLE {
+        return Err(LinkError::PeerRequiresTls {
+            peer: remote.to_string(),
+        });
+    }
+    with_timeout(
+        remote,
+        "reading the nonce",
+        stream.read_exact(&mut reply[PREAMBLE_BYTES..]),
+    )
+    .await?;
     check_preamble(&reply[..PREAMBLE_BYTES]).map_err(|source| LinkError::Frame {
         peer: remote.to_string(),
         source,
@@ -695,7 +864,13 @@ async fn run_peer(
             }
             Err(error) => {
                 bump(&counters.connect_failures);
-                tracing::debug!(%remote, %error, ?backoff, "replica link: connect failed");
+                if error.is_configuration_mismatch() {
+                    // Not a member being down: TLS settings disagree. At most one
+                    // line per backoff period.
+                    tracing::warn!(%remote, %error, "replica link: connect refused");
+                } else {
+                    tracing::debug!(%remote, %error, ?backoff, "replica link: connect failed");
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
                 continue;

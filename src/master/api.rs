@@ -57,4 +57,8 @@ pub struct LogStatus {
     pub leader: Option<SocketAddr>,
     /// Whether this member is the leader.
     pub elected: bool,
+    /// Whether replica links to and from this member run over TLS (`--peer_tls`).
+    /// Absent from masters that predate it: read as false.
+    #[serde(default)]
+    pub peer_tls: bool,
 }

@@ -7,7 +7,7 @@
 //! tested; [`load`] adds the two checks that need the file system (the work
 //! directory and the ensemble token).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::fs;
 use std::io;
@@ -26,6 +26,16 @@ pub const REPLICATED_LOG_DIR_NAME: &str = "replicated_log";
 /// A follower stands for election only after this many heartbeat intervals without
 /// one, so a single delayed or lost heartbeat does not depose a healthy leader.
 pub const MIN_HEARTBEATS_PER_ELECTION_TIMEOUT: u64 = 2;
+
+/// `--peer_tls`: whether replica links between members run over TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PeerTlsMode {
+    /// Every replica link, in and out, runs over mutually authenticated TLS;
+    /// plaintext links are refused. Needs the three `--peer_tls_*_file` flags.
+    Required,
+    /// Plaintext replica links (the ensemble token still authenticates frames).
+    Off,
+}
 
 /// How the master writes its `tracing` events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -188,6 +198,52 @@ pub struct Flags {
         hide = true
     )]
     pub log_segment_size_bytes: u64,
+
+    /// TLS between members: `required` (every replica link runs over mutually
+    /// authenticated TLS, plaintext links are refused) or `off`. Defaults to
+    /// `required` when the three --peer_tls_*_file flags are given, else `off`.
+    /// The ensemble token still authenticates every frame inside TLS.
+    #[arg(long = "peer_tls", env = "MESOS_PEER_TLS", value_enum)]
+    pub peer_tls: Option<PeerTlsMode>,
+
+    /// PEM certificate (chain) this master presents to the other members, as a
+    /// server and as a client. It must verify against --peer_tls_ca_file and carry
+    /// this member's name (see --peer_tls_server_names). Re-read when it changes.
+    #[arg(long = "peer_tls_cert_file", env = "MESOS_PEER_TLS_CERT_FILE")]
+    pub peer_tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of --peer_tls_cert_file.
+    #[arg(long = "peer_tls_key_file", env = "MESOS_PEER_TLS_KEY_FILE")]
+    pub peer_tls_key_file: Option<PathBuf>,
+
+    /// PEM bundle of the CA certificate(s) member certificates must chain to. Give
+    /// the old and the new CA together during a CA rotation.
+    #[arg(long = "peer_tls_ca_file", env = "MESOS_PEER_TLS_CA_FILE")]
+    pub peer_tls_ca_file: Option<PathBuf>,
+
+    /// The name each member's certificate must carry, as member=name pairs
+    /// (10.0.0.1:5050=m-0-0.m-members.ns.svc,...). A member not listed must carry
+    /// the IP address of its --masters entry as an IP SAN.
+    #[arg(long = "peer_tls_server_names", env = "MESOS_PEER_TLS_SERVER_NAMES")]
+    pub peer_tls_server_names: Option<String>,
+
+    /// Milliseconds between checks of the --peer_tls_*_file files for new
+    /// contents (certificate rotation). New contents apply to new connections.
+    #[arg(
+        long = "peer_tls_reload_interval_ms",
+        env = "MESOS_PEER_TLS_RELOAD_INTERVAL_MS",
+        default_value_t = crate::log::tls::DEFAULT_RELOAD_INTERVAL.as_millis() as u64
+    )]
+    pub peer_tls_reload_interval_ms: u64,
+}
+
+/// TLS between members, as the flags configure it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerTlsConfig {
+    pub files: crate::log::tls::TlsFiles,
+    /// Member address -> the name its certificate must carry.
+    pub server_names: BTreeMap<String, String>,
+    pub reload_interval_ms: u64,
 }
 
 /// The ensemble token, kept out of `Debug` output so it never reaches the logs.
@@ -243,6 +299,8 @@ pub struct MasterConfig {
     pub registry_snapshot_chunk_bytes: usize,
     /// `--log_segment_size_bytes`, at least [`MIN_LOG_SEGMENT_SIZE_BYTES`].
     pub log_segment_size_bytes: u64,
+    /// `--peer_tls*`: `None` when replica links are plaintext.
+    pub peer_tls: Option<PeerTlsConfig>,
 }
 
 /// Smallest `--log_segment_size_bytes`: below it a segment holds too few records
@@ -325,6 +383,21 @@ pub enum ConfigError {
 
     #[error("--ensemble_token_file {path} is empty")]
     TokenEmpty { path: PathBuf },
+
+    #[error("TLS between members needs --peer_tls_cert_file, --peer_tls_key_file and --peer_tls_ca_file together; missing: {missing}")]
+    PeerTlsIncomplete { missing: String },
+
+    #[error("--peer_tls=off contradicts {given}: remove it, or use --peer_tls=required")]
+    PeerTlsOffWithFiles { given: String },
+
+    #[error("--peer_tls_server_names entry '{entry}' is not member=name ({reason})")]
+    BadPeerTlsServerName { entry: String, reason: String },
+
+    #[error("--peer_tls_reload_interval_ms must be at least 1")]
+    PeerTlsReloadZero,
+
+    #[error("{0}")]
+    PeerTls(#[from] crate::log::tls::TlsError),
 }
 
 /// Checks the flags that need no I/O and builds the configuration.
@@ -406,6 +479,8 @@ pub fn validate(flags: &Flags) -> Result<MasterConfig, ConfigError> {
         return Err(ConfigError::SegmentTooSmall(flags.log_segment_size_bytes));
     }
 
+    let peer_tls = validate_peer_tls(flags)?;
+
     Ok(MasterConfig {
         listen_addr,
         advertise_addr,
@@ -423,7 +498,73 @@ pub fn validate(flags: &Flags) -> Result<MasterConfig, ConfigError> {
         registry_snapshot_min_suffix_bytes: flags.registry_snapshot_min_suffix_bytes,
         registry_snapshot_chunk_bytes: chunk_bytes,
         log_segment_size_bytes: flags.log_segment_size_bytes,
+        peer_tls,
     })
+}
+
+/// The `--peer_tls*` flags, checked without reading the files. An empty value
+/// (a template's "not set") counts as not given.
+fn validate_peer_tls(flags: &Flags) -> Result<Option<PeerTlsConfig>, ConfigError> {
+    let given = |path: &Option<PathBuf>| path.clone().filter(|p| !p.as_os_str().is_empty());
+    let files = [
+        ("--peer_tls_cert_file", given(&flags.peer_tls_cert_file)),
+        ("--peer_tls_key_file", given(&flags.peer_tls_key_file)),
+        ("--peer_tls_ca_file", given(&flags.peer_tls_ca_file)),
+    ];
+    let named = |present: bool| {
+        files
+            .iter()
+            .filter(|(_, path)| path.is_some() == present)
+            .map(|(flag, _)| *flag)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let any_given = files.iter().any(|(_, path)| path.is_some());
+    match flags.peer_tls {
+        Some(PeerTlsMode::Off) if any_given => {
+            return Err(ConfigError::PeerTlsOffWithFiles { given: named(true) })
+        }
+        Some(PeerTlsMode::Off) => return Ok(None),
+        None if !any_given => return Ok(None),
+        _ => {}
+    }
+    let [(_, Some(cert)), (_, Some(key)), (_, Some(ca))] = files.clone() else {
+        return Err(ConfigError::PeerTlsIncomplete {
+            missing: named(false),
+        });
+    };
+    if flags.peer_tls_reload_interval_ms == 0 {
+        return Err(ConfigError::PeerTlsReloadZero);
+    }
+    let mut server_names = BTreeMap::new();
+    for entry in flags
+        .peer_tls_server_names
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+    {
+        let bad = |reason: &str| ConfigError::BadPeerTlsServerName {
+            entry: entry.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let (member, name) = entry.split_once('=').ok_or_else(|| bad("no '='"))?;
+        let member: SocketAddr = member
+            .trim()
+            .parse()
+            .map_err(|_| bad("the member is not ip:port"))?;
+        let name = name.trim();
+        if rustls::pki_types::ServerName::try_from(name).is_err() {
+            return Err(bad("the name is not a DNS name or IP address"));
+        }
+        server_names.insert(member.to_string(), name.to_owned());
+    }
+    Ok(Some(PeerTlsConfig {
+        files: crate::log::tls::TlsFiles { cert, key, ca },
+        server_names,
+        reload_interval_ms: flags.peer_tls_reload_interval_ms,
+    }))
 }
 
 /// Everything [`validate`] checks, then the file system: creates `--work_dir` if
@@ -435,6 +576,11 @@ pub fn load(flags: &Flags) -> Result<(MasterConfig, Option<EnsembleToken>), Conf
         Some(path) => Some(read_ensemble_token(path)?),
         None => None,
     };
+    // Loaded here only to refuse a bad set at startup in one line; the server
+    // loads them again (and keeps watching them).
+    if let Some(tls) = &config.peer_tls {
+        crate::log::tls::PeerTls::load(tls.files.clone(), &tls.server_names)?;
+    }
     Ok((config, token))
 }
 
@@ -932,5 +1078,55 @@ mod tests {
             Err(ConfigError::WorkDirNotWritable { .. })
         ));
         fs::remove_file(&file).unwrap();
+    }
+
+    #[test]
+    fn peer_tls_needs_all_three_files_and_says_which_are_missing() {
+        let err = validate(&three_members(&["--peer_tls_cert_file=/c"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "TLS between members needs --peer_tls_cert_file, --peer_tls_key_file and \
+             --peer_tls_ca_file together; missing: --peer_tls_key_file, --peer_tls_ca_file"
+        );
+        let err = validate(&three_members(&["--peer_tls=required"])).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::PeerTlsIncomplete { .. }),
+            "{err}"
+        );
+        let err =
+            validate(&three_members(&["--peer_tls=off", "--peer_tls_ca_file=/a"])).unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("--peer_tls=off contradicts --peer_tls_ca_file"));
+        // Off is the default.
+        assert_eq!(validate(&three_members(&[])).expect("valid").peer_tls, None);
+    }
+
+    #[test]
+    fn peer_tls_files_and_server_names_reach_the_config() {
+        let config = validate(&three_members(&[
+            "--peer_tls_cert_file=/tls/tls.crt",
+            "--peer_tls_key_file=/tls/tls.key",
+            "--peer_tls_ca_file=/tls/ca.crt",
+            "--peer_tls_server_names=127.0.0.2:5050=m-1-0.m-members.ns.svc",
+        ]))
+        .expect("valid");
+        let tls = config.peer_tls.expect("TLS on");
+        assert_eq!(tls.files.ca, PathBuf::from("/tls/ca.crt"));
+        assert_eq!(
+            tls.server_names.get("127.0.0.2:5050").map(String::as_str),
+            Some("m-1-0.m-members.ns.svc")
+        );
+        let err = validate(&three_members(&[
+            "--peer_tls_cert_file=/c",
+            "--peer_tls_key_file=/k",
+            "--peer_tls_ca_file=/a",
+            "--peer_tls_server_names=m-0=name",
+        ]))
+        .unwrap_err();
+        assert!(
+            matches!(err, ConfigError::BadPeerTlsServerName { .. }),
+            "{err}"
+        );
     }
 }

@@ -56,7 +56,7 @@ pub const FOREIGN_LOG_REPORTERS_KEY: &str = "log/transport/foreign_log_reporters
 
 /// The transport's counters as `(Mesos-style key, help, value)`, in one place so
 /// both formats export the same set.
-fn link_figures(c: &LinkCounters) -> [(&'static str, &'static str, u64); 16] {
+fn link_figures(c: &LinkCounters) -> [(&'static str, &'static str, u64); 21] {
     let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
     [
         ("log/transport/frames_sent", "Replica-protocol frames written to peers", get(&c.frames_sent)),
@@ -75,6 +75,11 @@ fn link_figures(c: &LinkCounters) -> [(&'static str, &'static str, u64); 16] {
         ("log/transport/connect_failures", "Outbound replica connections that failed", get(&c.connect_failures)),
         ("log/transport/sniffed_http", "Accepted connections handed to HTTP", get(&c.sniffed_http)),
         ("log/transport/sniffed_replica", "Accepted connections that spoke the replica protocol", get(&c.sniffed_replica)),
+        ("log/transport/refused_plaintext", "Plaintext replica connections refused: this master requires TLS between members", get(&c.refused_plaintext)),
+        ("log/transport/refused_tls_unexpected", "TLS replica connections refused: this master runs without TLS between members", get(&c.refused_tls_unexpected)),
+        ("log/transport/refused_tls_handshake", "Inbound TLS handshakes that failed (certificate of no CA in the bundle, expired, missing, not TLS)", get(&c.refused_tls_handshake)),
+        ("log/transport/tls_reloads", "Peer TLS certificate files loaded again after they changed", get(&c.tls_reloads)),
+        ("log/transport/tls_reload_failures", "Changed peer TLS certificate files that could not be read or loaded (the previous ones stay in use)", get(&c.tls_reload_failures)),
     ]
 }
 
@@ -409,6 +414,7 @@ mod tests {
             leader: Some("127.0.0.1:5050".parse().unwrap()),
             elected: true,
             read_lease: false,
+            peer_tls: false,
         }
     }
 

@@ -859,6 +859,7 @@ mod tests {
             leader: leader.map(|l| l.parse().unwrap()),
             elected,
             read_lease: elected,
+            peer_tls: false,
         }
     }
 

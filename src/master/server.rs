@@ -61,6 +61,8 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    PeerTls(#[from] crate::log::tls::TlsError),
     #[error("the log driver failed: {0}")]
     Driver(String),
     #[error(
@@ -143,16 +145,31 @@ pub async fn run(
         None => FrameKey::new(NO_TOKEN_KEY)?,
     };
     let whitelist: BTreeSet<String> = config.masters.iter().map(|m| m.to_string()).collect();
-    let link = Arc::new(LinkConfig::new(
-        config.advertise_addr.to_string(),
-        key,
-        whitelist,
-    ));
+    let mut link_config = LinkConfig::new(config.advertise_addr.to_string(), key, whitelist);
+    let counters = Arc::new(LinkCounters::default());
+    let mut tls_reloader = None;
+    if let Some(tls) = &config.peer_tls {
+        let peer_tls = Arc::new(crate::log::tls::PeerTls::load(
+            tls.files.clone(),
+            &tls.server_names,
+        )?);
+        tracing::info!(
+            cert = %tls.files.cert.display(),
+            ca = %tls.files.ca.display(),
+            cas = peer_tls.current().ca_count,
+            "replica links run over TLS (required in both directions)"
+        );
+        tls_reloader = Some(peer_tls.spawn_reloader(
+            Duration::from_millis(tls.reload_interval_ms),
+            counters.clone(),
+        ));
+        link_config.tls = Some(peer_tls);
+    }
+    let link = Arc::new(link_config);
     if let Some(log_id) = node.log_id() {
         link.log_id
             .store(log_id.0, std::sync::atomic::Ordering::Relaxed);
     }
-    let counters = Arc::new(LinkCounters::default());
     let (inbound_tx, inbound) = mpsc::channel(driver::INBOUND_QUEUE_CAPACITY);
     let running = driver::spawn(
         node,
@@ -280,6 +297,9 @@ pub async fn run(
     running.handle.stop().await;
     publisher.abort();
     applier.abort();
+    if let Some(reloader) = tls_reloader {
+        reloader.abort();
+    }
     outcome
 }
 

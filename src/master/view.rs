@@ -37,6 +37,8 @@ pub struct MasterView {
     /// Whether this member leads and holds a read lease: reads from its learned
     /// state cannot be stale (no other leader can have been elected meanwhile).
     pub read_lease: bool,
+    /// Replica links run over TLS (`--peer_tls`).
+    pub peer_tls: bool,
 }
 
 impl MasterView {
@@ -55,6 +57,7 @@ impl MasterView {
             leader: None,
             elected: false,
             read_lease: false,
+            peer_tls: config.peer_tls.is_some(),
         }
     }
 
@@ -76,6 +79,7 @@ impl MasterView {
             masters: self.masters.clone(),
             leader: self.leader,
             elected: self.elected,
+            peer_tls: self.peer_tls,
         }
     }
 }

@@ -115,6 +115,13 @@ pub struct MesosMasterClusterSpec {
     /// Guarded recovery after quorum loss (see `kubectl mmc recover`).
     #[serde(default)]
     pub recovery: RecoverySpec,
+
+    /// TLS between members (the replica protocol): a Secret in the cluster's
+    /// namespace with `tls.crt`, `tls.key` and `ca.crt`, as cert-manager writes
+    /// it. Every member mounts it and requires TLS on its links; the ensemble
+    /// token still authenticates every frame. Unset: plaintext links.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
 }
 
 /// How the operator treats a lost quorum.
@@ -137,6 +144,19 @@ impl Default for RecoverySpec {
             quorum_loss_seconds: default_quorum_loss_seconds(),
         }
     }
+}
+
+/// TLS between members.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// The Secret holding `tls.crt` (this member's certificate, valid for
+    /// `<cluster>-<i>-0.<cluster>-members.<namespace>.svc`, e.g. a wildcard
+    /// `*.<cluster>-members.<namespace>.svc`, with server and client auth usages),
+    /// `tls.key` and `ca.crt` (the CA bundle; old and new CA during a rotation).
+    /// Ignored by `mesos-operator local`, which generates its own.
+    #[schemars(length(min = 1))]
+    pub secret_name: String,
 }
 
 /// What happens to the registry when the ensemble leaves single-master mode.
@@ -261,6 +281,7 @@ impl MesosMasterClusterSpec {
             backup: None,
             restore_from: None,
             recovery: RecoverySpec::default(),
+            tls: None,
         }
     }
 

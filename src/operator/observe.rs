@@ -355,6 +355,7 @@ mod tests {
             masters: vec!["10.96.0.10:5050".parse().expect("address")],
             leader: None,
             elected: false,
+            peer_tls: false,
         }
     }
 

@@ -429,7 +429,7 @@ pub fn member_statefulset(
         }),
         ..PersistentVolumeClaim::default()
     };
-    Ok(StatefulSet {
+    let mut statefulset = StatefulSet {
         metadata: meta(cluster, names, names.statefulset(ordinal), Some(ordinal))?,
         spec: Some(StatefulSetSpec {
             replicas: Some(1),
@@ -485,7 +485,96 @@ pub fn member_statefulset(
             ..StatefulSetSpec::default()
         }),
         status: None,
-    })
+    };
+    if let Some(tls) = &spec.tls {
+        mount_peer_tls(
+            &mut statefulset,
+            &tls.secret_name,
+            cluster,
+            names,
+            config,
+            service_ips,
+        )?;
+    }
+    Ok(statefulset)
+}
+
+/// Where a member pod mounts `spec.tls.secretName`.
+pub const PEER_TLS_DIR: &str = "/etc/mesos/peer-tls";
+const PEER_TLS_VOLUME: &str = "peer-tls";
+
+/// The name member `ordinal`'s certificate must carry: its pod's DNS name under
+/// the headless Service. Whitelists hold Service IPs that no certificate can know
+/// in advance, so each member is told this name for every whitelisted address
+/// (`--peer_tls_server_names`); a cert-manager Certificate covers them all with
+/// `*.<cluster>-members.<namespace>.svc`.
+pub fn member_tls_name(names: &Names, ordinal: Ordinal) -> String {
+    format!(
+        "{}.{}.{}.svc",
+        names.pod(ordinal),
+        names.headless_service(),
+        names.namespace
+    )
+}
+
+/// Mounts the TLS Secret into a member's pod and sets the `--peer_tls*` flags
+/// (cert-manager's file names; the master re-reads them when the kubelet swaps
+/// the Secret's files, so a renewal restarts nothing).
+fn mount_peer_tls(
+    statefulset: &mut StatefulSet,
+    secret_name: &str,
+    cluster: &MesosMasterCluster,
+    names: &Names,
+    config: &MemberConfig,
+    service_ips: &BTreeMap<Ordinal, IpAddr>,
+) -> Result<(), ResourceError> {
+    let server_names = config
+        .whitelist
+        .iter()
+        .map(|ordinal| {
+            member_address(cluster, names, *ordinal, service_ips)
+                .map(|address| format!("{address}={}", member_tls_name(names, *ordinal)))
+        })
+        .collect::<Result<Vec<_>, _>>()?
+        .join(",");
+    let Some(pod) = statefulset
+        .spec
+        .as_mut()
+        .and_then(|spec| spec.template.spec.as_mut())
+    else {
+        return Ok(());
+    };
+    pod.volumes.get_or_insert_with(Vec::new).push(Volume {
+        name: PEER_TLS_VOLUME.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret_name.to_owned()),
+            default_mode: Some(0o440),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    });
+    for container in &mut pod.containers {
+        container
+            .volume_mounts
+            .get_or_insert_with(Vec::new)
+            .push(VolumeMount {
+                name: PEER_TLS_VOLUME.into(),
+                mount_path: PEER_TLS_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
+        container.env.get_or_insert_with(Vec::new).extend([
+            env("MESOS_PEER_TLS", "required"),
+            env(
+                "MESOS_PEER_TLS_CERT_FILE",
+                format!("{PEER_TLS_DIR}/tls.crt"),
+            ),
+            env("MESOS_PEER_TLS_KEY_FILE", format!("{PEER_TLS_DIR}/tls.key")),
+            env("MESOS_PEER_TLS_CA_FILE", format!("{PEER_TLS_DIR}/ca.crt")),
+            env("MESOS_PEER_TLS_SERVER_NAMES", server_names.clone()),
+        ]);
+    }
+    Ok(())
 }
 
 /// The member Service whose cluster IP is member `ordinal`'s stable address.
@@ -771,6 +860,72 @@ mod tests {
             .find(|var| var.name == name)?
             .value
             .clone()
+    }
+
+    #[test]
+    fn member_statefulset_mounts_the_tls_secret_and_names_every_member() {
+        let mut cluster = cluster();
+        let names = Names::of(&cluster).expect("names");
+        let config = MemberConfig::ensemble(3);
+        let plain = member_statefulset(&cluster, &names, 1, &config, &ips(3)).expect("builds");
+        assert_eq!(env_value(&plain, "MESOS_PEER_TLS"), None);
+
+        cluster.spec.tls = Some(crate::operator::crd::TlsSpec {
+            secret_name: "prod-members-tls".into(),
+        });
+        let sts = member_statefulset(&cluster, &names, 1, &config, &ips(3)).expect("builds");
+        assert_eq!(
+            env_value(&sts, "MESOS_PEER_TLS").as_deref(),
+            Some("required")
+        );
+        assert_eq!(
+            env_value(&sts, "MESOS_PEER_TLS_CERT_FILE").as_deref(),
+            Some("/etc/mesos/peer-tls/tls.crt")
+        );
+        assert_eq!(
+            env_value(&sts, "MESOS_PEER_TLS_KEY_FILE").as_deref(),
+            Some("/etc/mesos/peer-tls/tls.key")
+        );
+        assert_eq!(
+            env_value(&sts, "MESOS_PEER_TLS_CA_FILE").as_deref(),
+            Some("/etc/mesos/peer-tls/ca.crt")
+        );
+        assert_eq!(
+            env_value(&sts, "MESOS_PEER_TLS_SERVER_NAMES").as_deref(),
+            Some(
+                "10.96.0.10:5050=prod-0-0.prod-members.db.svc,\
+                 10.96.0.11:5050=prod-1-0.prod-members.db.svc,\
+                 10.96.0.12:5050=prod-2-0.prod-members.db.svc"
+            )
+        );
+        let pod = sts
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod");
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == PEER_TLS_VOLUME)
+            .expect("TLS volume");
+        assert_eq!(
+            volume
+                .secret
+                .as_ref()
+                .and_then(|s| s.secret_name.as_deref()),
+            Some("prod-members-tls")
+        );
+        let mount = pod.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == PEER_TLS_VOLUME)
+            .expect("TLS mount");
+        assert_eq!(mount.mount_path, PEER_TLS_DIR);
+        assert_eq!(mount.read_only, Some(true));
+        // The token stays mounted: it is the second factor.
+        assert!(env_value(&sts, "MESOS_ENSEMBLE_TOKEN_FILE").is_some());
     }
 
     #[test]

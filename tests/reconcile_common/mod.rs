@@ -839,6 +839,7 @@ impl MasterStatusSource for FakeMasters {
                 masters,
                 leader,
                 elected: leader == Some(member),
+                peer_tls: false,
             })
         })
     }

@@ -610,6 +610,7 @@ pub(crate) mod tests {
             masters: vec![],
             leader,
             elected: leader == Some(member),
+            peer_tls: false,
         }
     }
 

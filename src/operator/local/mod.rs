@@ -21,6 +21,7 @@
 //! ```
 
 mod backups;
+pub mod certs;
 pub mod http;
 pub mod members;
 pub mod recovery;
