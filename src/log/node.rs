@@ -834,7 +834,7 @@ impl Node {
             }
             Message::Learned { entries } => {
                 for (pos, action) in entries.iter().take(super::coordinator::MAX_BATCH_ENTRIES) {
-                    self.replica.learn(*pos, action, None);
+                    self.replica.learn_announced(*pos, action);
                 }
             }
             Message::Heartbeat {
