@@ -32,3 +32,9 @@ if [ -f examples/log_sim.rs ]; then
     cargo run --quiet --example log_sim -- --seeds "${SIM_SEEDS}" --members "${members}"
   done
 fi
+
+# The benchmark against etcd (issue #9), a run of seconds on the binaries built
+# above: it keeps the bench working and fails if any phase fails; it asserts
+# nothing about speed (scripts/bench.sh without BENCH_PROFILE for real figures).
+echo "== benchmark smoke run (bench --quick, dev profile)"
+BENCH_PROFILE=dev bash scripts/bench.sh --quick

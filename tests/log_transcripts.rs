@@ -4,7 +4,7 @@
 //! with the expected one below. Read them as documentation of tricky cases.
 
 use mesos_operator::log::{
-    Envelope, MemStorage, MemberId, Node, NodeConfig, NodeEvent, ReplicaStatus, Storage,
+    Envelope, MemStorage, MemberId, Message, Node, NodeConfig, NodeEvent, ReplicaStatus, Storage,
 };
 
 struct Cluster {
@@ -15,6 +15,8 @@ struct Cluster {
     isolated: Vec<bool>,
     out: Vec<String>,
     starts: u64,
+    /// Write catch-up requests into the transcript.
+    trace_catchup: bool,
 }
 
 impl Cluster {
@@ -30,6 +32,7 @@ impl Cluster {
             isolated: vec![false; n],
             out: Vec::new(),
             starts: 0,
+            trace_catchup: false,
         };
         for i in 0..n {
             c.start(i);
@@ -106,6 +109,16 @@ impl Cluster {
             };
             if self.isolated[to] || self.isolated[from] {
                 continue;
+            }
+            if let (true, Message::CatchupRequest { from: lo, to: hi }) =
+                (self.trace_catchup, &env.message)
+            {
+                let line = format!(
+                    "{} asks {} for [{lo}, {hi})",
+                    self.name(from),
+                    self.name(to)
+                );
+                self.out.push(line);
             }
             if let Some(n) = self.nodes[to].as_mut() {
                 n.step(env);
@@ -275,6 +288,61 @@ fn a_deposed_coordinator_learns_it_and_loses_its_lease() {
         m1: Voting learned_end=2 leader=false
         m2: Voting learned_end=2 leader=true
         m3: Voting learned_end=2 leader=false
+        ",
+    );
+}
+
+#[test]
+fn a_wiped_replica_far_behind_copies_the_learned_prefix_before_its_round() {
+    let mut c = Cluster::new(3);
+    c.ticks(40);
+    let l = c.leader().expect("a leader");
+    for k in 0..100 {
+        c.propose(l, &format!("v{k}"));
+    }
+    c.ticks(5);
+    c.out.retain(|line| !line.contains("proposal"));
+    // 100 positions behind its peers (more than RECOVERY_CATCHUP_MIN_POSITIONS):
+    // it copies their learned values with catch-up requests to one peer, which
+    // needs no promise, and only then runs the recovery round that makes it safe
+    // to vote, over nothing left to fill.
+    let f = (0..3).find(|&i| i != l).unwrap_or(0);
+    c.note("wipe a follower");
+    c.nodes[f] = None;
+    c.storage[f] = MemStorage::new();
+    c.trace_catchup = true;
+    c.start(f);
+    c.drain(f);
+    c.ticks(60);
+    c.trace_catchup = false;
+    c.show();
+    let l = c.leader().expect("a leader");
+    c.propose(l, "after");
+    c.ticks(5);
+    c.show();
+    check(
+        &c.out,
+        "
+        m1: starting
+        m2: starting
+        m3: starting
+        m1: initialized the log
+        m2: adopted the log id, voting
+        m3: adopted the log id, voting
+        m3: leader (round 1)
+        -- wipe a follower
+        m1: recovering
+        m1 asks m3 for [0, 100)
+        m3: demoted
+        m1: recovered, voting
+        m2: leader (round 3)
+        m1: Voting learned_end=100 leader=false
+        m2: Voting learned_end=100 leader=true
+        m3: Voting learned_end=100 leader=false
+        m2: proposal 1 -> Ok(100)
+        m1: Voting learned_end=101 leader=false
+        m2: Voting learned_end=101 leader=true
+        m3: Voting learned_end=101 leader=false
         ",
     );
 }

@@ -16,6 +16,14 @@
 //!    highest end among the `q` promise responses, learning each locally.
 //! 3. It adopts `P*` as its own promise and only then becomes `Voting`.
 //!
+//! Before step 2, a replica more than `RECOVERY_CATCHUP_MIN_POSITIONS` behind the
+//! most advanced `Voting` peer of the probe copies that peer's learned values with
+//! catch-up requests (pipelined, bounded by bytes, each batch written once). This
+//! changes nothing below: copying chosen values is always safe and casts no
+//! vote, and step 2 still runs over every position, skipping only those now
+//! learned. It makes the round short: reading a whole log from a quorum moved
+//! every byte twice, and a round that long was outbid by elections and restarted.
+//!
 //! Why this is safe. Any quorum the replica took part in before the wipe has
 //! `q - 1` other members; the `q` other promisers of step 2 intersect it because
 //! `q + (q - 1) > n - 1`. So (a) every value chosen with its forgotten vote was

@@ -55,7 +55,7 @@ pub enum Action {
     /// Filled by a coordinator where nothing was accepted; carries no data.
     Nop,
     /// Application bytes.
-    Append(Vec<u8>),
+    Append(#[serde(with = "byte_buf")] Vec<u8>),
     /// Once learned, every position below `to` may be dropped. `to` is never above
     /// the position holding the truncate itself.
     Truncate { to: Position },
@@ -190,5 +190,85 @@ impl SplitMix64 {
     /// True with probability `num / den`.
     pub fn chance(&mut self, num: u64, den: u64) -> bool {
         den > 0 && self.next_u64() % den < num
+    }
+}
+
+/// Serde of a byte buffer as bytes rather than as a sequence of `u8`. Postcard
+/// writes both the same way (a varint length, then the bytes), so nothing changes
+/// on disk or on the wire; but as a sequence every byte is a call into the
+/// serializer and a push on decode, which made encoding and decoding entries the
+/// bulk of the CPU a catch-up or a large append costs. As bytes it is one copy.
+/// Other formats that encode bytes as a sequence (JSON: an array of numbers) read
+/// back through `visit_seq`.
+mod byte_buf {
+    use serde::{de, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        deserializer.deserialize_byte_buf(ByteBufVisitor)
+    }
+
+    struct ByteBufVisitor;
+
+    impl<'de> de::Visitor<'de> for ByteBufVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a byte buffer")
+        }
+
+        fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(bytes.to_vec())
+        }
+
+        fn visit_byte_buf<E: de::Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(bytes)
+        }
+
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            // Bounded: the hint comes from the input.
+            let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+            while let Some(byte) = seq.next_element()? {
+                bytes.push(byte);
+            }
+            Ok(bytes)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The encoding `Action::Append` had when its payload was a plain `Vec<u8>`
+    /// (a sequence of `u8`), which logs on disk and peers on the wire use.
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    enum SequenceEncodedAction {
+        Nop,
+        Append(Vec<u8>),
+        Truncate { to: Position },
+    }
+
+    #[test]
+    fn append_payloads_encode_as_they_did_as_a_sequence_of_bytes() {
+        for len in [0usize, 1, 127, 128, 300, 70_000] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let now = postcard::to_allocvec(&Action::Append(payload.clone())).expect("encode");
+            let before = postcard::to_allocvec(&SequenceEncodedAction::Append(payload.clone()))
+                .expect("encode");
+            assert_eq!(now, before, "payload of {len} bytes");
+            let decoded: Action = postcard::from_bytes(&before).expect("decode");
+            assert_eq!(decoded, Action::Append(payload.clone()));
+            let json = serde_json::to_string(&Action::Append(payload.clone())).expect("json");
+            assert_eq!(
+                serde_json::from_str::<Action>(&json).expect("json decode"),
+                Action::Append(payload)
+            );
+        }
+        // A length above what the input holds is refused, not allocated.
+        assert!(postcard::from_bytes::<Action>(&[1, 0xff, 0xff, 0xff, 0x0f, 1, 2]).is_err());
     }
 }

@@ -49,6 +49,10 @@ const OUR_PORT: u16 = 15050;
 const ETCD_IPS: [&str; 3] = ["127.0.0.51", "127.0.0.52", "127.0.0.53"];
 const ETCD_CLIENT_PORT: u16 = 12379;
 const ETCD_PEER_PORT: u16 = 12380;
+/// `mesos-operator local` runs its masters on 127.0.0.1-3 at this port.
+const OPERATOR_BASE_PORT: u16 = 15070;
+/// Time the operator has to stop its masters after SIGTERM.
+const OPERATOR_STOP_GRACE: Duration = Duration::from_secs(15);
 /// Unexpected append answers printed to stderr at most (the rest are counted).
 const MAX_ERRORS_SHOWN: u64 = 5;
 static ERRORS_SHOWN: AtomicU64 = AtomicU64::new(0);
@@ -57,8 +61,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(6);
 /// Bound on anything a cluster must eventually do (elect, restart, catch up).
 const EVENTUALLY: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(10);
-/// Quiet time before an idle RSS reading.
-const IDLE_SETTLE: Duration = Duration::from_secs(2);
 
 /// Sizes of every phase; `--quick` shrinks them all.
 #[derive(Debug, Clone, Serialize)]
@@ -71,6 +73,8 @@ struct Plan {
     fsync_samples: usize,
     rtt_samples: usize,
     seq_write_mb: usize,
+    /// Quiet time before an idle RSS reading.
+    idle_settle_secs: f64,
 }
 
 impl Plan {
@@ -78,13 +82,14 @@ impl Plan {
         if quick {
             Plan {
                 quick,
-                load_secs_per_level: 1.0,
+                load_secs_per_level: 0.5,
                 max_ops_per_level: 20_000,
                 failover_rounds: 1,
                 catchup_mb: 2,
                 fsync_samples: 50,
                 rtt_samples: 200,
                 seq_write_mb: 16,
+                idle_settle_secs: 0.5,
             }
         } else {
             Plan {
@@ -92,10 +97,13 @@ impl Plan {
                 load_secs_per_level: 8.0,
                 max_ops_per_level: 1_000_000,
                 failover_rounds: 5,
-                catchup_mb: 64,
+                // Large enough that the bytes, not the start of the member and
+                // its rounds, decide the figure.
+                catchup_mb: 256,
                 fsync_samples: 500,
                 rtt_samples: 5_000,
                 seq_write_mb: 256,
+                idle_settle_secs: 2.0,
             }
         }
     }
@@ -121,6 +129,25 @@ impl Proc {
 
     fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within `grace`: for a child
+    /// that has children of its own to stop (the operator's masters).
+    fn terminate(&mut self, grace: Duration) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline {
+                if !matches!(child.try_wait(), Ok(None)) {
+                    break;
+                }
+                std::thread::sleep(POLL);
+            }
+        }
+        self.kill();
     }
 
     fn kill(&mut self) {
@@ -767,9 +794,8 @@ async fn failover_ours(ours: &mut Ours, rounds: usize, acked: &mut u64) -> Resul
         ours.procs[leader].kill();
         let took = load.first_ack_after(killed_at).await;
         *acked += load.stop().await;
-        if let Some(took) = took {
-            times.push(ms(took));
-        }
+        let took = took.context("no write acknowledged within 30 s of killing the leader")?;
+        times.push(ms(took));
         ours.procs[leader] = ours.spawn(leader)?;
         // Let the restarted member catch up before the next round.
         let new_leader = ours.wait_leader().await?;
@@ -801,9 +827,8 @@ async fn failover_etcd(etcd: &mut Etcd, rounds: usize, acked: &mut u64) -> Resul
         etcd.procs[leader].kill();
         let took = load.first_ack_after(killed_at).await;
         *acked += load.stop().await;
-        if let Some(took) = took {
-            times.push(ms(took));
-        }
+        let took = took.context("no put acknowledged within 30 s of killing the leader")?;
+        times.push(ms(took));
         etcd.procs[leader] = etcd.spawn(leader, "existing")?;
         let deadline = Instant::now() + EVENTUALLY;
         while Instant::now() < deadline && Etcd::status(leader).await.is_none() {
@@ -1079,8 +1104,15 @@ fn etcd_version(bin: &str) -> Result<String> {
     Ok(text.lines().next().unwrap_or_default().trim().to_string())
 }
 
-/// Idle RSS of `mesos-operator local`, or why it cannot be measured.
-fn operator_rss(bin: &Path, dir: &Path) -> Result<f64, String> {
+/// Idle RSS of `mesos-operator local` running its default 3 masters (on
+/// 127.0.0.1-3 at [`OPERATOR_BASE_PORT`], state under `dir`), or why it cannot be
+/// measured. The operator is stopped with SIGTERM so it stops its masters too.
+fn operator_rss(
+    bin: &Path,
+    master_bin: &Path,
+    dir: &Path,
+    idle_settle: Duration,
+) -> Result<f64, String> {
     let help = Command::new(bin)
         .arg("--help")
         .output()
@@ -1090,16 +1122,24 @@ fn operator_rss(bin: &Path, dir: &Path) -> Result<f64, String> {
         return Err("mesos-operator has no `local` (or `run`) command yet".into());
     }
     let mut command = Command::new(bin);
-    command.arg("local");
-    let proc = Proc::spawn(command, &dir.join("operator.log")).map_err(|e| e.to_string())?;
-    std::thread::sleep(IDLE_SETTLE * 2);
-    rss_mb(proc.pid()).ok_or_else(|| "mesos-operator local exited".into())
+    command
+        .arg("local")
+        .arg(format!("--state-dir={}", dir.join("operator").display()))
+        .arg(format!("--base-port={OPERATOR_BASE_PORT}"))
+        .arg(format!("--master-binary={}", master_bin.display()))
+        .arg("--display=quiet");
+    let mut proc = Proc::spawn(command, &dir.join("operator.log")).map_err(|e| e.to_string())?;
+    std::thread::sleep(idle_settle * 2);
+    let rss = rss_mb(proc.pid()).ok_or_else(|| "mesos-operator local exited".to_string());
+    proc.terminate(OPERATOR_STOP_GRACE);
+    rss
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = parse_args()?;
     let plan = Plan::new(args.quick);
+    let idle_settle = Duration::from_secs_f64(plan.idle_settle_secs);
     let out_dir = PathBuf::from("target/bench");
     let run_dir = out_dir.join("run");
     let _ = fs::remove_dir_all(&run_dir);
@@ -1166,7 +1206,7 @@ async fn main() -> Result<()> {
         }
     }
 
-    tokio::time::sleep(IDLE_SETTLE).await;
+    tokio::time::sleep(idle_settle).await;
     let ours_rss = rss_mb(ours.procs[leader].pid());
     let etcd_rss = etcd.as_ref().and_then(|e| {
         e.procs
@@ -1206,6 +1246,18 @@ async fn main() -> Result<()> {
         };
         ours_acked += mine.ok;
         etcd_acked += theirs.as_ref().map_or(0, |t| t.ok);
+        // A phase in which nothing was acknowledged measured nothing: that is a
+        // broken bench or cluster, and the run must fail (CI relies on it).
+        if mine.ok == 0 {
+            report
+                .errors
+                .push(format!("append, {writers} writers: no write acknowledged"));
+        }
+        if theirs.as_ref().is_some_and(|t| t.ok == 0) {
+            report.errors.push(format!(
+                "etcd put, {writers} writers: no write acknowledged"
+            ));
+        }
         report.row(
             &format!("append throughput, {writers} writers"),
             "ops/s",
@@ -1225,6 +1277,11 @@ async fn main() -> Result<()> {
         // Mesos operator call costs on top of the raw append.
         leader = ours.wait_leader().await?;
         let registry = ours.load_registry(leader, writers, &plan).await;
+        if registry.ok == 0 {
+            report.errors.push(format!(
+                "registry write, {writers} writers: no write acknowledged"
+            ));
+        }
         report.row(
             &format!("registry write (PUT /weights), {writers} writers, vs etcd put"),
             "ops/s",
@@ -1270,6 +1327,22 @@ async fn main() -> Result<()> {
         p50_etcd.map(|v| v / ms(fsync)),
         "ours <= 1.2",
     );
+    // What a replicated write cannot beat: the client's round trip to the leader,
+    // the leader's round trip to a follower, and one fsync (the leader's own runs
+    // while its accepts travel, so the follower's is the one on the path). Both
+    // systems pay it; thread hand-offs and the HTTP/gRPC stacks come on top.
+    let replicated_floor = fsync + 2 * rtt;
+    report.machine.push((
+        "replicated-write floor: fsync + 2 loopback RTT, ms".into(),
+        ms(replicated_floor),
+    ));
+    report.row(
+        "1 writer p50 / replicated-write floor",
+        "x",
+        p50_ours.map(|v| v / ms(replicated_floor)),
+        p50_etcd.map(|v| v / ms(replicated_floor)),
+        "",
+    );
 
     eprintln!(
         "== failover ({} rounds each; the killed leader's refusals are expected)",
@@ -1297,6 +1370,16 @@ async fn main() -> Result<()> {
         "ours {ours_failover:.0?}, etcd {etcd_failover:.0?}"
     ));
 
+    // The bandwidth the catch-up is compared with: the same amount of data
+    // written the same way (1 MiB writes, one fdatasync at the end) to the same
+    // filesystem, right before, since the shared disk's speed drifts.
+    let catchup_total_mb =
+        plan.catchup_mb + (ours_acked * VALUE_BYTES as u64).div_ceil(1 << 20) as usize;
+    let seq_mb_s = sequential_write_mb_s(&run_dir, catchup_total_mb)?;
+    report.machine.push((
+        format!("sequential write + fsync of {catchup_total_mb} MiB before catch-up (used for the ratio), MB/s"),
+        seq_mb_s,
+    ));
     eprintln!("== catch-up of an empty member ({} MiB)", plan.catchup_mb);
     // The killed leaders' refusals above were expected; show this phase's own.
     ERRORS_SHOWN.store(0, Ordering::Relaxed);
@@ -1340,7 +1423,7 @@ async fn main() -> Result<()> {
         "ours >= 50",
     );
 
-    tokio::time::sleep(IDLE_SETTLE).await;
+    tokio::time::sleep(idle_settle).await;
     leader = ours.wait_leader().await?;
     let etcd_rss = etcd.as_ref().and_then(|e| {
         e.procs
@@ -1355,7 +1438,7 @@ async fn main() -> Result<()> {
         etcd_rss,
         "",
     );
-    match operator_rss(&args.operator_bin, &run_dir) {
+    match operator_rss(&args.operator_bin, &args.master_bin, &run_dir, idle_settle) {
         Ok(v) => report.row("idle RSS, mesos-operator local", "MB", Some(v), None, ""),
         Err(reason) => {
             report.row("idle RSS, mesos-operator local", "MB", None, None, "");
