@@ -43,8 +43,13 @@ case "$profile" in
     fi
     echo "== building the bench (dev profile; figures are not meaningful)"
     cargo build -p mesos-bench
-    # The binaries the test build made (a no-op after `cargo test --all-targets`).
-    cargo build --bin mesos-master --bin mesos-operator
+    # The binaries the test build made: `cargo test --all-targets` puts them in
+    # target/debug for the integration tests. A plain `cargo build` of them is NOT a
+    # no-op after it (without dev-dependencies the library's dependencies resolve
+    # other features, and it recompiled for 4 min in CI), so build only if missing.
+    if [ ! -x target/debug/mesos-master ] || [ ! -x target/debug/mesos-operator ]; then
+      cargo build --bin mesos-master --bin mesos-operator
+    fi
     exec target/debug/bench --master-bin target/debug/mesos-master \
       --operator-bin target/debug/mesos-operator "$@"
     ;;
