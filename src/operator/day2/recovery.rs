@@ -34,7 +34,7 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::master::api::ReplicaStatus;
+use crate::master::api::{LogStatus, ReplicaStatus};
 
 /// `"<member>:<log id in hex>"`: recover from this survivor, which must report
 /// this log id.
@@ -59,6 +59,22 @@ pub struct MemberObservation {
     pub end: u64,
     /// The `--quorum` it runs with, when it answered.
     pub quorum: Option<usize>,
+}
+
+impl MemberObservation {
+    /// Member `name` as its `/log/status` answer (or its silence) shows it; the
+    /// same for both runtimes.
+    pub fn from_status(name: String, status: Option<&LogStatus>) -> Self {
+        Self {
+            name,
+            answering: status.is_some(),
+            status: status.map(|s| s.status),
+            log_id: status.and_then(|s| s.log_id),
+            learned: status.map_or(0, |s| s.learned),
+            end: status.map_or(0, |s| s.end),
+            quorum: status.map(|s| s.quorum),
+        }
+    }
 }
 
 /// A member that answers and holds a log.

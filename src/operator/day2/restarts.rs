@@ -183,14 +183,6 @@ pub async fn honour(
         ),
     };
     let previous = latest.status.clone().unwrap_or_default();
-    let annotate = |values: serde_json::Value, cluster: &MesosMasterCluster| {
-        serde_json::json!({
-            "metadata": {
-                "annotations": values,
-                "resourceVersion": cluster.resource_version(),
-            }
-        })
-    };
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let generation = latest.metadata.generation;
     let mut report = |holds: bool, reason: &str, message: String| {
@@ -221,17 +213,12 @@ pub async fn honour(
     let pending = match action {
         RestartAction::Idle => false,
         RestartAction::Forget => {
-            let patch = annotate(
-                serde_json::json!({ ANNOTATION_RESTART_POD_UID: null }),
+            latest = patch_annotations(
+                api,
                 &latest,
-            );
-            latest = api
-                .patch(
-                    &names.cluster,
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await?;
+                serde_json::json!({ ANNOTATION_RESTART_POD_UID: null }),
+            )
+            .await?;
             false
         }
         RestartAction::Refuse(reason) => {
@@ -253,17 +240,12 @@ pub async fn honour(
         }
         RestartAction::Restart { member, pod, uid } => {
             // Write-ahead: the record is durable before the pod goes.
-            let patch = annotate(
-                serde_json::json!({ ANNOTATION_RESTART_POD_UID: uid }),
+            latest = patch_annotations(
+                api,
                 &latest,
-            );
-            latest = api
-                .patch(
-                    &names.cluster,
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await?;
+                serde_json::json!({ ANNOTATION_RESTART_POD_UID: uid }),
+            )
+            .await?;
             if let Some(pod) = pod {
                 let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &names.namespace);
                 let params = DeleteParams {
@@ -309,20 +291,15 @@ pub async fn honour(
             true
         }
         RestartAction::Finish(message) => {
-            let patch = annotate(
+            latest = patch_annotations(
+                api,
+                &latest,
                 serde_json::json!({
                     ANNOTATION_RESTART_MEMBER: null,
                     ANNOTATION_RESTART_POD_UID: null,
                 }),
-                &latest,
-            );
-            latest = api
-                .patch(
-                    &names.cluster,
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await?;
+            )
+            .await?;
             publish(
                 &latest,
                 ctx,
@@ -339,6 +316,27 @@ pub async fn honour(
         }
     };
     Ok((latest, pending))
+}
+
+/// Merges `values` into the cluster's annotations, guarded by the resource
+/// version it was read at (a concurrent edit makes the patch fail, not vanish).
+async fn patch_annotations(
+    api: &Api<MesosMasterCluster>,
+    cluster: &MesosMasterCluster,
+    values: serde_json::Value,
+) -> Result<MesosMasterCluster, kube::Error> {
+    let patch = serde_json::json!({
+        "metadata": {
+            "annotations": values,
+            "resourceVersion": cluster.resource_version(),
+        }
+    });
+    api.patch(
+        &cluster.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
 }
 
 #[cfg(test)]

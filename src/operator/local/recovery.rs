@@ -105,15 +105,10 @@ impl<C: MasterClient> LocalRuntime<C> {
                     .and_then(|snapshot| snapshot.status.as_ref());
                 (
                     member.ordinal,
-                    MemberObservation {
-                        name: planner::member_name(&name, member.ordinal),
-                        answering: status.is_some(),
-                        status: status.map(|s| s.status),
-                        log_id: status.and_then(|s| s.log_id),
-                        learned: status.map_or(0, |s| s.learned),
-                        end: status.map_or(0, |s| s.end),
-                        quorum: status.map(|s| s.quorum),
-                    },
+                    MemberObservation::from_status(
+                        planner::member_name(&name, member.ordinal),
+                        status,
+                    ),
                 )
             })
             .collect()

@@ -66,18 +66,27 @@ fn observations(names: &Names, observation: &Observation) -> Vec<(Ordinal, Membe
             let status = observation.statuses.get(&ordinal);
             (
                 ordinal,
-                MemberObservation {
-                    name: member_name(names, ordinal),
-                    answering: status.is_some(),
-                    status: status.map(|s| s.status),
-                    log_id: status.and_then(|s| s.log_id),
-                    learned: status.map_or(0, |s| s.learned),
-                    end: status.map_or(0, |s| s.end),
-                    quorum: status.map(|s| s.quorum),
-                },
+                MemberObservation::from_status(member_name(names, ordinal), status),
             )
         })
         .collect()
+}
+
+/// `Recovered`: true once the recovery is done, with the record's summary.
+fn recovered_condition(record: &RecoveryRecord, now: &Time) -> Condition {
+    let done = record.phase == RecoveryPhase::Done;
+    let reason = if done {
+        "RecoveredFromSurvivor"
+    } else {
+        "Recovering"
+    };
+    condition(
+        condition_types::RECOVERED,
+        done,
+        reason,
+        record.summary(),
+        now,
+    )
 }
 
 fn set_condition(conditions: &mut Vec<Condition>, previous: &[Condition], condition: Condition) {
@@ -148,22 +157,8 @@ fn held_status(
         );
     }
     if let Some(record) = &status.recovery {
-        let done = record.phase == RecoveryPhase::Done;
-        set_condition(
-            &mut status.conditions,
-            &previous.conditions,
-            condition(
-                condition_types::RECOVERED,
-                done,
-                if done {
-                    "RecoveredFromSurvivor"
-                } else {
-                    "Recovering"
-                },
-                record.summary(),
-                &now,
-            ),
-        );
+        let recovered = recovered_condition(record, &now);
+        set_condition(&mut status.conditions, &previous.conditions, recovered);
     }
     status
 }
@@ -421,21 +416,8 @@ pub(super) fn overlay(cluster: &MesosMasterCluster, status: &mut MesosMasterClus
             status.reason = Some(record.summary());
         }
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        set_condition(
-            &mut status.conditions,
-            &previous.conditions,
-            condition(
-                condition_types::RECOVERED,
-                done,
-                if done {
-                    "RecoveredFromSurvivor"
-                } else {
-                    "Recovering"
-                },
-                record.summary(),
-                &now,
-            ),
-        );
+        let recovered = recovered_condition(&record, &now);
+        set_condition(&mut status.conditions, &previous.conditions, recovered);
         status.recovery = Some(record);
     }
 }
