@@ -79,6 +79,8 @@ impl Cluster {
                 NodeEvent::Recovered => "recovered, voting".to_string(),
                 NodeEvent::BecameLeader(p) => format!("leader (round {})", p.round),
                 NodeEvent::Demoted => "demoted".to_string(),
+                // Who campaigned is noise here; who won is in the transcript.
+                NodeEvent::Campaigning { .. } => continue,
                 NodeEvent::SkippedTo(p) => format!("skipped to {p}"),
             };
             let line = format!("{name}: {line}");

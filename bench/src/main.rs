@@ -376,10 +376,12 @@ struct Ours {
     members: Vec<SocketAddr>,
     procs: Vec<Proc>,
     http: Http,
+    /// `RUST_LOG` of the masters.
+    log_filter: String,
 }
 
 impl Ours {
-    fn start(bin: &Path, dir: &Path) -> Result<Ours> {
+    fn start(bin: &Path, dir: &Path, log_filter: &str) -> Result<Ours> {
         fs::create_dir_all(dir)?;
         fs::write(dir.join("token"), "bench-ensemble-token\n")?;
         let mut ours = Ours {
@@ -391,6 +393,7 @@ impl Ours {
                 .collect(),
             procs: Vec::new(),
             http: http_client(),
+            log_filter: log_filter.to_string(),
         };
         for i in 0..ours.members.len() {
             let proc = ours.spawn(i)?;
@@ -422,7 +425,7 @@ impl Ours {
                 self.dir.join("token").display()
             ))
             .arg("--raw_log_api")
-            .env("RUST_LOG", "warn");
+            .env("RUST_LOG", &self.log_filter);
         Proc::spawn(command, &self.dir.join(format!("master-{i}.log")))
     }
 
@@ -480,20 +483,53 @@ impl Ours {
     }
 
     async fn load(&self, leader: usize, writers: usize, plan: &Plan, value: usize) -> LoadResult {
-        let addr = self.members[leader];
-        let client = self.http.clone();
-        let body = Bytes::from(vec![0x42u8; value]);
+        let append = FollowingAppend::new(self, leader, Bytes::from(vec![0x42u8; value]));
         run_writers(
             writers,
             Duration::from_secs_f64(plan.load_secs_per_level),
             plan.max_ops_per_level,
-            move |_, _| {
-                let client = client.clone();
-                let body = body.clone();
-                async move { Ours::append(&client, addr, body).await }
-            },
+            move |_, _| append.send(),
         )
         .await
+    }
+}
+
+/// Raw appends that follow leadership as etcd's client does for its puts: a write
+/// refused by a follower (307) or a deposed leader (503) moves every writer on to
+/// the next member. The refusal still counts as an error of the phase.
+#[derive(Clone)]
+struct FollowingAppend {
+    client: Http,
+    members: Arc<Vec<SocketAddr>>,
+    target: Arc<AtomicUsize>,
+    body: Bytes,
+}
+
+impl FollowingAppend {
+    fn new(ours: &Ours, leader: usize, body: Bytes) -> FollowingAppend {
+        FollowingAppend {
+            client: ours.http.clone(),
+            members: Arc::new(ours.members.clone()),
+            target: Arc::new(AtomicUsize::new(leader)),
+            body,
+        }
+    }
+
+    fn send(&self) -> impl Future<Output = bool> + Send + 'static {
+        let this = self.clone();
+        async move {
+            let member = this.target.load(Ordering::Relaxed);
+            let ok = Ours::append(&this.client, this.members[member], this.body.clone()).await;
+            if !ok {
+                let _ = this.target.compare_exchange(
+                    member,
+                    (member + 1) % this.members.len(),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            ok
+        }
     }
 }
 
@@ -866,29 +902,8 @@ where
 /// leader's learned position (as it stood at the restart).
 async fn catchup_ours(ours: &mut Ours, mb: usize, prior_bytes: u64) -> Result<(f64, String)> {
     let leader = ours.wait_leader().await?;
-    let (client, members) = (ours.http.clone(), ours.members.clone());
-    let body = Bytes::from(vec![0x43u8; FILL_VALUE_BYTES]);
-    // Leadership may move under this load: a failed write sends the writers to the
-    // next member (a follower answers 307 at once).
-    let target = Arc::new(AtomicUsize::new(leader));
-    fill(mb, move |_, _| {
-        let (client, body, target) = (client.clone(), body.clone(), target.clone());
-        let member = target.load(Ordering::Relaxed);
-        let addr = members[member];
-        async move {
-            let ok = Ours::append(&client, addr, body).await;
-            if !ok {
-                let _ = target.compare_exchange(
-                    member,
-                    (member + 1) % OUR_IPS.len(),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
-            }
-            ok
-        }
-    })
-    .await?;
+    let append = FollowingAppend::new(ours, leader, Bytes::from(vec![0x43u8; FILL_VALUE_BYTES]));
+    fill(mb, move |_, _| append.send()).await?;
     let leader = ours.wait_leader().await?;
     let follower = (leader + 1) % ours.members.len();
     ours.procs[follower].kill();
@@ -1061,11 +1076,52 @@ impl Report {
     }
 }
 
+/// Copies every `*.log` under `run_dir` (the masters', etcd's, the operator's) to
+/// `logs`, flattened by path, before the run directory and its data go; answers how
+/// many.
+fn keep_logs(run_dir: &Path, logs: &Path) -> Result<usize> {
+    let _ = fs::remove_dir_all(logs);
+    fs::create_dir_all(logs)?;
+    let mut kept = 0;
+    let mut dirs = vec![run_dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "log") {
+                let relative = path
+                    .strip_prefix(run_dir)?
+                    .to_string_lossy()
+                    .replace('/', "-");
+                fs::copy(&path, logs.join(relative))?;
+                kept += 1;
+            }
+        }
+    }
+    Ok(kept)
+}
+
 struct Args {
     quick: bool,
     master_bin: PathBuf,
     operator_bin: PathBuf,
     etcd_bin: String,
+    /// Phases to run (the physical floor always runs); all by default.
+    phases: Vec<String>,
+    writer_counts: Vec<usize>,
+    /// `RUST_LOG` of our masters; their logs are kept in `target/bench/logs`.
+    master_log: String,
+}
+
+const PHASES: [&str; 4] = ["throughput", "failover", "catchup", "rss"];
+const USAGE: &str = "usage: bench [--quick] [--phases throughput,failover,catchup,rss] \
+[--writers 1,16,64] [--master-log RUST_LOG] [--master-bin PATH] [--operator-bin PATH] [--etcd-bin PATH]";
+
+impl Args {
+    fn runs(&self, phase: &str) -> bool {
+        self.phases.iter().any(|p| p == phase)
+    }
 }
 
 fn parse_args() -> Result<Args> {
@@ -1076,17 +1132,44 @@ fn parse_args() -> Result<Args> {
         master_bin: bin_dir.join("mesos-master"),
         operator_bin: bin_dir.join("mesos-operator"),
         etcd_bin: "etcd".into(),
+        phases: PHASES.iter().map(ToString::to_string).collect(),
+        writer_counts: WRITER_COUNTS.to_vec(),
+        master_log: "warn".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
             "--quick" => args.quick = true,
+            "--phases" => {
+                let list = it.next().context("--phases LIST")?;
+                args.phases = list.split(',').map(str::to_string).collect();
+                if let Some(bad) = args.phases.iter().find(|p| !PHASES.contains(&p.as_str())) {
+                    bail!("unknown phase {bad:?}; phases are {}", PHASES.join(","));
+                }
+            }
+            "--writers" => {
+                let list = it.next().context("--writers LIST")?;
+                args.writer_counts = list
+                    .split(',')
+                    .map(|w| match w.parse::<usize>() {
+                        Ok(n) if (1..=1024).contains(&n) => Ok(n),
+                        _ => Err(anyhow::anyhow!(
+                            "--writers: {w:?} is not a count in 1..=1024"
+                        )),
+                    })
+                    .collect::<Result<_>>()?;
+            }
+            "--master-log" => args.master_log = it.next().context("--master-log RUST_LOG")?,
             "--master-bin" => args.master_bin = it.next().context("--master-bin PATH")?.into(),
             "--operator-bin" => {
                 args.operator_bin = it.next().context("--operator-bin PATH")?.into()
             }
             "--etcd-bin" => args.etcd_bin = it.next().context("--etcd-bin PATH")?,
-            other => bail!("unknown argument {other}; usage: bench [--quick] [--master-bin PATH] [--operator-bin PATH] [--etcd-bin PATH]"),
+            other => bail!("unknown argument {other}; {USAGE}"),
         }
     }
     Ok(args)
@@ -1181,7 +1264,7 @@ async fn main() -> Result<()> {
         .push(("sequential write + fsync, MB/s".into(), seq_mb_s));
 
     eprintln!("== starting 3 masters and 3 etcd members");
-    let mut ours = Ours::start(&args.master_bin, &run_dir.join("ours"))?;
+    let mut ours = Ours::start(&args.master_bin, &run_dir.join("ours"), &args.master_log)?;
     let mut etcd = match etcd_version(&args.etcd_bin) {
         Ok(version) => {
             report.etcd_version = Some(version);
@@ -1234,7 +1317,12 @@ async fn main() -> Result<()> {
     // Payload bytes each log holds, for the catch-up figure: the empty member
     // catches up all of it, not only the fill.
     let (mut ours_acked, mut etcd_acked) = (0u64, 0u64);
-    for writers in WRITER_COUNTS {
+    let writer_counts = if args.runs("throughput") {
+        args.writer_counts.clone()
+    } else {
+        Vec::new()
+    };
+    for writers in writer_counts {
         leader = ours.wait_leader().await?;
         let mine = ours.load(leader, writers, &plan, VALUE_BYTES).await;
         let theirs = match &etcd {
@@ -1306,143 +1394,154 @@ async fn main() -> Result<()> {
         r.as_ref().and_then(|r| percentile(&r.latencies, q)).map(ms)
     };
     let (p50_ours, p50_etcd) = (p(&single.0, 0.5), p(&single.1, 0.5));
-    report.row(
-        "1 writer latency p50",
-        "ms",
-        p50_ours,
-        p50_etcd,
-        "below etcd",
-    );
-    report.row(
-        "1 writer latency p99",
-        "ms",
-        p(&single.0, 0.99),
-        p(&single.1, 0.99),
-        "",
-    );
-    report.row(
-        "1 writer p50 / fsync floor",
-        "x",
-        p50_ours.map(|v| v / ms(fsync)),
-        p50_etcd.map(|v| v / ms(fsync)),
-        "ours <= 1.2",
-    );
-    // What a replicated write cannot beat: the client's round trip to the leader,
-    // the leader's round trip to a follower, and one fsync (the leader's own runs
-    // while its accepts travel, so the follower's is the one on the path). Both
-    // systems pay it; thread hand-offs and the HTTP/gRPC stacks come on top.
-    let replicated_floor = fsync + 2 * rtt;
-    report.machine.push((
-        "replicated-write floor: fsync + 2 loopback RTT, ms".into(),
-        ms(replicated_floor),
-    ));
-    report.row(
-        "1 writer p50 / replicated-write floor",
-        "x",
-        p50_ours.map(|v| v / ms(replicated_floor)),
-        p50_etcd.map(|v| v / ms(replicated_floor)),
-        "",
-    );
+    if single.0.is_some() {
+        report.row(
+            "1 writer latency p50",
+            "ms",
+            p50_ours,
+            p50_etcd,
+            "below etcd",
+        );
+        report.row(
+            "1 writer latency p99",
+            "ms",
+            p(&single.0, 0.99),
+            p(&single.1, 0.99),
+            "",
+        );
+        report.row(
+            "1 writer p50 / fsync floor",
+            "x",
+            p50_ours.map(|v| v / ms(fsync)),
+            p50_etcd.map(|v| v / ms(fsync)),
+            "ours <= 1.2",
+        );
+        // What a replicated write cannot beat: the client's round trip to the leader,
+        // the leader's round trip to a follower, and one fsync (the leader's own runs
+        // while its accepts travel, so the follower's is the one on the path). Both
+        // systems pay it; thread hand-offs and the HTTP/gRPC stacks come on top.
+        let replicated_floor = fsync + 2 * rtt;
+        report.machine.push((
+            "replicated-write floor: fsync + 2 loopback RTT, ms".into(),
+            ms(replicated_floor),
+        ));
+        report.row(
+            "1 writer p50 / replicated-write floor",
+            "x",
+            p50_ours.map(|v| v / ms(replicated_floor)),
+            p50_etcd.map(|v| v / ms(replicated_floor)),
+            "",
+        );
+    }
 
-    eprintln!(
-        "== failover ({} rounds each; the killed leader's refusals are expected)",
-        plan.failover_rounds
-    );
-    let ours_failover = failover_ours(&mut ours, plan.failover_rounds, &mut ours_acked).await?;
-    let etcd_failover = match &mut etcd {
-        Some(e) => match failover_etcd(e, plan.failover_rounds, &mut etcd_acked).await {
-            Ok(times) => times,
-            Err(err) => {
-                report.errors.push(format!("etcd failover: {err:#}"));
-                Vec::new()
-            }
-        },
-        None => Vec::new(),
-    };
-    report.row(
-        "failover: kill -9 leader -> first ack (median)",
-        "ms",
-        median(ours_failover.clone()),
-        median(etcd_failover.clone()),
-        "ours < 1000",
-    );
-    report.note(format!(
-        "ours {ours_failover:.0?}, etcd {etcd_failover:.0?}"
-    ));
+    if args.runs("failover") {
+        eprintln!(
+            "== failover ({} rounds each; the killed leader's refusals are expected)",
+            plan.failover_rounds
+        );
+        let ours_failover = failover_ours(&mut ours, plan.failover_rounds, &mut ours_acked).await?;
+        let etcd_failover = match &mut etcd {
+            Some(e) => match failover_etcd(e, plan.failover_rounds, &mut etcd_acked).await {
+                Ok(times) => times,
+                Err(err) => {
+                    report.errors.push(format!("etcd failover: {err:#}"));
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        report.row(
+            "failover: kill -9 leader -> first ack (median)",
+            "ms",
+            median(ours_failover.clone()),
+            median(etcd_failover.clone()),
+            "ours < 1000",
+        );
+        report.note(format!(
+            "ours {ours_failover:.0?}, etcd {etcd_failover:.0?}"
+        ));
+    }
 
-    // The bandwidth the catch-up is compared with: the same amount of data
-    // written the same way (1 MiB writes, one fdatasync at the end) to the same
-    // filesystem, right before, since the shared disk's speed drifts.
-    let catchup_total_mb =
-        plan.catchup_mb + (ours_acked * VALUE_BYTES as u64).div_ceil(1 << 20) as usize;
-    let seq_mb_s = sequential_write_mb_s(&run_dir, catchup_total_mb)?;
-    report.machine.push((
+    if args.runs("catchup") {
+        // The bandwidth the catch-up is compared with: the same amount of data
+        // written the same way (1 MiB writes, one fdatasync at the end) to the same
+        // filesystem, right before, since the shared disk's speed drifts.
+        let catchup_total_mb =
+            plan.catchup_mb + (ours_acked * VALUE_BYTES as u64).div_ceil(1 << 20) as usize;
+        let seq_mb_s = sequential_write_mb_s(&run_dir, catchup_total_mb)?;
+        report.machine.push((
         format!("sequential write + fsync of {catchup_total_mb} MiB before catch-up (used for the ratio), MB/s"),
         seq_mb_s,
     ));
-    eprintln!("== catch-up of an empty member ({} MiB)", plan.catchup_mb);
-    // The killed leaders' refusals above were expected; show this phase's own.
-    ERRORS_SHOWN.store(0, Ordering::Relaxed);
-    let ours_catchup =
-        match catchup_ours(&mut ours, plan.catchup_mb, ours_acked * VALUE_BYTES as u64).await {
-            Ok(v) => Some(v),
-            Err(err) => {
-                report.errors.push(format!("our catch-up: {err:#}"));
-                None
+        eprintln!("== catch-up of an empty member ({} MiB)", plan.catchup_mb);
+        // The killed leaders' refusals above were expected; show this phase's own.
+        ERRORS_SHOWN.store(0, Ordering::Relaxed);
+        let ours_catchup =
+            match catchup_ours(&mut ours, plan.catchup_mb, ours_acked * VALUE_BYTES as u64).await {
+                Ok(v) => Some(v),
+                Err(err) => {
+                    report.errors.push(format!("our catch-up: {err:#}"));
+                    None
+                }
+            };
+        let etcd_catchup = match &mut etcd {
+            Some(e) => {
+                match catchup_etcd(e, plan.catchup_mb, etcd_acked * VALUE_BYTES as u64).await {
+                    Ok(v) => Some(v),
+                    Err(err) => {
+                        report.errors.push(format!("etcd catch-up: {err:#}"));
+                        None
+                    }
+                }
             }
+            None => None,
         };
-    let etcd_catchup = match &mut etcd {
-        Some(e) => match catchup_etcd(e, plan.catchup_mb, etcd_acked * VALUE_BYTES as u64).await {
-            Ok(v) => Some(v),
-            Err(err) => {
-                report.errors.push(format!("etcd catch-up: {err:#}"));
-                None
-            }
-        },
-        None => None,
-    };
-    let note = [&ours_catchup, &etcd_catchup]
-        .iter()
-        .filter_map(|c| c.as_ref().map(|(_, n)| n.clone()))
-        .collect::<Vec<_>>()
-        .join("; ");
-    let (ours_catchup, etcd_catchup) = (ours_catchup.map(|(v, _)| v), etcd_catchup.map(|(v, _)| v));
-    report.row(
-        &format!("catch-up of the whole log ({} MiB fill)", plan.catchup_mb),
-        "MB/s",
-        ours_catchup,
-        etcd_catchup,
-        "",
-    );
-    report.note(note);
-    report.row(
-        "catch-up / sequential write bandwidth",
-        "%",
-        ours_catchup.map(|v| 100.0 * v / seq_mb_s),
-        etcd_catchup.map(|v| 100.0 * v / seq_mb_s),
-        "ours >= 50",
-    );
-
-    tokio::time::sleep(idle_settle).await;
-    leader = ours.wait_leader().await?;
-    let etcd_rss = etcd.as_ref().and_then(|e| {
-        e.procs
+        let note = [&ours_catchup, &etcd_catchup]
             .iter()
-            .filter_map(|p| rss_mb(p.pid()))
-            .max_by(f64::total_cmp)
-    });
-    report.row(
-        "RSS after the run, leader / largest etcd",
-        "MB",
-        rss_mb(ours.procs[leader].pid()),
-        etcd_rss,
-        "",
-    );
-    match operator_rss(&args.operator_bin, &args.master_bin, &run_dir, idle_settle) {
-        Ok(v) => report.row("idle RSS, mesos-operator local", "MB", Some(v), None, ""),
-        Err(reason) => {
-            report.row("idle RSS, mesos-operator local", "MB", None, None, "");
-            report.note(reason);
+            .filter_map(|c| c.as_ref().map(|(_, n)| n.clone()))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let (ours_catchup, etcd_catchup) =
+            (ours_catchup.map(|(v, _)| v), etcd_catchup.map(|(v, _)| v));
+        report.row(
+            &format!("catch-up of the whole log ({} MiB fill)", plan.catchup_mb),
+            "MB/s",
+            ours_catchup,
+            etcd_catchup,
+            "",
+        );
+        report.note(note);
+        report.row(
+            "catch-up / sequential write bandwidth",
+            "%",
+            ours_catchup.map(|v| 100.0 * v / seq_mb_s),
+            etcd_catchup.map(|v| 100.0 * v / seq_mb_s),
+            "ours >= 50",
+        );
+    }
+
+    if args.runs("rss") {
+        tokio::time::sleep(idle_settle).await;
+        leader = ours.wait_leader().await?;
+        let etcd_rss = etcd.as_ref().and_then(|e| {
+            e.procs
+                .iter()
+                .filter_map(|p| rss_mb(p.pid()))
+                .max_by(f64::total_cmp)
+        });
+        report.row(
+            "RSS after the run, leader / largest etcd",
+            "MB",
+            rss_mb(ours.procs[leader].pid()),
+            etcd_rss,
+            "",
+        );
+        match operator_rss(&args.operator_bin, &args.master_bin, &run_dir, idle_settle) {
+            Ok(v) => report.row("idle RSS, mesos-operator local", "MB", Some(v), None, ""),
+            Err(reason) => {
+                report.row("idle RSS, mesos-operator local", "MB", None, None, "");
+                report.note(reason);
+            }
         }
     }
 
@@ -1454,7 +1553,16 @@ async fn main() -> Result<()> {
         serde_json::to_string_pretty(&report)?,
     )?;
     eprintln!("wrote {}", out_dir.join("report.json").display());
-    let _ = fs::remove_dir_all(&run_dir);
+    match keep_logs(&run_dir, &out_dir.join("logs")) {
+        Ok(kept) => eprintln!(
+            "kept {kept} process logs in {}",
+            out_dir.join("logs").display()
+        ),
+        Err(err) => eprintln!("could not keep the process logs: {err:#}"),
+    }
+    if std::env::var_os("BENCH_KEEP_RUN_DIR").is_none() {
+        let _ = fs::remove_dir_all(&run_dir);
+    }
     if !report.errors.is_empty() {
         bail!(
             "{} phase(s) failed; see the errors above",

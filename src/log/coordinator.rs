@@ -770,11 +770,20 @@ impl Coordinator {
                 }
             }
         }
-        if self.mode == Mode::Leader
-            && self.phase != Phase::Promising
-            && heartbeat_interval_ticks > 0
-            && now.is_multiple_of(heartbeat_interval_ticks)
-        {
+        if heartbeat_interval_ticks > 0 && now.is_multiple_of(heartbeat_interval_ticks) {
+            self.keepalive(fx);
+        }
+        self.progress(fx)
+    }
+
+    /// A leader's heartbeat round to every other member, at `fx.now`. Called from
+    /// [`Coordinator::tick`], and by the driver while a slow persist holds its loop
+    /// (see [`crate::log::node::Node::keepalive`]): a heartbeat depends on nothing
+    /// being persisted, and one recorded at an older tick than it really left
+    /// only shortens the lease its acknowledgements grant.
+    pub fn keepalive(&mut self, fx: &mut Effects) {
+        let now = fx.now;
+        if self.mode == Mode::Leader && self.phase != Phase::Promising {
             self.heartbeat_seq += 1;
             let mut acks = BTreeSet::new();
             acks.insert(fx.me.clone());
@@ -797,7 +806,6 @@ impl Coordinator {
                 }
             }
         }
-        self.progress(fx)
     }
 
     /// A heartbeat acknowledgement; `lease_ticks` is how long a quorum of acks for

@@ -47,6 +47,10 @@ pub const LEARNED_QUEUE_CAPACITY: usize = 4096;
 pub const MAX_READ_ENTRIES: u64 = 10_000;
 /// Inbound frames queued between the connections and the driver.
 pub const INBOUND_QUEUE_CAPACITY: usize = 8192;
+/// A persist or a gap between ticks longer than this is logged as a warning: it
+/// is how long the loop sent nothing (no heartbeat either), and a few of them in
+/// a row are what lets a follower's election timer run out under a live leader.
+const SLOW_LOOP_WARNING: Duration = Duration::from_millis(200);
 
 /// Why an append did not complete.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -234,6 +238,7 @@ pub fn spawn(
     let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE_CAPACITY);
     let (deliveries_tx, deliveries) = mpsc::channel(LEARNED_QUEUE_CAPACITY);
     let (state_tx, state) = watch::channel(LogState::of(&node));
+    let heartbeat_ticks = node.config().heartbeat_interval_ticks;
     let peers = node
         .config()
         .members
@@ -257,6 +262,8 @@ pub fn spawn(
         loopback: Vec::new(),
         deliveries: deliveries_tx,
         state: state_tx,
+        heartbeat_interval: options.tick_interval
+            * u32::try_from(heartbeat_ticks.max(1)).unwrap_or(u32::MAX),
     };
     let task = tokio::spawn(driver.run(commands, inbound, options));
     Running {
@@ -283,6 +290,8 @@ struct Driver {
     loopback: Vec<Envelope>,
     deliveries: mpsc::Sender<Delivery>,
     state: watch::Sender<LogState>,
+    /// The node's heartbeat interval in wall time, for [`keep_alive_during`].
+    heartbeat_interval: Duration,
 }
 
 enum Input {
@@ -303,9 +312,18 @@ impl Driver {
         // once, so the node's tick count keeps pace with real time. Falling behind
         // would stretch a leader's read lease past what followers grant.
         ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        let mut last_tick = tokio::time::Instant::now();
         loop {
             let first = tokio::select! {
-                _ = ticker.tick() => Input::Tick,
+                _ = ticker.tick() => {
+                    let now = tokio::time::Instant::now();
+                    let gap = now.duration_since(last_tick);
+                    last_tick = now;
+                    if gap >= SLOW_LOOP_WARNING.max(4 * options.tick_interval) {
+                        tracing::warn!(gap_ms = gap.as_millis() as u64, "the log loop went this long without a tick (a slow persist or a starved thread); its ticks catch up now");
+                    }
+                    Input::Tick
+                }
                 command = commands.recv() => match command {
                     Some(command) => Input::Command(command),
                     None => return Ok(()),
@@ -422,10 +440,24 @@ impl Driver {
             }
             self.answer(ready.outcomes_now);
             // 1. Durable first: votes, promises and acknowledgements depend on it.
-            self.storage
-                .apply_async(&ready.persist)
-                .await
-                .map_err(|e| DriverError::Persist(e.to_string()))?;
+            let persist_started = std::time::Instant::now();
+            let persist = self.storage.apply_async(&ready.persist);
+            keep_alive_during(
+                persist,
+                &mut self.node,
+                &self.peers,
+                self.heartbeat_interval,
+            )
+            .await
+            .map_err(|e| DriverError::Persist(e.to_string()))?;
+            let took = persist_started.elapsed();
+            if took >= SLOW_LOOP_WARNING {
+                tracing::warn!(
+                    took_ms = took.as_millis() as u64,
+                    ops = ready.persist.len(),
+                    "slow persist: the log loop waited this long for its write and fdatasync"
+                );
+            }
             if let Some(log_id) = self.node.log_id() {
                 self.link.log_id.store(log_id.0, Ordering::Relaxed);
             }
@@ -459,15 +491,7 @@ impl Driver {
             self.loopback.push(envelope);
             return;
         }
-        let Some(peer) = self.peers.get(&envelope.to) else {
-            return;
-        };
-        match postcard::to_allocvec(&envelope) {
-            Ok(payload) => {
-                peer.send(payload);
-            }
-            Err(error) => tracing::error!(%error, "cannot encode a replica message"),
-        }
+        send_to_peer(&self.peers, envelope);
     }
 
     fn answer(&mut self, outcomes: Vec<ProposalOutcome>) {
@@ -485,12 +509,66 @@ impl Driver {
     }
 }
 
+fn send_to_peer(peers: &BTreeMap<MemberId, PeerSender>, envelope: Envelope) {
+    let Some(peer) = peers.get(&envelope.to) else {
+        return;
+    };
+    match postcard::to_allocvec(&envelope) {
+        Ok(payload) => {
+            peer.send(payload);
+        }
+        Err(error) => tracing::error!(%error, "cannot encode a replica message"),
+    }
+}
+
+/// Awaits `persist`; if it outlasts a heartbeat interval, a leader sends a
+/// heartbeat round every interval until it completes ([`Node::keepalive`]). A
+/// fdatasync of half a second on a shared disk would otherwise let the
+/// followers' election timers run out under a live leader.
+async fn keep_alive_during<F, T>(
+    persist: F,
+    node: &mut Node,
+    peers: &BTreeMap<MemberId, PeerSender>,
+    interval: Duration,
+) -> T
+where
+    F: std::future::Future<Output = T>,
+{
+    tokio::pin!(persist);
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            done = &mut persist => return done,
+            _ = heartbeat.tick() => {
+                let sent = node.keepalive();
+                if !sent.is_empty() {
+                    tracing::debug!(peers = sent.len(), "persist still running: heartbeats sent from the wait");
+                }
+                for envelope in sent {
+                    send_to_peer(peers, envelope);
+                }
+            }
+        }
+    }
+}
+
 fn log_event(event: &NodeEvent) {
     match event {
         NodeEvent::BecameLeader(proposal) => {
             tracing::info!(round = proposal.round, "elected: this member leads the log")
         }
         NodeEvent::Demoted => tracing::info!("demoted: another member leads the log"),
+        NodeEvent::Campaigning {
+            round,
+            ticks_since_leader_contact,
+            last_leader,
+        } => tracing::info!(
+            round,
+            ticks_since_leader_contact,
+            last_leader = ?last_leader,
+            "election timeout: asking for promises"
+        ),
         NodeEvent::Initialized(log_id) => tracing::info!(%log_id, "initialized a new log"),
         NodeEvent::Adopted(log_id) => tracing::info!(%log_id, "joined the new log"),
         NodeEvent::RecoveryStarted(log_id) => {

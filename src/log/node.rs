@@ -157,6 +157,14 @@ pub enum NodeEvent {
     /// `Recovering → Voting`.
     Recovered,
     BecameLeader(Proposal),
+    /// The election timer ran out: this node asks for promises. Says how long it
+    /// last heard from a leader, and which one, so a spurious election can be
+    /// told from a dead leader in the logs.
+    Campaigning {
+        round: u64,
+        ticks_since_leader_contact: u64,
+        last_leader: Option<MemberId>,
+    },
     Demoted,
     /// Delivery jumped to this position: everything below was truncated by the
     /// ensemble before this node learned it (restore from a snapshot entry).
@@ -632,8 +640,50 @@ impl Node {
             .collect()
     }
 
+    /// Heartbeats a leader sends while its driver waits on a persist that takes
+    /// longer than a heartbeat interval (a disk stall of half a second happens on
+    /// shared disks): without them, followers' election timers run out under a
+    /// live leader and depose it, and every write in flight fails. They are not
+    /// an input in the sense of [`Ready`]: they read nothing the pending persist
+    /// writes (a learned end in memory is already chosen by durable accepts), and
+    /// their lease is counted from the node's tick, which lags real time during
+    /// the stall, so the lease they grant only ends earlier. Empty unless this
+    /// node leads.
+    pub fn keepalive(&mut self) -> Vec<Envelope> {
+        let Some(mut c) = self.coordinator.take() else {
+            return Vec::new();
+        };
+        let mut heartbeats = Vec::new();
+        let (mut messages_now, mut outcomes_now, mut outcomes) =
+            (Vec::new(), Vec::new(), Vec::new());
+        {
+            let mut fx = Effects {
+                me: &self.cfg.id,
+                members: &self.cfg.members,
+                log_id: self.replica.log_id(),
+                now: self.now,
+                replica: &mut self.replica,
+                ready_epoch: self.ready_epoch,
+                messages_now: &mut messages_now,
+                outcomes_now: &mut outcomes_now,
+                messages: &mut heartbeats,
+                outcomes: &mut outcomes,
+                planted_minority_learn: self.cfg.planted_minority_learn,
+            };
+            c.keepalive(&mut fx);
+        }
+        debug_assert!(messages_now.is_empty() && outcomes_now.is_empty() && outcomes.is_empty());
+        self.coordinator = Some(c);
+        heartbeats
+    }
+
     fn campaign(&mut self) {
         let proposal = self.fresh_proposal(self.replica.promised().map_or(0, |p| p.round));
+        self.events.push(NodeEvent::Campaigning {
+            round: proposal.round,
+            ticks_since_leader_contact: self.now.saturating_sub(self.last_leader_contact_tick),
+            last_leader: self.leader.as_ref().map(|(m, _)| m.clone()),
+        });
         let c = Coordinator::new(
             proposal,
             Mode::Leader,

@@ -171,6 +171,15 @@ impl Sim {
         }
         let outcomes_now = std::mem::take(&mut ready.outcomes_now);
         self.answer(i, outcomes_now);
+        // A slow persist: the driver sends the leader's heartbeats from the wait
+        // (`Node::keepalive`), before this round's persist is durable.
+        if !ready.persist.is_empty() && self.rng.chance(1, 8) {
+            if let Some(node) = self.members[i].node.as_mut() {
+                for env in node.keepalive() {
+                    self.send_checked(i, status_before, env);
+                }
+            }
+        }
         let crash_midway = self.faults && !ready.persist.is_empty() && self.rng.chance(1, 400);
         let foreign = self.members[i].foreign;
         if crash_midway {
