@@ -348,3 +348,57 @@ fn a_wiped_replica_far_behind_copies_the_learned_prefix_before_its_round() {
         ",
     );
 }
+
+#[test]
+fn a_wiped_replica_copies_large_values_with_several_requests_in_flight() {
+    let mut c = Cluster::new(3);
+    c.ticks(40);
+    let l = c.leader().expect("a leader");
+    // 200 values of 64 KiB: one catch-up answer holds at most 4 MiB, 63 of them
+    // (a value's size counts its encoding too).
+    for k in 0..200 {
+        let mut value = format!("v{k:05}");
+        value.push_str(&"x".repeat(65_536 - value.len()));
+        c.propose(l, &value);
+    }
+    c.ticks(5);
+    c.out.retain(|line| !line.contains("proposal"));
+    // The first request asks for everything and learns from its answer, cut by
+    // bytes, how many positions fit in one; the rest is asked in requests of
+    // that span, up to three in flight, so the peer reads and sends the next
+    // answers while this replica writes the last one.
+    let f = (0..3).find(|&i| i != l).unwrap_or(0);
+    c.note("wipe a follower");
+    c.nodes[f] = None;
+    c.storage[f] = MemStorage::new();
+    c.trace_catchup = true;
+    c.start(f);
+    c.drain(f);
+    c.ticks(60);
+    c.trace_catchup = false;
+    c.show();
+    check(
+        &c.out,
+        "
+        m1: starting
+        m2: starting
+        m3: starting
+        m1: initialized the log
+        m2: adopted the log id, voting
+        m3: adopted the log id, voting
+        m3: leader (round 1)
+        -- wipe a follower
+        m1: recovering
+        m1 asks m3 for [0, 200)
+        m1 asks m3 for [63, 126)
+        m1 asks m3 for [126, 189)
+        m1 asks m3 for [189, 200)
+        m3: demoted
+        m1: recovered, voting
+        m2: leader (round 3)
+        m1: Voting learned_end=200 leader=false
+        m2: Voting learned_end=200 leader=true
+        m3: Voting learned_end=200 leader=false
+        ",
+    );
+}
