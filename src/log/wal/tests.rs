@@ -439,6 +439,327 @@ fn overwrites_are_compacted_and_disk_stays_bounded() {
     );
 }
 
+/// 4 KiB segments and a small compaction step, so compacting one segment takes
+/// many group commits.
+fn incremental_compaction(step_bytes: usize) -> WalOptions {
+    WalOptions {
+        segment_size_bytes: 4096,
+        compaction_step_bytes: step_bytes,
+        ..WalOptions::default()
+    }
+}
+
+/// What a crash leaves of `from` right now: its segments as they are. The writer may
+/// delete a compacted segment concurrently (after completing the waiters); then the
+/// image lacks it, which is as valid a crash state as one that has it.
+fn crash_image(from: &Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().unwrap();
+    for (_, path) in list_segments(from).unwrap() {
+        match fs::copy(&path, to.path().join(path.file_name().unwrap())) {
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => panic!("copying {}: {error}", path.display()),
+        }
+    }
+    to
+}
+
+fn assert_recovers(recovered: &Recovered, model: &Model, context: &str) {
+    assert_eq!(recovered.meta, model.meta, "{context}");
+    assert_eq!(recovered.positions, model.positions, "{context}");
+    assert_eq!(
+        recovered.truncated_below, model.truncated_below,
+        "{context}"
+    );
+}
+
+/// Bytes the live records of `model` take on disk.
+fn live_bytes(model: &Model) -> u64 {
+    let record = |payload: usize| (RECORD_HEADER_BYTES + payload) as u64;
+    model
+        .positions
+        .values()
+        .map(|bytes| record(bytes.len()))
+        .sum::<u64>()
+        + model.meta.as_ref().map_or(0, |meta| record(meta.len()))
+        + if model.truncated_below > 0 {
+            record(0)
+        } else {
+            0
+        }
+}
+
+/// The replica's pattern: every position written twice (accepted, then learned),
+/// the meta now and then, a truncation now and then. Half of each sealed segment is
+/// garbage, so every roll starts a compaction.
+fn replica_batch(round: u64, pass: u8) -> WriteBatch {
+    let mut batch = WriteBatch::new().put(round, vec![(round as u8).wrapping_add(pass); 60]);
+    if round.is_multiple_of(10) {
+        batch = batch.meta(round.to_le_bytes().to_vec());
+    }
+    if round % 40 == 39 && pass == 1 {
+        batch = batch.truncate_below(round - 30);
+    }
+    batch
+}
+
+#[test]
+fn a_crash_in_the_middle_of_an_incremental_compaction_replays_to_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = incremental_compaction(256);
+    let (mut wal, _) = open_with(dir.path(), options.clone());
+    let mut model = Model::default();
+    let mut mid_compaction_images = 0;
+    let mut torn_images = 0;
+    let mut reopened_mid_compaction = false;
+    for round in 0..150u64 {
+        for pass in 0..2u8 {
+            let stats = wal.stats().clone();
+            let copied_before = stats.compaction_bytes_copied.load(Ordering::Relaxed);
+            let compacted_before = stats.segments_compacted.load(Ordering::Relaxed);
+            let segments_before = list_segments(dir.path()).unwrap();
+            let last_before = segments_before.last().cloned().unwrap();
+            let len_before = fs::metadata(&last_before.1).unwrap().len();
+            let model_before = model.clone();
+            let batch = replica_batch(round, pass);
+            model.apply(&batch);
+            wal.write(batch).unwrap();
+            let copied = stats.compaction_bytes_copied.load(Ordering::Relaxed) > copied_before;
+            let compacted = stats.segments_compacted.load(Ordering::Relaxed) > compacted_before;
+            if !copied || compacted {
+                continue;
+            }
+            // This commit copied records and the segment they came from is still
+            // there: the middle of an incremental compaction.
+            mid_compaction_images += 1;
+            let image = crash_image(dir.path());
+            let (image_wal, recovered) = open_with(image.path(), options.clone());
+            assert_recovers(
+                &recovered,
+                &model,
+                &format!("image after round {round}.{pass}"),
+            );
+            assert_eq!(recovered.torn_tail, None);
+            drop(image_wal);
+            // And a crash inside this commit's bytes (the copies, then the batch):
+            // cut inside its last record, then inside its first one (a copy). Either
+            // way, the state before it. Only where the image has every segment there
+            // was before the commit: a segment is deleted after the fdatasync of its
+            // last copies, so a torn commit together with the deletion is no state
+            // a crash can leave.
+            let ids = |segments: Vec<(u64, PathBuf)>| -> Vec<u64> {
+                segments.into_iter().map(|(id, _)| id).collect()
+            };
+            let image_segments = list_segments(image.path()).unwrap();
+            let last_after = image_segments.last().cloned().unwrap();
+            if ids(image_segments) == ids(segments_before) {
+                let len_after = fs::metadata(&last_after.1).unwrap().len();
+                for cut in [len_after - 1, len_before + 1] {
+                    OpenOptions::new()
+                        .write(true)
+                        .open(&last_after.1)
+                        .unwrap()
+                        .set_len(cut)
+                        .unwrap();
+                    let (_, recovered) = open_with(image.path(), options.clone());
+                    assert_recovers(
+                        &recovered,
+                        &model_before,
+                        &format!("image of round {round}.{pass} cut at {cut}"),
+                    );
+                    assert!(recovered.torn_tail.is_some());
+                }
+                torn_images += 1;
+            }
+            // Once, really stop the store in the middle and go on with the reopened
+            // one: the compaction restarts and finishes.
+            if !reopened_mid_compaction && round > 60 {
+                reopened_mid_compaction = true;
+                drop(wal);
+                let (reopened, recovered) = open_with(dir.path(), options.clone());
+                assert_recovers(&recovered, &model, "reopened in the middle of a compaction");
+                wal = reopened;
+            }
+        }
+    }
+    let stats = wal.stats().clone();
+    drop(wal);
+    let (_, recovered) = open_with(dir.path(), options);
+    assert_recovers(&recovered, &model, "final reopen");
+    eprintln!(
+        "{mid_compaction_images} images in the middle of a compaction, {torn_images} torn; \
+         after the reopen: {} segments compacted, {} bytes copied",
+        stats.segments_compacted.load(Ordering::Relaxed),
+        stats.compaction_bytes_copied.load(Ordering::Relaxed)
+    );
+    assert!(reopened_mid_compaction);
+    assert!(mid_compaction_images >= 20, "{mid_compaction_images}");
+    assert!(torn_images >= 10, "{torn_images}");
+    assert!(stats.segments_compacted.load(Ordering::Relaxed) >= 2);
+}
+
+#[test]
+fn overwrites_and_truncations_during_a_compaction_are_not_resurrected() {
+    let dir = tempfile::tempdir().unwrap();
+    // One record per commit: the compaction of the first segment spans dozens of
+    // commits, and the records overwritten below are certainly still pending.
+    let options = incremental_compaction(1);
+    let (wal, _) = open_with(dir.path(), options.clone());
+    let stats = wal.stats().clone();
+    let mut model = Model::default();
+    let mut round = 0u64;
+    let write = |wal: &Wal, model: &mut Model, batch: WriteBatch| {
+        model.apply(&batch);
+        wal.write(batch).unwrap();
+    };
+    while stats.compaction_bytes_copied.load(Ordering::Relaxed) == 0 {
+        for pass in 0..2u8 {
+            let batch = WriteBatch::new()
+                .put(round, vec![(round as u8).wrapping_add(pass); 60])
+                .meta(round.to_le_bytes().to_vec());
+            write(&wal, &mut model, batch);
+        }
+        round += 1;
+        assert!(round < 1000, "no compaction started");
+    }
+    // The first segment (positions 0..~23) is being compacted, one record per
+    // commit, in file order: positions 10, 12, 14 are still pending there.
+    assert!(round >= 16, "{round}");
+    let copied = stats.compaction_bytes_copied.load(Ordering::Relaxed);
+    assert!(
+        copied <= 3 * (RECORD_HEADER_BYTES as u64 + 60) + 64,
+        "{copied}"
+    );
+    write(
+        &wal,
+        &mut model,
+        WriteBatch::new()
+            .put(10, b"new ten".to_vec())
+            .put(12, b"new twelve".to_vec()),
+    );
+    write(
+        &wal,
+        &mut model,
+        WriteBatch::new().put(14, b"new fourteen".to_vec()),
+    );
+    write(&wal, &mut model, WriteBatch::new().truncate_below(8));
+    // Keep writing until that compaction is over.
+    while stats.segments_compacted.load(Ordering::Relaxed) == 0 {
+        write(
+            &wal,
+            &mut model,
+            WriteBatch::new().put(round, vec![round as u8; 60]),
+        );
+        round += 1;
+        assert!(round < 2000, "the compaction never finished");
+    }
+    drop(wal);
+    let (_, recovered) = open_with(dir.path(), options);
+    assert_recovers(&recovered, &model, "after the compaction");
+    assert_eq!(recovered.positions.get(&10), Some(&b"new ten".to_vec()));
+    assert_eq!(recovered.positions.get(&12), Some(&b"new twelve".to_vec()));
+    assert_eq!(
+        recovered.positions.get(&14),
+        Some(&b"new fourteen".to_vec())
+    );
+    assert_eq!(recovered.positions.range(..8).count(), 0);
+    assert_eq!(recovered.truncated_below, 8);
+}
+
+#[test]
+fn a_long_run_with_many_rolls_keeps_disk_usage_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions {
+        segment_size_bytes: 8192,
+        compaction_step_bytes: 1024,
+        ..WalOptions::default()
+    };
+    let (wal, _) = open_with(dir.path(), options.clone());
+    let mut model = Model::default();
+    let mut peak_bytes = 0;
+    let mut worst_excess = i64::MIN;
+    for round in 0..1200u64 {
+        for pass in 0..2u8 {
+            let batch = replica_batch(round, pass);
+            model.apply(&batch);
+            wal.write(batch).unwrap();
+            let on_disk = disk_usage_bytes(dir.path()).unwrap();
+            peak_bytes = peak_bytes.max(on_disk);
+            let bound = COMPACTION_GARBAGE_RATIO * live_bytes(&model) + 3 * 8192;
+            worst_excess = worst_excess.max(on_disk as i64 - bound as i64);
+            assert!(
+                on_disk <= bound,
+                "round {round}: {on_disk} bytes on disk, bound {bound}"
+            );
+        }
+    }
+    let stats = wal.stats().clone();
+    let appended = stats.bytes_appended.load(Ordering::Relaxed);
+    eprintln!(
+        "{appended} bytes appended, peak on disk {peak_bytes}, closest to the bound {worst_excess}, \
+         {} segments compacted, {} deleted",
+        stats.segments_compacted.load(Ordering::Relaxed),
+        stats.segments_deleted.load(Ordering::Relaxed)
+    );
+    assert!(appended > 20 * 8192, "{appended}");
+    assert!(stats.segments_compacted.load(Ordering::Relaxed) >= 10);
+    drop(wal);
+    let (_, recovered) = open_with(dir.path(), options);
+    assert_recovers(&recovered, &model, "after the long run");
+}
+
+#[test]
+fn a_single_group_commit_never_copies_more_than_the_compaction_step() {
+    const STEP: usize = 2048;
+    const WRITERS: u64 = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions {
+        segment_size_bytes: 16 * 1024,
+        compaction_step_bytes: STEP,
+        ..WalOptions::default()
+    };
+    let (wal, _) = open_with(dir.path(), options.clone());
+    // 8 concurrent writers of 82-byte records: a group holds at most 8 batches
+    // (656 bytes), so the step, not twice the group, is the bound.
+    let threads: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let wal = wal.clone();
+            std::thread::spawn(move || {
+                for index in 0..150u64 {
+                    let position = index * WRITERS + writer;
+                    for pass in 0..2u8 {
+                        let bytes = vec![(position as u8).wrapping_add(pass); 60];
+                        wal.write(WriteBatch::new().put(position, bytes)).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let stats = wal.stats().clone();
+    drop(wal);
+    let max_per_commit = stats
+        .max_compaction_bytes_per_commit
+        .load(Ordering::Relaxed);
+    let copied = stats.compaction_bytes_copied.load(Ordering::Relaxed);
+    eprintln!(
+        "copied {copied} bytes, at most {max_per_commit} per commit, {} segments compacted",
+        stats.segments_compacted.load(Ordering::Relaxed)
+    );
+    assert!(max_per_commit > 0);
+    assert!(max_per_commit <= STEP as u64, "{max_per_commit}");
+    // Each compacted segment held ~8 KiB of live records: many commits each.
+    assert!(copied >= 8 * STEP as u64, "{copied}");
+    assert!(stats.segments_compacted.load(Ordering::Relaxed) >= 2);
+    let (_, recovered) = open_with(dir.path(), options);
+    let expected: BTreeMap<u64, Vec<u8>> = (0..150 * WRITERS)
+        .map(|position| (position, vec![(position as u8).wrapping_add(1); 60]))
+        .collect();
+    assert_eq!(recovered.positions, expected);
+}
+
 #[test]
 fn an_oversized_record_is_refused_without_harming_the_store() {
     let dir = tempfile::tempdir().unwrap();
@@ -504,12 +825,17 @@ fn step_strategy() -> impl Strategy<Value = Step> {
 
 proptest! {
     // Each case does real fdatasyncs; a few dozen cases cover rolling, deletion and
-    // compaction with 1 KiB segments.
+    // compaction with 1 KiB segments, in steps of 1 to 3 records, with reopens in the
+    // middle of compactions.
     #![proptest_config(ProptestConfig::with_cases(64))]
     #[test]
     fn random_batches_agree_with_a_btreemap_model(steps in proptest::collection::vec(step_strategy(), 1..40)) {
         let dir = tempfile::tempdir().unwrap();
-        let options = WalOptions { segment_size_bytes: 1024, ..WalOptions::default() };
+        let options = WalOptions {
+            segment_size_bytes: 1024,
+            compaction_step_bytes: 200,
+            ..WalOptions::default()
+        };
         let (mut wal, _) = open_with(dir.path(), options.clone());
         let mut model = Model::default();
         let check = |recovered: &Recovered, model: &Model| {
