@@ -402,3 +402,65 @@ fn a_wiped_replica_copies_large_values_with_several_requests_in_flight() {
         ",
     );
 }
+
+#[test]
+fn a_wiped_replica_copies_from_the_truncation_bound_of_its_peer() {
+    let mut c = Cluster::new(3);
+    c.ticks(40);
+    let l = c.leader().expect("a leader");
+    // More positions than one catch-up request asks for (4,096), truncated
+    // above that, as the registry does after a snapshot.
+    for k in 0..5_000 {
+        c.propose(l, &format!("v{k}"));
+        if k % 500 == 499 {
+            c.ticks(2);
+        }
+    }
+    c.ticks(5);
+    if let Some(n) = c.nodes[l].as_mut() {
+        n.propose_truncate(4_500);
+    }
+    c.ticks(5);
+    for k in 5_000..5_100 {
+        c.propose(l, &format!("v{k}"));
+    }
+    c.ticks(5);
+    c.out.retain(|line| !line.contains("proposal"));
+    // The peer answers the first request with nothing but its truncation bound:
+    // the wiped replica skips the dead prefix and copies from there, rather than
+    // reading the whole tail in its recovery round (whose promise would depose
+    // the leader, as it does here only at the end).
+    let f = (0..3).find(|&i| i != l).unwrap_or(0);
+    c.note("wipe a follower");
+    c.nodes[f] = None;
+    c.storage[f] = MemStorage::new();
+    c.trace_catchup = true;
+    c.start(f);
+    c.drain(f);
+    c.ticks(60);
+    c.trace_catchup = false;
+    c.show();
+    check(
+        &c.out,
+        "
+        m1: starting
+        m2: starting
+        m3: starting
+        m1: initialized the log
+        m2: adopted the log id, voting
+        m3: adopted the log id, voting
+        m3: leader (round 1)
+        -- wipe a follower
+        m1: recovering
+        m1 asks m3 for [0, 4096)
+        m1: skipped to 4500
+        m1 asks m3 for [4500, 5101)
+        m3: demoted
+        m1: recovered, voting
+        m1: leader (round 3)
+        m1: Voting learned_end=5101 leader=true
+        m2: Voting learned_end=5101 leader=false
+        m3: Voting learned_end=5101 leader=false
+        ",
+    );
+}

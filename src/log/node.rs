@@ -989,14 +989,22 @@ impl Node {
             }
             Message::CatchupResponse { begin, entries } => {
                 // The peer truncated at `begin` only after learning a truncate
-                // there; positions below are dead, so skip them.
-                if begin > self.replica.learned_end()
-                    && self.replica.status() == ReplicaStatus::Voting
+                // there; positions below are dead, so skip them. A recovering
+                // replica too: its recovery round would truncate there as well
+                // (the promises carry the same bound), and without this a
+                // registry that truncates made every wiped member skip the
+                // catch-up (nothing learned below the bound) and read the whole
+                // tail in its round, deposing the leader with its promise.
+                let before = self.replica.learned_end();
+                if begin > before
+                    && matches!(
+                        self.replica.status(),
+                        ReplicaStatus::Voting | ReplicaStatus::Recovering
+                    )
                 {
                     self.replica.truncate_below(begin);
                 }
                 let entries = &entries[..entries.len().min(MAX_CATCHUP_ENTRIES as usize)];
-                let before = self.replica.learned_end();
                 for (pos, action) in entries {
                     self.replica.learn(*pos, action, None);
                 }
@@ -1007,7 +1015,7 @@ impl Node {
                     // Done, or the peer has no learned values from there (they
                     // are in flight, or below its truncation point): the round
                     // does the rest.
-                    if entries.is_empty() || mine >= self.catchup_target {
+                    if (entries.is_empty() && mine == before) || mine >= self.catchup_target {
                         let above_round = rc.above_round;
                         self.start_recovery_round(above_round);
                         return;
