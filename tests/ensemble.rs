@@ -493,20 +493,28 @@ fn copy_dir(from: &Path, to: &Path) {
 
 impl Ensemble {
     /// A registry write through whichever member leads (followers answer 307).
+    /// After an attempt whose outcome is unknown (a 503 from a deposed leader, or
+    /// no answer), a 409 to the retry means that attempt was applied: that is
+    /// success, as for any client retrying a non-idempotent write. The callers
+    /// check the registry's contents afterwards.
     fn registry_write(&self, path: &str, json: &str) {
         let deadline = Instant::now() + EVENTUALLY;
+        let mut outcome_unknown = false;
         while Instant::now() < deadline {
             for i in self.running() {
-                if let Ok(response) = master_common::post_json(self.members[i], path, json) {
-                    if response.status == 200 {
-                        return;
+                match master_common::post_json(self.members[i], path, json) {
+                    Ok(response) if response.status == 200 => return,
+                    Ok(response) if response.status == 409 && outcome_unknown => return,
+                    Ok(response) => {
+                        assert!(
+                            [307, 503].contains(&response.status),
+                            "{path} {json} -> {} {}",
+                            response.status,
+                            response.body
+                        );
+                        outcome_unknown |= response.status == 503;
                     }
-                    assert!(
-                        [307, 503].contains(&response.status),
-                        "{path} {json} -> {} {}",
-                        response.status,
-                        response.body
-                    );
+                    Err(_) => outcome_unknown = true,
                 }
             }
             sleep(POLL);
