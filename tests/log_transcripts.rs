@@ -157,6 +157,21 @@ impl Cluster {
         self.settle();
     }
 
+    /// Wipes a follower of leader `l`, restarts it empty and runs the cluster
+    /// for 60 ticks with its catch-up requests in the transcript.
+    fn wipe_a_follower_and_trace_its_catch_up(&mut self, l: usize) {
+        let f = (0..self.nodes.len()).find(|&i| i != l).unwrap_or(0);
+        self.note("wipe a follower");
+        self.nodes[f] = None;
+        self.storage[f] = MemStorage::new();
+        self.trace_catchup = true;
+        self.start(f);
+        self.drain(f);
+        self.ticks(60);
+        self.trace_catchup = false;
+        self.show();
+    }
+
     fn note(&mut self, line: &str) {
         self.out.push(format!("-- {line}"));
     }
@@ -308,16 +323,7 @@ fn a_wiped_replica_far_behind_copies_the_learned_prefix_before_its_round() {
     // it copies their learned values with catch-up requests to one peer, which
     // needs no promise, and only then runs the recovery round that makes it safe
     // to vote, over nothing left to fill.
-    let f = (0..3).find(|&i| i != l).unwrap_or(0);
-    c.note("wipe a follower");
-    c.nodes[f] = None;
-    c.storage[f] = MemStorage::new();
-    c.trace_catchup = true;
-    c.start(f);
-    c.drain(f);
-    c.ticks(60);
-    c.trace_catchup = false;
-    c.show();
+    c.wipe_a_follower_and_trace_its_catch_up(l);
     let l = c.leader().expect("a leader");
     c.propose(l, "after");
     c.ticks(5);
@@ -367,16 +373,7 @@ fn a_wiped_replica_copies_large_values_with_several_requests_in_flight() {
     // bytes, how many positions fit in one; the rest is asked in requests of
     // that span, up to three in flight, so the peer reads and sends the next
     // answers while this replica writes the last one.
-    let f = (0..3).find(|&i| i != l).unwrap_or(0);
-    c.note("wipe a follower");
-    c.nodes[f] = None;
-    c.storage[f] = MemStorage::new();
-    c.trace_catchup = true;
-    c.start(f);
-    c.drain(f);
-    c.ticks(60);
-    c.trace_catchup = false;
-    c.show();
+    c.wipe_a_follower_and_trace_its_catch_up(l);
     check(
         &c.out,
         "
@@ -430,16 +427,7 @@ fn a_wiped_replica_copies_from_the_truncation_bound_of_its_peer() {
     // the wiped replica skips the dead prefix and copies from there, rather than
     // reading the whole tail in its recovery round (whose promise would depose
     // the leader, as it does here only at the end).
-    let f = (0..3).find(|&i| i != l).unwrap_or(0);
-    c.note("wipe a follower");
-    c.nodes[f] = None;
-    c.storage[f] = MemStorage::new();
-    c.trace_catchup = true;
-    c.start(f);
-    c.drain(f);
-    c.ticks(60);
-    c.trace_catchup = false;
-    c.show();
+    c.wipe_a_follower_and_trace_its_catch_up(l);
     check(
         &c.out,
         "

@@ -171,6 +171,16 @@ fn rss_mb(pid: Option<u32>) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// The RSS of the etcd member using the most memory, if etcd runs.
+fn largest_etcd_rss(etcd: Option<&Etcd>) -> Option<f64> {
+    etcd.and_then(|e| {
+        e.procs
+            .iter()
+            .filter_map(|p| rss_mb(p.pid()))
+            .max_by(f64::total_cmp)
+    })
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
     if sorted.is_empty() {
         return None;
@@ -1291,12 +1301,7 @@ async fn main() -> Result<()> {
 
     tokio::time::sleep(idle_settle).await;
     let ours_rss = rss_mb(ours.procs[leader].pid());
-    let etcd_rss = etcd.as_ref().and_then(|e| {
-        e.procs
-            .iter()
-            .filter_map(|p| rss_mb(p.pid()))
-            .max_by(f64::total_cmp)
-    });
+    let etcd_rss = largest_etcd_rss(etcd.as_ref());
     report.row(
         "idle RSS, leader / largest etcd member",
         "MB",
@@ -1523,12 +1528,7 @@ async fn main() -> Result<()> {
     if args.runs("rss") {
         tokio::time::sleep(idle_settle).await;
         leader = ours.wait_leader().await?;
-        let etcd_rss = etcd.as_ref().and_then(|e| {
-            e.procs
-                .iter()
-                .filter_map(|p| rss_mb(p.pid()))
-                .max_by(f64::total_cmp)
-        });
+        let etcd_rss = largest_etcd_rss(etcd.as_ref());
         report.row(
             "RSS after the run, leader / largest etcd",
             "MB",

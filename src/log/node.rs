@@ -670,26 +670,11 @@ impl Node {
         let Some(mut c) = self.coordinator.take() else {
             return Vec::new();
         };
-        let mut heartbeats = Vec::new();
-        let (mut messages_now, mut outcomes_now, mut outcomes) =
-            (Vec::new(), Vec::new(), Vec::new());
-        {
-            let mut fx = Effects {
-                me: &self.cfg.id,
-                members: &self.cfg.members,
-                log_id: self.replica.log_id(),
-                now: self.now,
-                replica: &mut self.replica,
-                ready_epoch: self.ready_epoch,
-                messages_now: &mut messages_now,
-                outcomes_now: &mut outcomes_now,
-                messages: &mut heartbeats,
-                outcomes: &mut outcomes,
-                planted_minority_learn: self.cfg.planted_minority_learn,
-            };
-            c.keepalive(&mut fx);
-        }
-        debug_assert!(messages_now.is_empty() && outcomes_now.is_empty() && outcomes.is_empty());
+        // The heartbeats leave now, not with the queued messages: collect them
+        // apart (a heartbeat round sends nothing else).
+        let queued = std::mem::take(&mut self.messages);
+        c.keepalive(&mut self.effects());
+        let heartbeats = std::mem::replace(&mut self.messages, queued);
         self.coordinator = Some(c);
         heartbeats
     }
