@@ -1015,9 +1015,12 @@ impl Node {
 
     /// Forgets the catch-up requests in flight: the next ones start at the
     /// learned end. Answers to the forgotten ones are still learned if they come.
+    /// The span is measured again: the values of this catch-up may be of another
+    /// size than the last one's.
     fn restart_catchup(&mut self) {
         self.catchup_outstanding.clear();
         self.catchup_cursor = self.replica.learned_end();
+        self.catchup_span = None;
     }
 
     /// Sends catch-up requests to `peer` until [`CATCHUP_PIPELINE_DEPTH`] are in
@@ -1033,16 +1036,21 @@ impl Node {
         while self.catchup_outstanding.len() < depth && self.catchup_cursor < self.catchup_target {
             let from = self.catchup_cursor;
             let to = self.catchup_target.min(from.saturating_add(span));
-            self.catchup_outstanding.push_back((from, to));
             self.catchup_cursor = to;
-            self.last_catchup_tick = Some(self.now);
-            self.messages_now.push(Envelope {
-                from: self.cfg.id.clone(),
-                to: peer.clone(),
-                log_id: self.replica.log_id(),
-                message: Message::CatchupRequest { from, to },
-            });
+            self.ask_for_catchup(peer, from, to);
         }
+    }
+
+    /// Sends one catch-up request and records it as in flight.
+    fn ask_for_catchup(&mut self, peer: &MemberId, from: Position, to: Position) {
+        self.catchup_outstanding.push_back((from, to));
+        self.last_catchup_tick = Some(self.now);
+        self.messages_now.push(Envelope {
+            from: self.cfg.id.clone(),
+            to: peer.clone(),
+            log_id: self.replica.log_id(),
+            message: Message::CatchupRequest { from, to },
+        });
     }
 
     /// Matches a catch-up answer with the request it answers and learns from it
@@ -1077,13 +1085,7 @@ impl Node {
                 // requests of the span just learned, several at a time.
                 self.catchup_cursor = next;
             } else {
-                self.catchup_outstanding.push_back((next, to));
-                self.messages_now.push(Envelope {
-                    from: self.cfg.id.clone(),
-                    to: peer.clone(),
-                    log_id: self.replica.log_id(),
-                    message: Message::CatchupRequest { from: next, to },
-                });
+                self.ask_for_catchup(peer, next, to);
             }
         } else if self.catchup_span.is_none() {
             self.catchup_span = Some(MAX_CATCHUP_ENTRIES);
