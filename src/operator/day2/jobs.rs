@@ -91,6 +91,18 @@ fn labels(names: &Names) -> BTreeMap<String, String> {
     ])
 }
 
+/// Metadata of an object the cluster owns (deleted with it), in its namespace
+/// and with the backup labels.
+fn owned_metadata(name: String, names: &Names, owner: OwnerReference) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(names.namespace.clone()),
+        labels: Some(labels(names)),
+        owner_references: Some(vec![owner]),
+        ..ObjectMeta::default()
+    }
+}
+
 fn pod_labels(names: &Names) -> BTreeMap<String, String> {
     let mut labels = labels(names);
     labels.insert(LABEL_REGISTRY_CLIENT.to_string(), names.cluster.clone());
@@ -241,13 +253,7 @@ pub fn backup_cron_job(
         backup.keep.to_string(),
     ];
     Ok(CronJob {
-        metadata: ObjectMeta {
-            name: Some(names.backup_cron_job()),
-            namespace: Some(names.namespace.clone()),
-            labels: Some(labels(names)),
-            owner_references: Some(vec![owner]),
-            ..ObjectMeta::default()
-        },
+        metadata: owned_metadata(names.backup_cron_job(), names, owner),
         spec: Some(CronJobSpec {
             schedule: cron,
             // Two backups at once would race on pruning; a late one is skipped.
@@ -303,13 +309,7 @@ pub fn restore_job(
         masters_arg(masters),
     ];
     Ok(Job {
-        metadata: ObjectMeta {
-            name: Some(names.restore_job()),
-            namespace: Some(names.namespace.clone()),
-            labels: Some(labels(names)),
-            owner_references: Some(vec![owner]),
-            ..ObjectMeta::default()
-        },
+        metadata: owned_metadata(names.restore_job(), names, owner),
         spec: Some(job_spec(pod_template(
             cluster, names, "restore", args, claim, true,
         ))),

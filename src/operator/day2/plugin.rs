@@ -143,12 +143,34 @@ pub async fn request_restart(
         pending.as_deref(),
     )
     .map_err(Box::new)?;
+    write_checked_annotation(
+        client,
+        &cluster,
+        namespace,
+        name,
+        ANNOTATION_RESTART_MEMBER,
+        member,
+    )
+    .await?;
+    Ok(member.into())
+}
+
+/// Writes one annotation of the cluster with a merge patch (it touches nothing
+/// else) carrying the resource version of `checked`: a request is written only
+/// against the status it was checked on, and a cluster changed since is refused.
+async fn write_checked_annotation(
+    client: &kube::Client,
+    checked: &MesosMasterCluster,
+    namespace: &str,
+    name: &str,
+    key: &str,
+    value: &str,
+) -> Result<(), PluginError> {
     let api: Api<MesosMasterCluster> = Api::namespaced(client.clone(), namespace);
     let patch = serde_json::json!({
         "metadata": {
-            "annotations": { ANNOTATION_RESTART_MEMBER: member },
-            // The request is written only against the status it was checked on.
-            "resourceVersion": cluster.resource_version(),
+            "annotations": { key: value },
+            "resourceVersion": checked.resource_version(),
         }
     });
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -158,7 +180,7 @@ pub async fn request_restart(
             name: name.into(),
             error: Box::new(error),
         })?;
-    Ok(member.into())
+    Ok(())
 }
 
 /// The local runtime's status and spec (`status.yaml`, `spec.yaml`).
@@ -262,22 +284,16 @@ pub async fn request_recovery(
     let cluster = get(client, namespace, name).await?;
     recovery::check_against_status(&cluster.status.clone().unwrap_or_default(), &request)
         .map_err(PluginError::RecoveryRefused)?;
-    let api: Api<MesosMasterCluster> = Api::namespaced(client.clone(), namespace);
     let value = request.to_string();
-    let patch = serde_json::json!({
-        "metadata": {
-            "annotations": { recovery::ANNOTATION_RECOVER_FROM: value },
-            // Written only against the status it was checked on.
-            "resourceVersion": cluster.resource_version(),
-        }
-    });
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(|error| PluginError::Write {
-            namespace: namespace.into(),
-            name: name.into(),
-            error: Box::new(error),
-        })?;
+    write_checked_annotation(
+        client,
+        &cluster,
+        namespace,
+        name,
+        recovery::ANNOTATION_RECOVER_FROM,
+        &value,
+    )
+    .await?;
     Ok(value)
 }
 
