@@ -124,6 +124,11 @@ async fn two_members_exchange_frames_in_order() {
         }
         assert_eq!(load(&acceptor_b.counters.frames_received), 20);
         assert_eq!(load(&acceptor_b.counters.sniffed_replica), 1);
+        // A sender counts its frames once its write returned, which can be after
+        // the peer read them: wait for the count (`bounded` limits the wait).
+        while load(&sender_counters.frames_sent) < 40 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         assert_eq!(load(&sender_counters.frames_sent), 40);
         assert_eq!(load(&sender_counters.connects), 2);
     })
