@@ -123,6 +123,13 @@
 //! ms; the loaded shared disk also gives 40-60 ms spikes away from any roll), at
 //! 44k-45k appends/s (34k-45k/s before).
 //!
+//! Bulk writes (`examples/wal_bulk_write.rs`: 256 MiB of 64 KiB records in 4 MiB
+//! batches, what a catch-up asks): 450-590 MB/s while the written pages stayed in
+//! the page cache, 770-820 MB/s since each commit drops its durable pages. On this
+//! VM a page the guest never touched costs a host fault on first use, so a write
+//! into fresh cache pages ran at ~200 MB/s (a plain `dd` too) against ~1 GB/s into
+//! recycled ones; a master catching up 256 MiB went from 100-122 to 160-217 MB/s.
+//!
 //! One writer sits on the fdatasync floor; 64 writers share ~50 batches per
 //! fdatasync. redb (Durability::Immediate, one transaction per batch) serializes
 //! writers and syncs each commit, so concurrency buys it nothing; it would need the
@@ -979,6 +986,39 @@ struct ActiveSegment {
     path: PathBuf,
     file: File,
     size_bytes: u64,
+    /// Bytes below this offset were made durable and dropped from the page cache.
+    uncached_below: u64,
+}
+
+impl ActiveSegment {
+    /// Drops the durable, whole pages written since the last call from the page
+    /// cache. The log's records are read back only on open and by compaction, so
+    /// keeping them cached only holds memory; handing the pages back at once lets
+    /// the next writes reuse them instead of taking fresh ones (which, on a VM,
+    /// costs a host fault per page: a cold catch-up wrote at ~200 MB/s, a warm one
+    /// at ~1 GB/s). Call only after an fdatasync: dirty pages are not dropped.
+    fn drop_durable_pages(&mut self) {
+        const PAGE: u64 = 4096;
+        let end = self.size_bytes / PAGE * PAGE;
+        if end <= self.uncached_below {
+            return;
+        }
+        advise_dont_need(&self.file, self.uncached_below, end - self.uncached_below);
+        self.uncached_below = end;
+    }
+}
+
+/// A hint only: failure changes nothing but memory use.
+fn advise_dont_need(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return;
+    };
+    // SAFETY: the descriptor is open for the call's duration; the call reads no
+    // memory of ours.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED);
+    }
 }
 
 impl Writer {
@@ -1021,6 +1061,9 @@ impl Writer {
                     for request in group.drain(..) {
                         let _ = request.done.send(Ok(()));
                     }
+                    if let Some(active) = active.as_mut() {
+                        active.drop_durable_pages();
+                    }
                     if let Err(error) = self.reclaim_space() {
                         self.poisoned = Some(error);
                     }
@@ -1060,6 +1103,7 @@ impl Writer {
                     path,
                     file,
                     size_bytes,
+                    uncached_below: 0,
                 })
             }
             // No segment yet, or a last segment whose header was torn: (re)create.
@@ -1106,6 +1150,7 @@ impl Writer {
             path,
             file,
             size_bytes: SEGMENT_HEADER_BYTES as u64,
+            uncached_below: 0,
         })
     }
 
@@ -1227,6 +1272,8 @@ impl Writer {
             .sync_data()
             .map_err(|e| format!("fdatasync of {}: {e}", active.path.display()))?;
         self.stats.fdatasyncs.fetch_add(1, Ordering::Relaxed);
+        let sealed_bytes = active.size_bytes;
+        advise_dont_need(&active.file, 0, sealed_bytes);
         let next = self.state.active_segment_id + 1;
         *active = self.create_segment(next).map_err(|e| e.to_string())?;
         Ok(())
