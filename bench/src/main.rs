@@ -115,8 +115,22 @@ struct Proc {
 }
 
 impl Proc {
+    /// Appends to `log`, behind a line naming the start, so a member restarted in
+    /// the failover and catch-up phases keeps the log of its earlier lives.
     fn spawn(mut command: Command, log: &Path) -> Result<Proc> {
-        let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let mut out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "=== bench: started at {:.3} s since the epoch: {command:?}",
+            since_epoch.as_secs_f64()
+        )?;
         let err = out.try_clone()?;
         let child = command
             .stdin(Stdio::null())
