@@ -1,5 +1,5 @@
 use super::*;
-use crate::log::frame::FrameKey;
+use crate::log::frame::{FrameKey, PREAMBLE_V1, PREAMBLE_V2};
 use crate::log::tcp::{
     connect as link, serve_replica, sniff, InboundFrame, LinkConfig, LinkError, PeerSender, Sniffed,
 };
@@ -112,7 +112,8 @@ fn refusal(files: TlsFiles) -> String {
 fn the_tls_preamble_is_told_from_the_plaintext_one_and_from_http() {
     assert_eq!(match_tls_preamble(&TLS_PREAMBLE), PreambleMatch::Replica);
     assert_eq!(match_tls_preamble(b"\0ML"), PreambleMatch::NeedMore);
-    assert_eq!(match_tls_preamble(&PREAMBLE), PreambleMatch::Other);
+    assert_eq!(match_tls_preamble(&PREAMBLE_V1), PreambleMatch::Other);
+    assert_eq!(match_tls_preamble(&PREAMBLE_V2), PreambleMatch::Other);
     assert_eq!(match_tls_preamble(b"GET / HTTP/1.1"), PreambleMatch::Other);
     // A TLS ClientHello straight on the port is neither.
     assert_eq!(
