@@ -1,7 +1,5 @@
 use super::*;
-use crate::log::frame::{
-    FRAME_HEADER_BYTES, FRAME_MAGIC, PREAMBLE_V2, PROTOCOL_VERSION_V1, PROTOCOL_VERSION_V2,
-};
+use crate::log::frame::{FRAME_HEADER_BYTES, FRAME_MAGIC, PROTOCOL_VERSION_V2};
 use std::future::Future;
 use tokio::net::TcpListener;
 
@@ -642,7 +640,6 @@ async fn a_frame_of_the_other_version_is_refused_on_a_connection() {
         assert_eq!(load(&acceptor.counters.malformed_frames), 2);
         assert_eq!(load(&acceptor.counters.frames_received), 0);
         assert!(acceptor.inbound.try_recv().is_err());
-        assert_eq!(PROTOCOL_VERSION_V1, WireVersion::V1.byte());
     })
     .await
 }
@@ -732,7 +729,6 @@ async fn an_answer_in_another_version_than_asked_is_refused() {
             Err(other) => panic!("expected a version mismatch, got {other}"),
             Ok(_) => panic!("a v2 connector accepted a v1 answer"),
         }
-        assert_eq!(PREAMBLE_V2, WireVersion::V2.preamble());
     })
     .await
 }
