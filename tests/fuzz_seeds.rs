@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use mesos_operator::log::frame::{
-    ConnectionNonce, FrameEncoder, FrameKey, DEFAULT_MAX_PAYLOAD_BYTES, NONCE_BYTES,
+    ConnectionNonce, FrameEncoder, FrameKey, WireVersion, DEFAULT_MAX_PAYLOAD_BYTES, NONCE_BYTES,
 };
 use mesos_operator::log::message::{Envelope, Message, PromiseOutcome, ReadReply, ReportedEntry};
 use mesos_operator::log::types::{
@@ -149,27 +149,32 @@ fn frame_decoder_seeds() -> Vec<(String, Vec<u8>)> {
             format!("message-{index:02}"),
             [&[0][..], &payload[..]].concat(),
         ));
-        let key = FrameKey::new(OTHER_TOKEN).expect("non-empty token");
-        let mut encoder = FrameEncoder::new(
-            key,
-            FUZZ_NONCE,
-            "127.0.0.1:5050".into(),
-            DEFAULT_MAX_PAYLOAD_BYTES,
-        )
-        .expect("short sender");
-        let mut wire = vec![0];
-        encoder
-            .encode(9, &payload, &mut wire)
-            .expect("small payload");
-        seeds.push((format!("other-token-frame-{index:02}"), wire));
-        // Structured mode: no flip, sender, log id 9, the message as one payload.
-        let sender = b"127.0.0.1:5050";
-        let mut structured = vec![1, 0, 0, 0, 0, 0, sender.len() as u8];
-        structured.extend_from_slice(sender);
-        structured.extend_from_slice(&9u64.to_le_bytes());
-        structured.extend_from_slice(&(payload.len() as u16).to_le_bytes());
-        structured.extend_from_slice(&payload);
-        seeds.push((format!("structured-{index:02}"), structured));
+        // The target's first byte: bit 0 the mode, bit 1 the version (v1 seeds
+        // keep their names and bytes from before v2 existed).
+        for (version, mode, suffix) in [(WireVersion::V1, 0u8, ""), (WireVersion::V2, 2, "-v2")] {
+            let key = FrameKey::new(OTHER_TOKEN).expect("non-empty token");
+            let mut encoder = FrameEncoder::new(
+                version,
+                key,
+                FUZZ_NONCE,
+                "127.0.0.1:5050".into(),
+                DEFAULT_MAX_PAYLOAD_BYTES,
+            )
+            .expect("short sender");
+            let mut wire = vec![mode];
+            encoder
+                .encode(9, &payload, &mut wire)
+                .expect("small payload");
+            seeds.push((format!("other-token-frame{suffix}-{index:02}"), wire));
+            // Structured mode: no flip, sender, log id 9, the message as one payload.
+            let sender = b"127.0.0.1:5050";
+            let mut structured = vec![mode | 1, 0, 0, 0, 0, 0, sender.len() as u8];
+            structured.extend_from_slice(sender);
+            structured.extend_from_slice(&9u64.to_le_bytes());
+            structured.extend_from_slice(&(payload.len() as u16).to_le_bytes());
+            structured.extend_from_slice(&payload);
+            seeds.push((format!("structured{suffix}-{index:02}"), structured));
+        }
     }
     seeds
 }

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use hardening_common::{write_some, Ensemble, EVENTUALLY, POLL, TOKEN};
 use mesos_operator::log::frame::{
-    ConnectionNonce, FrameEncoder, FrameKey, DEFAULT_MAX_PAYLOAD_BYTES, FRAME_HEADER_BYTES,
-    FRAME_MAGIC, HANDSHAKE_REPLY_BYTES, NONCE_BYTES, PREAMBLE, PREAMBLE_BYTES, PROTOCOL_VERSION,
+    ConnectionNonce, FrameEncoder, FrameKey, WireVersion, DEFAULT_MAX_PAYLOAD_BYTES,
+    FRAME_HEADER_BYTES, FRAME_MAGIC, HANDSHAKE_REPLY_BYTES, NONCE_BYTES, PREAMBLE_BYTES,
+    PREAMBLE_V2, PROTOCOL_VERSION_V2,
 };
 
 const PORT: u16 = 27050;
@@ -36,10 +37,10 @@ fn handshake(target: SocketAddr) -> (TcpStream, ConnectionNonce) {
     stream
         .set_write_timeout(Some(CLOSE_TIMEOUT))
         .expect("timeout");
-    stream.write_all(&PREAMBLE).expect("preamble");
+    stream.write_all(&PREAMBLE_V2).expect("preamble");
     let mut reply = [0u8; HANDSHAKE_REPLY_BYTES];
     stream.read_exact(&mut reply).expect("handshake reply");
-    assert_eq!(reply[..PREAMBLE_BYTES], PREAMBLE);
+    assert_eq!(reply[..PREAMBLE_BYTES], PREAMBLE_V2);
     let mut nonce = [0u8; NONCE_BYTES];
     nonce.copy_from_slice(&reply[PREAMBLE_BYTES..]);
     (stream, ConnectionNonce(nonce))
@@ -48,8 +49,14 @@ fn handshake(target: SocketAddr) -> (TcpStream, ConnectionNonce) {
 /// One frame as `sender` would send it on this connection.
 fn frame(token: &str, nonce: ConnectionNonce, sender: &str, log_id: u64) -> Vec<u8> {
     let key = FrameKey::new(token.as_bytes()).expect("key");
-    let mut encoder = FrameEncoder::new(key, nonce, sender.to_owned(), DEFAULT_MAX_PAYLOAD_BYTES)
-        .expect("encoder");
+    let mut encoder = FrameEncoder::new(
+        WireVersion::V2,
+        key,
+        nonce,
+        sender.to_owned(),
+        DEFAULT_MAX_PAYLOAD_BYTES,
+    )
+    .expect("encoder");
     let mut bytes = Vec::new();
     // Any payload: a refused frame never reaches the log core.
     encoder
@@ -163,7 +170,7 @@ fn refused_frames_close_the_connection_change_nothing_and_are_counted() {
             Box::new(|_| {
                 let mut header = Vec::new();
                 header.extend_from_slice(&FRAME_MAGIC);
-                header.extend_from_slice(&[PROTOCOL_VERSION, 0]);
+                header.extend_from_slice(&[PROTOCOL_VERSION_V2, 0]);
                 header.extend_from_slice(&14u16.to_be_bytes());
                 header.extend_from_slice(&u32::MAX.to_be_bytes());
                 header.resize(FRAME_HEADER_BYTES, 0);

@@ -1,7 +1,8 @@
 //! The replica frame decoder (`src/log/frame.rs`) and the message decoder behind it
 //! (`src/log/message.rs`, postcard), as `serve_replica` and the driver run them.
 //!
-//! The first input byte picks a mode:
+//! The first input byte picks the protocol version, bit 1 (clear: v1,
+//! HMAC-SHA256; set: v2, keyed BLAKE3), and a mode, bit 0:
 //! - even: the rest is a hostile byte stream: the preamble checks, then frames
 //!   decoded one after another as a connection reads them, each payload decoded as
 //!   an `Envelope`. Nothing may panic, and no frame may pass the MAC (the fuzzer
@@ -18,7 +19,7 @@
 use libfuzzer_sys::fuzz_target;
 use mesos_operator::log::frame::{
     check_preamble, match_preamble, ConnectionNonce, Frame, FrameDecoder, FrameEncoder, FrameKey,
-    MAX_SENDER_BYTES, NONCE_BYTES,
+    WireVersion, MAX_SENDER_BYTES, NONCE_BYTES,
 };
 use mesos_operator::log::message::Envelope;
 
@@ -89,24 +90,30 @@ fn decode_message(payload: &[u8]) {
     }
 }
 
-fn hostile_stream(bytes: &[u8]) {
+fn hostile_stream(version: WireVersion, bytes: &[u8]) {
     let _ = match_preamble(bytes);
     let _ = check_preamble(bytes);
     decode_message(bytes);
-    let mut decoder = FrameDecoder::new(key(), NONCE, MAX_PAYLOAD_BYTES);
+    let mut decoder = FrameDecoder::new(version, key(), NONCE, MAX_PAYLOAD_BYTES);
     let _ = decoder.frame_bytes(bytes);
     if let Ok(Some((frame, _))) = decoder.decode(bytes) {
         panic!("a frame forged without the token passed the MAC: {frame:?}");
     }
-    let _ = FrameDecoder::new(key(), NONCE, MAX_PAYLOAD_BYTES).decode_exact(bytes);
+    let _ = FrameDecoder::new(version, key(), NONCE, MAX_PAYLOAD_BYTES).decode_exact(bytes);
 }
 
-fn structured(input: Structured) {
+fn structured(version: WireVersion, input: Structured) {
     let mut sender = input.sender;
     while sender.len() > MAX_SENDER_BYTES {
         sender.pop();
     }
-    let mut encoder = match FrameEncoder::new(key(), NONCE, sender.clone(), MAX_PAYLOAD_BYTES) {
+    let mut encoder = match FrameEncoder::new(
+        version,
+        key(),
+        NONCE,
+        sender.clone(),
+        MAX_PAYLOAD_BYTES,
+    ) {
         Ok(encoder) => encoder,
         Err(error) => panic!("sender of {} bytes refused: {error}", sender.len()),
     };
@@ -135,7 +142,7 @@ fn structured(input: Structured) {
         }
         _ => false,
     };
-    let mut decoder = FrameDecoder::new(key(), NONCE, MAX_PAYLOAD_BYTES);
+    let mut decoder = FrameDecoder::new(version, key(), NONCE, MAX_PAYLOAD_BYTES);
     let mut rest = &wire[..];
     let mut received = Vec::new();
     while let Ok(Some((frame, used))) = decoder.decode(rest) {
@@ -164,9 +171,14 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    if mode % 2 == 0 {
-        hostile_stream(rest);
+    let version = if mode & 2 == 0 {
+        WireVersion::V1
     } else {
-        structured(parse(rest));
+        WireVersion::V2
+    };
+    if mode % 2 == 0 {
+        hostile_stream(version, rest);
+    } else {
+        structured(version, parse(rest));
     }
 });

@@ -1,11 +1,14 @@
 //! Replica-protocol connections over TCP, on the master's HTTP port.
 //!
 //! - [`sniff`] peeks at an accepted connection's first bytes and hands it back as a
-//!   [`ReplicaConn`] (it starts with [`PREAMBLE`]) or as plain HTTP for hyper/axum,
-//!   with nothing consumed.
-//! - [`serve_replica`] runs an accepted replica connection: handshake (our nonce),
-//!   then each frame is authenticated, checked against the whitelist and the log
-//!   id, and forwarded to a bounded channel for the driver.
+//!   [`ReplicaConn`] (it starts with a replica preamble of any version, or the TLS
+//!   one) or as plain HTTP for hyper/axum, with nothing consumed.
+//! - [`serve_replica`] runs an accepted replica connection: handshake (our nonce,
+//!   in the protocol version the connector asked for: v1 or v2), then each frame
+//!   is authenticated, checked against the whitelist and the log id, and forwarded
+//!   to a bounded channel for the driver.
+//! - [`connect`] opens an outbound link: v2 first, v1 when the peer is a master of
+//!   the previous build (see "Rolling upgrade" in [`crate::log::frame`]).
 //! - [`PeerSender`] is the outbound side for one remote member: a bounded queue
 //!   (full: the message is dropped and counted, since Paxos tolerates loss and a
 //!   slow peer must not grow our memory), a task that connects, reconnects with
@@ -30,7 +33,8 @@ use tokio::task::JoinHandle;
 
 use crate::log::frame::{
     check_preamble, match_preamble, ConnectionNonce, Frame, FrameDecoder, FrameEncoder, FrameError,
-    FrameKey, PreambleMatch, HANDSHAKE_REPLY_BYTES, NONCE_BYTES, PREAMBLE, PREAMBLE_BYTES,
+    FrameKey, PreambleMatch, WireVersion, HANDSHAKE_REPLY_BYTES, NONCE_BYTES, PREAMBLE_BYTES,
+    PREAMBLE_V1,
 };
 use crate::log::tls::{self, PeerReadHalf, PeerStream, PeerTls, PeerWriteHalf, TlsLinkError};
 
@@ -104,6 +108,10 @@ pub enum LinkError {
     TlsNotConfigured { peer: String },
     #[error("replica connection with {peer}: the member requires TLS between members (--peer_tls=required) and this master runs without it; give this master the --peer_tls_* flags")]
     PeerRequiresTls { peer: String },
+    /// The peer closed the connection before answering a byte of our preamble: a
+    /// master of an older build refusing `version`, or one going away.
+    #[error("replica connection with {peer}: closed without answering the replica protocol {version} preamble")]
+    VersionRefused { peer: String, version: WireVersion },
 }
 
 impl LinkError {
@@ -189,6 +197,12 @@ pub struct LinkCounters {
     /// Inbound TLS handshakes that failed: a certificate of no CA in the bundle,
     /// none at all, expired, or not TLS.
     pub refused_tls_handshake: AtomicU64,
+    /// Accepted connections that settled on replica protocol v1: a connector of
+    /// the previous build (a mixed ensemble, during a rolling upgrade).
+    pub v1_accepted: AtomicU64,
+    /// Outbound links that fell back to v1 because the peer refused v2: the peer
+    /// is a master of the previous build.
+    pub v1_fallbacks: AtomicU64,
     /// Certificate files re-loaded after they changed (rotation).
     pub tls_reloads: AtomicU64,
     /// Changed certificate files that could not be read or did not load.
@@ -456,6 +470,11 @@ impl<W: AsyncWrite + Unpin> FramedWriter<W> {
         }
     }
 
+    /// The replica protocol version of the link.
+    pub fn version(&self) -> WireVersion {
+        self.encoder.version()
+    }
+
     /// Encodes the payloads as consecutive frames and writes them in one go.
     pub async fn send_all(&mut self, log_id: u64, payloads: &[Vec<u8>]) -> Result<(), LinkError> {
         self.buffer.clear();
@@ -579,7 +598,8 @@ pub async fn serve_replica(
                 stream.read_exact(&mut preamble),
             )
             .await;
-            let _ = with_timeout(&peer_name, "refusing TLS", stream.write_all(&PREAMBLE)).await;
+            // v1: the previous build's TLS connectors look for exactly this answer.
+            let _ = with_timeout(&peer_name, "refusing TLS", stream.write_all(&PREAMBLE_V1)).await;
             let error = LinkError::TlsNotConfigured { peer: peer_name };
             tracing::warn!(%error, "refused a replica connection");
             Err(error)
@@ -604,20 +624,25 @@ async fn serve_replica_stream<S: AsyncRead + AsyncWrite + Unpin>(
         stream.read_exact(&mut preamble),
     )
     .await?;
-    if let Err(source) = check_preamble(&preamble) {
-        bump(&counters.malformed_frames);
-        return Err(LinkError::Frame {
-            peer: peer_name,
-            source,
-        });
-    }
+    // Either version: answer in the one asked for, so a connector of the previous
+    // build (v1 only) and one of this build (v2) are both served.
+    let version = match check_preamble(&preamble) {
+        Ok(version) => version,
+        Err(source) => {
+            bump(&counters.malformed_frames);
+            return Err(LinkError::Frame {
+                peer: peer_name,
+                source,
+            });
+        }
+    };
     let nonce = ConnectionNonce::generate();
     let mut reply = [0u8; HANDSHAKE_REPLY_BYTES];
-    reply[..PREAMBLE_BYTES].copy_from_slice(&PREAMBLE);
+    reply[..PREAMBLE_BYTES].copy_from_slice(&version.preamble());
     reply[PREAMBLE_BYTES..].copy_from_slice(&nonce.0);
     with_timeout(&peer_name, "sending the nonce", stream.write_all(&reply)).await?;
 
-    let decoder = FrameDecoder::new(config.key.clone(), nonce, config.max_payload_bytes);
+    let decoder = FrameDecoder::new(version, config.key.clone(), nonce, config.max_payload_bytes);
     let mut reader = FramedReader::new(stream, decoder, peer_name.clone());
     let mut authenticated = false;
     loop {
@@ -681,6 +706,12 @@ async fn serve_replica_stream<S: AsyncRead + AsyncWrite + Unpin>(
                 ours,
             });
         }
+        if !authenticated && version == WireVersion::V1 {
+            // Counted and logged once the sender is known and proven: a v1
+            // connector is a master of the previous build.
+            bump(&counters.v1_accepted);
+            tracing::debug!(%peer, sender = %frame.sender, "replica connection in protocol v1: the member runs an older build");
+        }
         authenticated = true;
         counters.foreign_logs.clear(&frame.sender);
         bump(&counters.frames_received);
@@ -704,13 +735,35 @@ async fn serve_replica_stream<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Connects to `remote` and performs the connector's side of the handshake. The
-/// read half carries nothing after the handshake; it becomes readable when the peer
-/// closes (for instance after refusing a frame), which tells the sender to
+/// Connects to `remote` and performs the connector's side of the handshake, in
+/// the newest protocol version the peer speaks: [`WireVersion::LATEST`] first and,
+/// if the peer closes the connection without answering it (a master of the
+/// previous build refuses an unknown version that way), v1 on a new connection at
+/// once. The writer tells which version the link speaks. Every call asks for v2
+/// first again, so a link reaches v2 on the first reconnect after the peer is
+/// upgraded (see "Rolling upgrade" in [`crate::log::frame`]).
+///
+/// The read half carries nothing after the handshake; it becomes readable when the
+/// peer closes (for instance after refusing a frame), which tells the sender to
 /// reconnect before it writes into a dead connection.
 pub async fn connect(
     remote: &str,
     config: &LinkConfig,
+) -> Result<(FramedWriter<PeerWriteHalf>, PeerReadHalf), LinkError> {
+    match connect_version(remote, config, WireVersion::LATEST).await {
+        Err(LinkError::VersionRefused { version, .. }) if version != WireVersion::V1 => {
+            tracing::debug!(%remote, refused = %version, "replica link: peer refused the version, asking for v1");
+            connect_version(remote, config, WireVersion::V1).await
+        }
+        outcome => outcome,
+    }
+}
+
+/// [`connect`] in one given version, without fallback.
+pub async fn connect_version(
+    remote: &str,
+    config: &LinkConfig,
+    version: WireVersion,
 ) -> Result<(FramedWriter<PeerWriteHalf>, PeerReadHalf), LinkError> {
     let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(remote)).await {
         Ok(Ok(stream)) => stream,
@@ -741,14 +794,34 @@ pub async fn connect(
         },
         None => PeerStream::Plain(stream),
     };
-    with_timeout(remote, "sending the preamble", stream.write_all(&PREAMBLE)).await?;
-    let mut reply = [0u8; HANDSHAKE_REPLY_BYTES];
     with_timeout(
         remote,
-        "reading the preamble",
-        stream.read_exact(&mut reply[..PREAMBLE_BYTES]),
+        "sending the preamble",
+        stream.write_all(&version.preamble()),
     )
     .await?;
+    let mut reply = [0u8; HANDSHAKE_REPLY_BYTES];
+    let answered = with_timeout(
+        remote,
+        "reading the preamble",
+        read_answer(&mut stream, &mut reply[..PREAMBLE_BYTES]),
+    )
+    .await?;
+    if answered == 0 {
+        return Err(LinkError::VersionRefused {
+            peer: remote.to_string(),
+            version,
+        });
+    }
+    if answered < PREAMBLE_BYTES {
+        return Err(LinkError::Io {
+            peer: remote.to_string(),
+            source: io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("closed after {answered} bytes of the preamble"),
+            ),
+        });
+    }
     if config.tls.is_none() && reply[..PREAMBLE_BYTES] == tls::TLS_PREAMBLE {
         return Err(LinkError::PeerRequiresTls {
             peer: remote.to_string(),
@@ -760,27 +833,60 @@ pub async fn connect(
         stream.read_exact(&mut reply[PREAMBLE_BYTES..]),
     )
     .await?;
-    check_preamble(&reply[..PREAMBLE_BYTES]).map_err(|source| LinkError::Frame {
+    let frame_error = |source| LinkError::Frame {
         peer: remote.to_string(),
         source,
-    })?;
+    };
+    let answered = check_preamble(&reply[..PREAMBLE_BYTES]).map_err(frame_error)?;
+    if answered != version {
+        return Err(frame_error(FrameError::VersionMismatch {
+            asked: version,
+            answered: answered.byte(),
+        }));
+    }
     let mut nonce = [0u8; NONCE_BYTES];
     nonce.copy_from_slice(&reply[PREAMBLE_BYTES..]);
     let encoder = FrameEncoder::new(
+        version,
         config.key.clone(),
         ConnectionNonce(nonce),
         config.self_address.clone(),
         config.max_payload_bytes,
     )
-    .map_err(|source| LinkError::Frame {
-        peer: remote.to_string(),
-        source,
-    })?;
+    .map_err(frame_error)?;
     let (read_half, write_half) = stream.into_split();
     Ok((
         FramedWriter::new(write_half, encoder, remote.to_string()),
         read_half,
     ))
+}
+
+/// Reads up to `buf.len()` bytes of the acceptor's answer; 0 when the peer closed
+/// (or reset) the connection before sending a byte, which is how a master of an
+/// older build refuses a version it does not know.
+async fn read_answer<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match stream.read(&mut buf[filled..]).await {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            // A close with our preamble unread, or a TLS close without
+            // close_notify, shows as an error rather than an end of stream.
+            Err(error)
+                if filled == 0
+                    && matches!(
+                        error.kind(),
+                        io::ErrorKind::ConnectionReset
+                            | io::ErrorKind::ConnectionAborted
+                            | io::ErrorKind::UnexpectedEof
+                    ) =>
+            {
+                break
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(filled)
 }
 
 /// The outbound link to one remote member. Dropping it stops its task.
@@ -847,6 +953,9 @@ async fn run_peer(
 ) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
     let mut batch: Vec<Vec<u8>> = Vec::with_capacity(MAX_FRAMES_PER_WRITE);
+    // The version of the previous link, so a peer found to speak v1 is an `info!`
+    // once, not at every reconnect.
+    let mut last_version = None;
     loop {
         // Connect only when there is something to say, so an idle link to a member
         // that is down costs nothing.
@@ -860,6 +969,18 @@ async fn run_peer(
             Ok(link) => {
                 bump(&counters.connects);
                 backoff = RECONNECT_BACKOFF_MIN;
+                let version = link.0.version();
+                if version == WireVersion::V1 {
+                    bump(&counters.v1_fallbacks);
+                    if last_version != Some(WireVersion::V1) {
+                        tracing::info!(%remote, "replica link: the member speaks only protocol v1 (an older build); using v1 with it until it is upgraded");
+                    } else {
+                        tracing::debug!(%remote, "replica link: the member still speaks only protocol v1");
+                    }
+                } else if last_version == Some(WireVersion::V1) {
+                    tracing::info!(%remote, %version, "replica link: the member now speaks protocol {version}");
+                }
+                last_version = Some(version);
                 link
             }
             Err(error) => {

@@ -1,6 +1,6 @@
 //! TLS between members (`--peer_tls_*`): mutual authentication with rustls under
 //! the ensemble token, which stays the second factor (every frame still carries
-//! its HMAC; see [`crate::log::frame`]).
+//! its MAC; see [`crate::log::frame`]).
 //!
 //! # Wire
 //!
@@ -14,10 +14,16 @@
 //! then, inside TLS, the replica handshake and frames of crate::log::frame.
 //! ```
 //!
+//! The replica protocol version (v1 or v2) is negotiated by that inner handshake,
+//! as on a plaintext link, so [`TLS_PREAMBLE`] keeps its version byte 1 and routes
+//! both; a connector that falls back to v1 does so on a new TLS connection.
+//!
 //! A member that disagrees answers with the other side's preamble and closes: a
-//! TLS-required acceptor answers a plaintext [`PREAMBLE`] with [`TLS_PREAMBLE`], a
-//! plaintext acceptor answers [`TLS_PREAMBLE`] with [`PREAMBLE`]; the connector
-//! then says in one log line which side has TLS. Both refusals are counted.
+//! TLS-required acceptor answers a plaintext preamble (any version) with
+//! [`TLS_PREAMBLE`], a plaintext acceptor answers [`TLS_PREAMBLE`] with
+//! [`PREAMBLE_V1`](crate::log::frame::PREAMBLE_V1) (v1, which the previous build's connectors compare against, and
+//! any replica preamble is taken as that answer here); the connector then says in
+//! one log line which side has TLS. Both refusals are counted.
 //!
 //! # Names
 //!
@@ -59,11 +65,11 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::log::frame::{PreambleMatch, PREAMBLE, PREAMBLE_BYTES};
+use crate::log::frame::{match_preamble, PreambleMatch, PREAMBLE_BYTES};
 use crate::log::tcp::LinkCounters;
 
 /// What a TLS replica connection sends first, in the clear: NUL, `MLOT`, version.
-/// Starts with NUL like [`PREAMBLE`], so it is never taken for HTTP.
+/// Starts with NUL like [`crate::log::frame::PREAMBLE_V1`], so it is never taken for HTTP.
 pub const TLS_PREAMBLE: [u8; PREAMBLE_BYTES] = *b"\0MLOT\x01";
 
 /// How often the certificate files are re-read by default
@@ -516,7 +522,7 @@ pub async fn connect(
     bounded(stream.write_all(&TLS_PREAMBLE)).await?;
     let mut answer = [0u8; PREAMBLE_BYTES];
     bounded(stream.read_exact(&mut answer)).await?;
-    if answer == PREAMBLE {
+    if match_preamble(&answer) == PreambleMatch::Replica {
         return Err(TlsLinkError::PeerIsPlaintext);
     }
     if answer != TLS_PREAMBLE {

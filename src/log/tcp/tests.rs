@@ -1,5 +1,5 @@
 use super::*;
-use crate::log::frame::{FRAME_HEADER_BYTES, FRAME_MAGIC, PROTOCOL_VERSION};
+use crate::log::frame::{FRAME_HEADER_BYTES, FRAME_MAGIC, PROTOCOL_VERSION_V2};
 use std::future::Future;
 use tokio::net::TcpListener;
 
@@ -131,6 +131,10 @@ async fn two_members_exchange_frames_in_order() {
         }
         assert_eq!(load(&sender_counters.frames_sent), 40);
         assert_eq!(load(&sender_counters.connects), 2);
+        // Both of this build: v2 both ways, nothing in v1.
+        assert_eq!(load(&sender_counters.v1_fallbacks), 0);
+        assert_eq!(load(&acceptor_a.counters.v1_accepted), 0);
+        assert_eq!(load(&acceptor_b.counters.v1_accepted), 0);
     })
     .await
 }
@@ -238,14 +242,21 @@ async fn a_member_of_another_log_is_refused_but_an_uninitialized_one_is_heard() 
     .await
 }
 
-/// Connects like a peer and completes the handshake by hand.
-async fn raw_replica_connection(address: &str) -> TcpStream {
+/// Connects like a peer asking for `version` and completes the handshake by hand.
+async fn raw_handshake(address: &str, version: WireVersion) -> (TcpStream, ConnectionNonce) {
     let mut stream = TcpStream::connect(address).await.unwrap();
-    stream.write_all(&PREAMBLE).await.unwrap();
+    stream.write_all(&version.preamble()).await.unwrap();
     let mut reply = [0u8; HANDSHAKE_REPLY_BYTES];
     stream.read_exact(&mut reply).await.unwrap();
-    assert_eq!(reply[..PREAMBLE_BYTES], PREAMBLE);
-    stream
+    assert_eq!(reply[..PREAMBLE_BYTES], version.preamble());
+    let mut nonce = [0u8; NONCE_BYTES];
+    nonce.copy_from_slice(&reply[PREAMBLE_BYTES..]);
+    (stream, ConnectionNonce(nonce))
+}
+
+/// Connects like a peer of this build and completes the handshake by hand.
+async fn raw_replica_connection(address: &str) -> TcpStream {
+    raw_handshake(address, WireVersion::LATEST).await.0
 }
 
 async fn assert_closed_by_peer(stream: &mut TcpStream) {
@@ -291,7 +302,7 @@ async fn an_oversized_frame_is_refused_from_its_header_and_counted() {
         let mut stream = raw_replica_connection(&a).await;
         let mut header = Vec::new();
         header.extend_from_slice(&FRAME_MAGIC);
-        header.extend_from_slice(&[PROTOCOL_VERSION, 0]);
+        header.extend_from_slice(&[PROTOCOL_VERSION_V2, 0]);
         header.extend_from_slice(&9u16.to_be_bytes());
         header.extend_from_slice(&u32::MAX.to_be_bytes());
         header.resize(FRAME_HEADER_BYTES, 0);
@@ -323,7 +334,7 @@ async fn a_connection_closed_mid_frame_is_counted_as_truncated() {
         let mut stream = raw_replica_connection(&a).await;
         let mut header = Vec::new();
         header.extend_from_slice(&FRAME_MAGIC);
-        header.extend_from_slice(&[PROTOCOL_VERSION, 0]);
+        header.extend_from_slice(&[PROTOCOL_VERSION_V2, 0]);
         header.extend_from_slice(&9u16.to_be_bytes());
         header.extend_from_slice(&100u32.to_be_bytes());
         header.resize(FRAME_HEADER_BYTES, 0);
@@ -347,14 +358,14 @@ async fn an_unknown_protocol_version_is_refused() {
         let (listener, a) = bind().await;
         let mut acceptor = accept_on(listener, config(&a, TOKEN, &[&a]));
         let mut stream = TcpStream::connect(&a).await.unwrap();
-        stream.write_all(b"\0MLOG\x02").await.unwrap();
+        stream.write_all(b"\0MLOG\x03").await.unwrap();
         assert_closed_by_peer(&mut stream).await;
         let refusal = acceptor.refusals.recv().await.unwrap();
         assert!(
             matches!(
                 refusal,
                 LinkError::Frame {
-                    source: FrameError::UnsupportedVersion { version: 2 },
+                    source: FrameError::UnsupportedVersion { version: 3 },
                     ..
                 }
             ),
@@ -452,6 +463,272 @@ async fn a_silent_connection_is_closed_after_the_first_frame_timeout() {
         assert!(started.elapsed() >= FIRST_FRAME_TIMEOUT);
         let refusal = acceptor.refusals.recv().await.unwrap();
         assert!(matches!(refusal, LinkError::Timeout { .. }), "{refusal}");
+    })
+    .await
+}
+
+/// A master of the previous build, as far as a connector can tell: it speaks v1
+/// only and, like its `check_preamble`, closes a connection that asks for any
+/// other version after reading its 6 bytes, without answering.
+struct PreviousBuildAcceptor {
+    /// Payloads of the v1 frames it authenticated, in order.
+    payloads: mpsc::Receiver<Vec<u8>>,
+    /// Connections it closed for asking another version.
+    refused: Arc<AtomicU64>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for PreviousBuildAcceptor {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn previous_build_acceptor(listener: TcpListener) -> PreviousBuildAcceptor {
+    let (payload_tx, payloads) = mpsc::channel(256);
+    let refused = Arc::new(AtomicU64::new(0));
+    let task_refused = refused.clone();
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (payload_tx, refused) = (payload_tx.clone(), task_refused.clone());
+            // Owned by the set, so aborting the acceptor closes every connection.
+            connections.spawn(async move {
+                let mut preamble = [0u8; PREAMBLE_BYTES];
+                if stream.read_exact(&mut preamble).await.is_err() {
+                    return;
+                }
+                if preamble != PREAMBLE_V1 {
+                    bump(&refused);
+                    return;
+                }
+                let nonce = ConnectionNonce::generate();
+                let mut reply = PREAMBLE_V1.to_vec();
+                reply.extend_from_slice(&nonce.0);
+                if stream.write_all(&reply).await.is_err() {
+                    return;
+                }
+                let decoder = FrameDecoder::new(
+                    WireVersion::V1,
+                    FrameKey::new(TOKEN).unwrap(),
+                    nonce,
+                    crate::log::frame::DEFAULT_MAX_PAYLOAD_BYTES,
+                );
+                let mut reader = FramedReader::new(stream, decoder, "previous build".into());
+                while let Ok(Some(frame)) = reader.next_frame().await {
+                    if payload_tx.send(frame.payload).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    PreviousBuildAcceptor {
+        payloads,
+        refused,
+        task,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn this_build_talks_v1_to_an_acceptor_of_the_previous_build() {
+    bounded(async {
+        let ((listener_old, old), (_listener_new, new)) = (bind().await, bind().await);
+        let mut old_acceptor = previous_build_acceptor(listener_old);
+        let counters = Arc::new(LinkCounters::default());
+        let sender = PeerSender::spawn(
+            old.clone(),
+            config(&new, TOKEN, &[&old, &new]),
+            counters.clone(),
+        );
+        for i in 0..5u8 {
+            assert!(sender.send(vec![b'n', i]));
+        }
+        for i in 0..5u8 {
+            assert_eq!(old_acceptor.payloads.recv().await.unwrap(), [b'n', i]);
+        }
+        // One v2 attempt refused, then one v1 link that carried everything.
+        assert_eq!(load(&old_acceptor.refused), 1);
+        assert_eq!(load(&counters.connects), 1);
+        assert_eq!(load(&counters.v1_fallbacks), 1);
+        assert_eq!(load(&counters.connect_failures), 0);
+        // The same by hand: v2 refused as such, v1 settles.
+        let link_config = config(&new, TOKEN, &[&old, &new]);
+        match connect_version(&old, &link_config, WireVersion::V2).await {
+            Err(LinkError::VersionRefused {
+                version: WireVersion::V2,
+                ..
+            }) => {}
+            Err(other) => panic!("expected a v2 refusal, got {other}"),
+            Ok(_) => panic!("the previous build accepted v2"),
+        }
+        let (writer, _read_half) = connect(&old, &link_config).await.unwrap();
+        assert_eq!(writer.version(), WireVersion::V1);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_of_the_previous_build_is_served_in_v1() {
+    bounded(async {
+        let ((listener_a, a), (_listener_old, old)) = (bind().await, bind().await);
+        let mut acceptor = accept_on(listener_a, config(&a, TOKEN, &[&a, &old]));
+        // What the previous build's `connect` does: the v1 preamble, then v1 frames.
+        let (mut stream, nonce) = raw_handshake(&a, WireVersion::V1).await;
+        let mut encoder = FrameEncoder::new(
+            WireVersion::V1,
+            FrameKey::new(TOKEN).unwrap(),
+            nonce,
+            old.clone(),
+            crate::log::frame::DEFAULT_MAX_PAYLOAD_BYTES,
+        )
+        .unwrap();
+        let mut wire = Vec::new();
+        for i in 0..3u8 {
+            encoder.encode(0, &[b'o', i], &mut wire).unwrap();
+        }
+        stream.write_all(&wire).await.unwrap();
+        for i in 0..3u8 {
+            let frame = acceptor.inbound.recv().await.unwrap();
+            assert_eq!(
+                (frame.sender.as_str(), frame.payload.as_slice()),
+                (old.as_str(), &[b'o', i][..])
+            );
+        }
+        assert_eq!(load(&acceptor.counters.v1_accepted), 1);
+        assert_eq!(load(&acceptor.counters.frames_received), 3);
+        assert_eq!(load(&acceptor.counters.sniffed_replica), 1);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_of_the_other_version_is_refused_on_a_connection() {
+    bounded(async {
+        let (listener, a) = bind().await;
+        let mut acceptor = accept_on(listener, config(&a, TOKEN, &[&a]));
+        for (connection, frame_version) in [
+            (WireVersion::V2, WireVersion::V1),
+            (WireVersion::V1, WireVersion::V2),
+        ] {
+            let (mut stream, nonce) = raw_handshake(&a, connection).await;
+            let mut wire = Vec::new();
+            FrameEncoder::new(
+                frame_version,
+                FrameKey::new(TOKEN).unwrap(),
+                nonce,
+                a.clone(),
+                1024,
+            )
+            .unwrap()
+            .encode(0, b"promise", &mut wire)
+            .unwrap();
+            stream.write_all(&wire).await.unwrap();
+            assert_closed_by_peer(&mut stream).await;
+            let refusal = acceptor.refusals.recv().await.unwrap();
+            assert!(
+                matches!(
+                    refusal,
+                    LinkError::Frame {
+                        source: FrameError::WrongFrameVersion { connection: c, found },
+                        ..
+                    } if c == connection && found == frame_version.byte()
+                ),
+                "{refusal}"
+            );
+        }
+        assert_eq!(load(&acceptor.counters.malformed_frames), 2);
+        assert_eq!(load(&acceptor.counters.frames_received), 0);
+        assert!(acceptor.inbound.try_recv().is_err());
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_in_v1_moves_to_v2_once_the_peer_is_upgraded() {
+    bounded(async {
+        let ((listener_old, peer), (_listener_new, new)) = (bind().await, bind().await);
+        let old_acceptor = previous_build_acceptor(listener_old);
+        let config_new = config(&new, TOKEN, &[&peer, &new]);
+        let counters = Arc::new(LinkCounters::default());
+        let sender = PeerSender::spawn(peer.clone(), config_new, counters.clone());
+        assert!(sender.send(b"before".to_vec()));
+        wait_until("a v1 link", || load(&counters.v1_fallbacks) == 1).await;
+        // The peer restarts with this build on the same address: its old
+        // connections close, and the sender's next link asks for v2 again.
+        let mut old_acceptor = old_acceptor;
+        old_acceptor.task.abort();
+        // Its listener is closed once the aborted task is gone.
+        let _ = (&mut old_acceptor.task).await;
+        let listener = TcpListener::bind(&peer).await.unwrap();
+        let mut upgraded = accept_on(listener, config(&peer, TOKEN, &[&peer, &new]));
+        wait_until("a frame at the upgraded peer", || {
+            sender.send(b"after".to_vec());
+            load(&upgraded.counters.frames_received) >= 1
+        })
+        .await;
+        assert_eq!(upgraded.inbound.recv().await.unwrap().payload, b"after");
+        assert_eq!(load(&upgraded.counters.v1_accepted), 0);
+        assert_eq!(load(&counters.v1_fallbacks), 1, "no v1 link since");
+        assert!(load(&counters.connects) >= 2);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_closing_every_connection_is_an_error_not_a_v1_link() {
+    bounded(async {
+        let (listener, address) = bind().await;
+        // Accepts, reads the preamble, says nothing: neither version is answered.
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut preamble = [0u8; PREAMBLE_BYTES];
+                let _ = stream.read_exact(&mut preamble).await;
+            }
+        });
+        let outcome = connect(&address, &config("127.0.0.1:3", TOKEN, &[])).await;
+        task.abort();
+        match outcome {
+            Err(LinkError::VersionRefused {
+                version: WireVersion::V1,
+                ..
+            }) => {}
+            Err(other) => panic!("expected the v1 attempt's refusal, got {other}"),
+            Ok(_) => panic!("a link with a peer that never answered"),
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_in_another_version_than_asked_is_refused() {
+    bounded(async {
+        let (listener, address) = bind().await;
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut preamble = [0u8; PREAMBLE_BYTES];
+                let _ = stream.read_exact(&mut preamble).await;
+                let mut reply = PREAMBLE_V1.to_vec();
+                reply.extend_from_slice(&[1; NONCE_BYTES]);
+                let _ = stream.write_all(&reply).await;
+                // Held open until the connector has read the answer.
+                let _ = stream.read(&mut preamble).await;
+            }
+        });
+        let outcome = connect(&address, &config("127.0.0.1:3", TOKEN, &[])).await;
+        task.abort();
+        match outcome {
+            Err(LinkError::Frame {
+                source:
+                    FrameError::VersionMismatch {
+                        asked: WireVersion::V2,
+                        answered: 1,
+                    },
+                ..
+            }) => {}
+            Err(other) => panic!("expected a version mismatch, got {other}"),
+            Ok(_) => panic!("a v2 connector accepted a v1 answer"),
+        }
     })
     .await
 }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::log::frame::FrameKey;
+use crate::log::frame::{FrameKey, PREAMBLE_V1, PREAMBLE_V2};
 use crate::log::tcp::{
     connect as link, serve_replica, sniff, InboundFrame, LinkConfig, LinkError, PeerSender, Sniffed,
 };
@@ -112,7 +112,8 @@ fn refusal(files: TlsFiles) -> String {
 fn the_tls_preamble_is_told_from_the_plaintext_one_and_from_http() {
     assert_eq!(match_tls_preamble(&TLS_PREAMBLE), PreambleMatch::Replica);
     assert_eq!(match_tls_preamble(b"\0ML"), PreambleMatch::NeedMore);
-    assert_eq!(match_tls_preamble(&PREAMBLE), PreambleMatch::Other);
+    assert_eq!(match_tls_preamble(&PREAMBLE_V1), PreambleMatch::Other);
+    assert_eq!(match_tls_preamble(&PREAMBLE_V2), PreambleMatch::Other);
     assert_eq!(match_tls_preamble(b"GET / HTTP/1.1"), PreambleMatch::Other);
     // A TLS ClientHello straight on the port is neither.
     assert_eq!(
@@ -384,6 +385,105 @@ async fn a_certificate_without_the_members_name_is_refused_by_the_connector() {
             message.contains("certificate not valid for name"),
             "{message}"
         );
+    })
+    .await
+}
+
+/// A TLS master of the previous build refuses the v2 preamble inside TLS by
+/// dropping the connection (no close_notify): the connector must read that as a
+/// refusal and fall back to v1 on a new TLS connection; and its v1 connector is
+/// served by this build's acceptor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_links_fall_back_to_v1_with_the_previous_build_both_ways() {
+    use crate::log::frame::{ConnectionNonce, FrameDecoder, WireVersion, PREAMBLE_BYTES};
+    use crate::log::tcp::{connect_version, FramedReader};
+    use std::sync::atomic::AtomicU64;
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertAuthority::generate("test CA").unwrap();
+        let tls_old = peer_tls(files_in(
+            &dir.path().join("old"),
+            &ip_cert(&ca),
+            &ca.cert_pem(),
+        ));
+        let tls_new = peer_tls(files_in(
+            &dir.path().join("new"),
+            &ip_cert(&ca),
+            &ca.cert_pem(),
+        ));
+        let ((listener_old, old), (listener_new, new)) = (bind().await, bind().await);
+
+        // The previous build's acceptor: TLS, then v1 only.
+        let (payload_tx, mut payloads) = mpsc::channel::<Vec<u8>>(16);
+        let refused = Arc::new(AtomicU64::new(0));
+        let (task_refused, task_tls) = (refused.clone(), tls_old.clone());
+        let old_acceptor = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((stream, _)) = listener_old.accept().await {
+                let (payload_tx, refused, tls) =
+                    (payload_tx.clone(), task_refused.clone(), task_tls.clone());
+                connections.spawn(async move {
+                    let Ok(mut stream) = accept(stream, &tls).await else {
+                        return;
+                    };
+                    let mut preamble = [0u8; PREAMBLE_BYTES];
+                    if stream.read_exact(&mut preamble).await.is_err() {
+                        return;
+                    }
+                    if preamble != PREAMBLE_V1 {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    let nonce = ConnectionNonce::generate();
+                    let mut reply = PREAMBLE_V1.to_vec();
+                    reply.extend_from_slice(&nonce.0);
+                    if stream.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                    let key = FrameKey::new(TOKEN).unwrap();
+                    let decoder = FrameDecoder::new(WireVersion::V1, key, nonce, 1 << 20);
+                    let mut reader = FramedReader::new(stream, decoder, "old".into());
+                    while let Ok(Some(frame)) = reader.next_frame().await {
+                        let _ = payload_tx.send(frame.payload).await;
+                    }
+                });
+            }
+        });
+
+        // This build -> the previous build.
+        let config_new = link_config(&new, &[&old, &new], Some(tls_new.clone()));
+        let counters = Arc::new(LinkCounters::default());
+        let sender = PeerSender::spawn(old.clone(), config_new.clone(), counters.clone());
+        for i in 0..3u8 {
+            assert!(sender.send(vec![b't', i]));
+        }
+        for i in 0..3u8 {
+            assert_eq!(payloads.recv().await.unwrap(), [b't', i]);
+        }
+        assert_eq!(load(&refused), 1);
+        assert_eq!(load(&counters.v1_fallbacks), 1);
+        assert_eq!(load(&counters.connects), 1);
+        drop(sender);
+        old_acceptor.abort();
+
+        // The previous build -> this build: its connect is this build's in v1.
+        let mut acceptor_new = accept_on(
+            listener_new,
+            link_config(&new, &[&old, &new], Some(tls_new)),
+        );
+        let config_old = link_config(&old, &[&old, &new], Some(tls_old));
+        let (mut writer, _read_half) = connect_version(&new, &config_old, WireVersion::V1)
+            .await
+            .unwrap();
+        assert_eq!(writer.version(), WireVersion::V1);
+        writer.send_all(0, &[b"from-old".to_vec()]).await.unwrap();
+        let frame = acceptor_new.inbound.recv().await.unwrap();
+        assert_eq!(
+            (frame.sender.as_str(), frame.payload.as_slice()),
+            (old.as_str(), &b"from-old"[..])
+        );
+        assert_eq!(load(&acceptor_new.counters.v1_accepted), 1);
+        assert_eq!(load(&acceptor_new.counters.refused_tls_handshake), 0);
     })
     .await
 }
