@@ -151,8 +151,8 @@ pub struct LogHandle {
 impl LogHandle {
     /// Appends `data`; resolves with its position once it is learned (chosen by a
     /// quorum and durable here).
-    pub async fn append(&self, data: Vec<u8>) -> Result<Position, AppendError> {
-        self.submit(Action::Append(data)).await
+    pub async fn append(&self, data: impl Into<bytes::Bytes>) -> Result<Position, AppendError> {
+        self.submit(Action::Append(data.into())).await
     }
 
     /// Proposes dropping every position below `to` once learned.

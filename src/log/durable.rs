@@ -213,7 +213,7 @@ mod tests {
                 round: 1,
                 proposer: MemberId::new("127.0.0.1:5050"),
             },
-            action: Action::Append(b"x".to_vec()),
+            action: Action::Append(b"x".to_vec().into()),
             learned: true,
         };
         {
