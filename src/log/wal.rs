@@ -923,7 +923,7 @@ pub fn replay_in_memory(segments: &[(u64, &[u8])]) -> Result<Recovered, WalError
 pub fn encode_segment(segment_id: u64, batches: &[WriteBatch]) -> Vec<u8> {
     let mut out = segment_header(segment_id).to_vec();
     for batch in batches {
-        out.extend_from_slice(&encode_batch(batch));
+        encode_batch_into(&mut out, batch);
     }
     out
 }
@@ -1163,7 +1163,14 @@ impl Writer {
         copies: Option<&WriteBatch>,
         group: &[Request],
     ) -> Result<(), String> {
-        let mut buffer = Vec::new();
+        // Sized once for the whole group, so it never reallocates (and copies) as
+        // batches are appended; a roll only flushes it, keeping the capacity.
+        let group_bytes: usize = copies
+            .into_iter()
+            .chain(group.iter().map(|r| &r.batch))
+            .map(batch_bytes)
+            .sum();
+        let mut buffer = Vec::with_capacity(group_bytes);
         // (segment id, offset, kind, position) of every record, applied after sync.
         let mut written: Vec<(RecordLoc, u8, u64)> = Vec::new();
         for batch in copies.into_iter().chain(group.iter().map(|r| &r.batch)) {
@@ -1182,11 +1189,12 @@ impl Writer {
                     .to_string());
                 }
             }
-            let encoded = encode_batch(batch);
-            if encoded.is_empty() {
+            if batch.is_empty() {
                 continue;
             }
-            let projected = active.size_bytes + buffer.len() as u64 + encoded.len() as u64;
+            // What `encode_batch_into` appends, exactly: headers plus payloads.
+            let encoded_bytes = batch_bytes(batch);
+            let projected = active.size_bytes + buffer.len() as u64 + encoded_bytes as u64;
             if projected > self.options.segment_size_bytes
                 && active.size_bytes + buffer.len() as u64 > SEGMENT_HEADER_BYTES as u64
             {
@@ -1213,7 +1221,8 @@ impl Writer {
                 ));
                 offset += record_bytes as usize;
             }
-            buffer.extend_from_slice(&encoded);
+            // Straight into the group's buffer: no per-batch buffer to copy from.
+            encode_batch_into(&mut buffer, batch);
         }
         self.flush(active, &mut buffer)?;
         active
@@ -1489,20 +1498,18 @@ fn batch_bytes(batch: &WriteBatch) -> usize {
         .sum()
 }
 
-fn encode_batch(batch: &WriteBatch) -> Vec<u8> {
-    let mut out = Vec::with_capacity(batch_bytes(batch));
+/// Appends the records of `batch` to `out`: [`batch_bytes`] bytes.
+fn encode_batch_into(out: &mut Vec<u8>, batch: &WriteBatch) {
+    out.reserve(batch_bytes(batch));
     let last = batch.ops.len().saturating_sub(1);
     for (index, op) in batch.ops.iter().enumerate() {
         let end = index == last;
         match op {
-            WalOp::Meta(bytes) => encode_record(&mut out, KIND_META, end, 0, bytes),
-            WalOp::Put { position, bytes } => {
-                encode_record(&mut out, KIND_PUT, end, *position, bytes)
-            }
-            WalOp::TruncateBelow(bound) => encode_record(&mut out, KIND_TRUNCATE, end, *bound, &[]),
+            WalOp::Meta(bytes) => encode_record(out, KIND_META, end, 0, bytes),
+            WalOp::Put { position, bytes } => encode_record(out, KIND_PUT, end, *position, bytes),
+            WalOp::TruncateBelow(bound) => encode_record(out, KIND_TRUNCATE, end, *bound, &[]),
         }
     }
-    out
 }
 
 /// Makes creations and deletions of segment files durable.
