@@ -131,9 +131,40 @@ fn encode(ops: &[PersistOp]) -> Result<WriteBatch, StorageError> {
     Ok(batch)
 }
 
+/// Encodes a record into one allocation of exactly its size. `postcard::to_allocvec`
+/// grows its Vec as it goes: an entry's last field (`learned`) lands just past a
+/// buffer sized for the payload, which doubles it and copies the whole payload a
+/// second time. Measuring first (a walk that copies nothing) leaves one copy.
 fn to_bytes<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
-    postcard::to_allocvec(value)
-        .map_err(|e| StorageError::Io(format!("cannot encode a record: {e}")))
+    let encode_error =
+        |e: postcard::Error| StorageError::Io(format!("cannot encode a record: {e}"));
+    let size = postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+        .map_err(encode_error)?;
+    let mut out = Vec::with_capacity(size);
+    postcard::serialize_with_flavor(value, ExactVec(&mut out)).map_err(encode_error)?;
+    Ok(out)
+}
+
+/// Postcard output appended to a caller's Vec (postcard's own `AllocVec` cannot
+/// start from a sized one).
+struct ExactVec<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for ExactVec<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
 }
 
 impl Storage for WalStorage {
@@ -231,6 +262,35 @@ mod tests {
             }) => {}
             other => panic!("expected MisfiledEntry, got {other:?}"),
         }
+    }
+
+    /// Records are encoded exactly as postcard's own encoder does, into a buffer
+    /// of exactly their size (no growth past it, no spare capacity held).
+    #[test]
+    fn records_encode_as_postcard_does_into_an_exact_allocation() {
+        for len in [0usize, 1, 200, 64 << 10] {
+            let entry = Entry {
+                position: 1 << 40,
+                accepted: Proposal {
+                    round: 3,
+                    proposer: MemberId::new("127.0.0.1:5050"),
+                },
+                action: Action::Append(vec![0xa5; len].into()),
+                learned: true,
+            };
+            let bytes = to_bytes(&entry).expect("encode");
+            assert_eq!(bytes, postcard::to_allocvec(&entry).expect("encode"));
+            assert_eq!(bytes.capacity(), bytes.len(), "payload of {len} bytes");
+        }
+        let metadata = Metadata {
+            status: ReplicaStatus::Voting,
+            log_id: Some(LogId(7)),
+            promised: None,
+            begin: 3,
+        };
+        let bytes = to_bytes(&metadata).expect("encode");
+        assert_eq!(bytes, postcard::to_allocvec(&metadata).expect("encode"));
+        assert_eq!(bytes.capacity(), bytes.len());
     }
 
     #[tokio::test]
