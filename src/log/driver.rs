@@ -513,7 +513,9 @@ fn send_to_peer(peers: &BTreeMap<MemberId, PeerSender>, envelope: Envelope) {
     let Some(peer) = peers.get(&envelope.to) else {
         return;
     };
-    match postcard::to_allocvec(&envelope) {
+    // Exact-size: a catch-up answer or accept batch is MiBs, which to_allocvec
+    // would copy through every doubling of its buffer.
+    match super::types::encode_exact(&envelope) {
         Ok(payload) => {
             peer.send(payload);
         }

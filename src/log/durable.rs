@@ -131,40 +131,11 @@ fn encode(ops: &[PersistOp]) -> Result<WriteBatch, StorageError> {
     Ok(batch)
 }
 
-/// Encodes a record into one allocation of exactly its size. `postcard::to_allocvec`
-/// grows its Vec as it goes: an entry's last field (`learned`) lands just past a
-/// buffer sized for the payload, which doubles it and copies the whole payload a
-/// second time. Measuring first (a walk that copies nothing) leaves one copy.
+/// Encodes a record into one allocation of exactly its size: see
+/// [`encode_exact`](super::types::encode_exact).
 fn to_bytes<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
-    let encode_error =
-        |e: postcard::Error| StorageError::Io(format!("cannot encode a record: {e}"));
-    let size = postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
-        .map_err(encode_error)?;
-    let mut out = Vec::with_capacity(size);
-    postcard::serialize_with_flavor(value, ExactVec(&mut out)).map_err(encode_error)?;
-    Ok(out)
-}
-
-/// Postcard output appended to a caller's Vec (postcard's own `AllocVec` cannot
-/// start from a sized one).
-struct ExactVec<'a>(&'a mut Vec<u8>);
-
-impl postcard::ser_flavors::Flavor for ExactVec<'_> {
-    type Output = ();
-
-    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
-        self.0.push(byte);
-        Ok(())
-    }
-
-    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(bytes);
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
-    }
+    super::types::encode_exact(value)
+        .map_err(|e| StorageError::Io(format!("cannot encode a record: {e}")))
 }
 
 impl Storage for WalStorage {

@@ -197,6 +197,42 @@ impl SplitMix64 {
     }
 }
 
+/// Postcard bytes of `value` in one allocation of exactly their size.
+/// `postcard::to_allocvec` grows its Vec as it serializes: an entry's last field
+/// (`learned`) lands just past a buffer sized for its payload, which doubles it and
+/// copies the payload a second time, and a multi-MiB message is copied through
+/// every doubling and ends in an allocation up to twice its size (fresh pages to
+/// fault in). Measuring first (postcard's `Size` flavor, a walk that copies
+/// nothing) leaves one copy and no slack. Same bytes as `to_allocvec`.
+pub(crate) fn encode_exact<T: Serialize + ?Sized>(value: &T) -> postcard::Result<Vec<u8>> {
+    let size = postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())?;
+    let mut out = Vec::with_capacity(size);
+    postcard::serialize_with_flavor(value, ExactVec(&mut out))?;
+    Ok(out)
+}
+
+/// Postcard output appended to a caller's Vec (postcard's own `AllocVec` cannot
+/// start from a sized one).
+struct ExactVec<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for ExactVec<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
 /// Serde of a shared byte buffer as bytes rather than as a sequence of `u8`. Postcard
 /// writes both the same way (a varint length, then the bytes), so nothing changes
 /// on disk or on the wire; but as a sequence every byte is a call into the
@@ -347,6 +383,9 @@ mod tests {
         for cut in 0..envelope_bytes.len() {
             assert!(postcard::from_bytes::<Envelope>(&envelope_bytes[..cut]).is_err());
         }
+        let exact = encode_exact(&envelope).expect("encode");
+        assert_eq!(exact, envelope_bytes);
+        assert_eq!(exact.capacity(), exact.len());
         let mut lying = envelope_bytes[..53].to_vec();
         lying.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
         lying.extend_from_slice(&long);
