@@ -425,6 +425,7 @@ impl Wal {
             stats: stats.clone(),
             poisoned: None,
             compaction: None,
+            buffer: Vec::new(),
             _lock: lock,
         };
         // Created (or reopened) here, so a store that cannot be written fails to open.
@@ -967,6 +968,11 @@ struct Writer {
     /// The sealed segment whose live records are being copied, a step per group
     /// commit.
     compaction: Option<Compaction>,
+    /// The group commit's write buffer, kept from one commit to the next: a fresh
+    /// multi-MiB buffer per commit is fresh pages, each faulted in and zeroed by
+    /// the kernel before the records are copied over them. Not kept above
+    /// [`Writer::retained_buffer_bytes`].
+    buffer: Vec<u8>,
     /// Held (locked) for the writer's lifetime.
     _lock: File,
 }
@@ -1164,13 +1170,16 @@ impl Writer {
         group: &[Request],
     ) -> Result<(), String> {
         // Sized once for the whole group, so it never reallocates (and copies) as
-        // batches are appended; a roll only flushes it, keeping the capacity.
+        // batches are appended; a roll only flushes it, keeping the capacity. The
+        // previous commit's buffer is reused (see `Writer::buffer`).
         let group_bytes: usize = copies
             .into_iter()
             .chain(group.iter().map(|r| &r.batch))
             .map(batch_bytes)
             .sum();
-        let mut buffer = Vec::with_capacity(group_bytes);
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.clear();
+        buffer.reserve(group_bytes);
         // (segment id, offset, kind, position) of every record, applied after sync.
         let mut written: Vec<(RecordLoc, u8, u64)> = Vec::new();
         for batch in copies.into_iter().chain(group.iter().map(|r| &r.batch)) {
@@ -1237,7 +1246,18 @@ impl Writer {
         for (loc, kind, position) in written {
             self.apply_written(loc, kind, position);
         }
+        if buffer.capacity() <= self.retained_buffer_bytes() {
+            self.buffer = buffer;
+        }
         Ok(())
+    }
+
+    /// The largest write buffer kept for the next commit: a group stops taking
+    /// batches at `max_group_bytes` but may overshoot by one batch, and carries
+    /// compaction copies too; twice the bound covers the groups of a steady bulk
+    /// load. A buffer grown by one larger group is freed rather than held.
+    fn retained_buffer_bytes(&self) -> usize {
+        self.options.max_group_bytes.saturating_mul(2)
     }
 
     fn apply_written(&mut self, loc: RecordLoc, kind: u8, position: u64) {
