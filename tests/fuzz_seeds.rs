@@ -36,7 +36,7 @@ fn entry(position: u64) -> Entry {
         accepted: proposal(3),
         action: match position % 3 {
             0 => Action::Nop,
-            1 => Action::Append(vec![0xfe, 1, 2, 3]),
+            1 => Action::Append(vec![0xfe, 1, 2, 3].into()),
             _ => Action::Truncate { to: position - 1 },
         },
         learned: position.is_multiple_of(2),
@@ -46,7 +46,7 @@ fn entry(position: u64) -> Entry {
 /// One envelope of every message kind.
 fn envelopes() -> Vec<Envelope> {
     let actions = vec![
-        (4, Action::Append(b"registry operation".to_vec())),
+        (4, Action::Append(b"registry operation".to_vec().into())),
         (5, Action::Nop),
         (6, Action::Truncate { to: 4 }),
     ];
@@ -92,7 +92,7 @@ fn envelopes() -> Vec<Envelope> {
                 entries: vec![ReportedEntry {
                     position: 2,
                     accepted: proposal(3),
-                    action: Action::Append(vec![1]),
+                    action: Action::Append(vec![1].into()),
                     learned: true,
                 }],
             }),

@@ -33,7 +33,7 @@ fn position() -> impl Strategy<Value = u64> {
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         Just(Action::Nop),
-        proptest::collection::vec(any::<u8>(), 0..4).prop_map(Action::Append),
+        proptest::collection::vec(any::<u8>(), 0..4).prop_map(|v| Action::Append(v.into())),
         position().prop_map(|to| Action::Truncate { to }),
     ]
 }

@@ -151,8 +151,8 @@ pub struct LogHandle {
 impl LogHandle {
     /// Appends `data`; resolves with its position once it is learned (chosen by a
     /// quorum and durable here).
-    pub async fn append(&self, data: Vec<u8>) -> Result<Position, AppendError> {
-        self.submit(Action::Append(data)).await
+    pub async fn append(&self, data: impl Into<bytes::Bytes>) -> Result<Position, AppendError> {
+        self.submit(Action::Append(data.into())).await
     }
 
     /// Proposes dropping every position below `to` once learned.
@@ -513,7 +513,9 @@ fn send_to_peer(peers: &BTreeMap<MemberId, PeerSender>, envelope: Envelope) {
     let Some(peer) = peers.get(&envelope.to) else {
         return;
     };
-    match postcard::to_allocvec(&envelope) {
+    // Exact-size: a catch-up answer or accept batch is MiBs, which to_allocvec
+    // would copy through every doubling of its buffer.
+    match super::types::encode_exact(&envelope) {
         Ok(payload) => {
             peer.send(payload);
         }

@@ -131,8 +131,10 @@ fn encode(ops: &[PersistOp]) -> Result<WriteBatch, StorageError> {
     Ok(batch)
 }
 
+/// Encodes a record into one allocation of exactly its size: see
+/// [`encode_exact`](super::types::encode_exact).
 fn to_bytes<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
-    postcard::to_allocvec(value)
+    super::types::encode_exact(value)
         .map_err(|e| StorageError::Io(format!("cannot encode a record: {e}")))
 }
 
@@ -213,7 +215,7 @@ mod tests {
                 round: 1,
                 proposer: MemberId::new("127.0.0.1:5050"),
             },
-            action: Action::Append(b"x".to_vec()),
+            action: Action::Append(b"x".to_vec().into()),
             learned: true,
         };
         {
@@ -231,6 +233,35 @@ mod tests {
             }) => {}
             other => panic!("expected MisfiledEntry, got {other:?}"),
         }
+    }
+
+    /// Records are encoded exactly as postcard's own encoder does, into a buffer
+    /// of exactly their size (no growth past it, no spare capacity held).
+    #[test]
+    fn records_encode_as_postcard_does_into_an_exact_allocation() {
+        for len in [0usize, 1, 200, 64 << 10] {
+            let entry = Entry {
+                position: 1 << 40,
+                accepted: Proposal {
+                    round: 3,
+                    proposer: MemberId::new("127.0.0.1:5050"),
+                },
+                action: Action::Append(vec![0xa5; len].into()),
+                learned: true,
+            };
+            let bytes = to_bytes(&entry).expect("encode");
+            assert_eq!(bytes, postcard::to_allocvec(&entry).expect("encode"));
+            assert_eq!(bytes.capacity(), bytes.len(), "payload of {len} bytes");
+        }
+        let metadata = Metadata {
+            status: ReplicaStatus::Voting,
+            log_id: Some(LogId(7)),
+            promised: None,
+            begin: 3,
+        };
+        let bytes = to_bytes(&metadata).expect("encode");
+        assert_eq!(bytes, postcard::to_allocvec(&metadata).expect("encode"));
+        assert_eq!(bytes.capacity(), bytes.len());
     }
 
     #[tokio::test]

@@ -435,9 +435,10 @@ impl Node {
         self.election_deadline_tick = self.now + t;
     }
 
-    /// Proposes an append; the outcome arrives in a later [`Ready`].
-    pub fn propose(&mut self, data: Vec<u8>) -> u64 {
-        self.propose_action(Action::Append(data))
+    /// Proposes an append; the outcome arrives in a later [`Ready`]. Takes anything
+    /// that becomes [`bytes::Bytes`] (a `Vec<u8>` does without a copy).
+    pub fn propose(&mut self, data: impl Into<bytes::Bytes>) -> u64 {
+        self.propose_action(Action::Append(data.into()))
     }
 
     /// Proposes dropping every position below `to` once learned.
@@ -1372,7 +1373,7 @@ mod tests {
                 result: Ok(0)
             }]
         );
-        assert_eq!(r.learned, vec![(0, Action::Append(b"x".to_vec()))]);
+        assert_eq!(r.learned, vec![(0, Action::Append(b"x".to_vec().into()))]);
         // Durable state before anything leaves: the learned entry is in `persist`.
         assert!(r
             .persist

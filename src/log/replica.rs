@@ -410,7 +410,7 @@ mod tests {
     fn a_lazy_learned_mark_rides_after_the_next_batch_and_never_below_a_truncation() {
         let mut r = voting();
         let _ = r.take_pending();
-        let a = Action::Append(b"a".to_vec());
+        let a = Action::Append(b"a".to_vec().into());
         assert_eq!(r.accept(&p(1, "a"), 0, &a), Ok(true));
         assert_eq!(r.accept(&p(1, "a"), 1, &a), Ok(true));
         let accepts = r.take_pending();
@@ -450,7 +450,7 @@ mod tests {
 
     #[test]
     fn an_announced_value_is_marked_lazily_when_voting_and_at_once_when_recovering() {
-        let a = Action::Append(b"a".to_vec());
+        let a = Action::Append(b"a".to_vec().into());
         let mut r = voting();
         let _ = r.take_pending();
         assert_eq!(r.accept(&p(1, "a"), 0, &a), Ok(true));
@@ -482,7 +482,7 @@ mod tests {
     #[test]
     fn reads_and_catchup_replies_are_bounded_by_bytes_and_say_what_they_cover() {
         let mut r = voting();
-        let big = Action::Append(vec![7; MAX_BYTES_IN_TEST]);
+        let big = Action::Append(vec![7; MAX_BYTES_IN_TEST].into());
         for pos in 0..4 {
             r.learn(pos, &big, None);
         }
@@ -510,12 +510,12 @@ mod tests {
     #[test]
     fn a_learned_position_is_never_overwritten() {
         let mut r = voting();
-        r.learn(0, &Action::Append(b"x".to_vec()), None);
+        r.learn(0, &Action::Append(b"x".to_vec().into()), None);
         assert_eq!(r.accept(&p(9, "a"), 0, &Action::Nop), Ok(false));
         r.learn(0, &Action::Nop, None);
         assert_eq!(
             r.entry(0).map(|e| e.action.clone()),
-            Some(Action::Append(b"x".to_vec()))
+            Some(Action::Append(b"x".to_vec().into()))
         );
         assert_eq!(r.conflicting_learns, 1);
         assert_eq!(r.learned_end(), 1);

@@ -271,7 +271,7 @@ impl Sim {
                             round: 0,
                             proposer: self.ids[i].clone(),
                         },
-                        action: Action::Append(payload.clone()),
+                        action: Action::Append(payload.clone().into()),
                         learned: true,
                     };
                     self.check_learned(i, &claim);
@@ -329,7 +329,7 @@ impl Sim {
             Some(_) => {}
             None => {
                 let valid = match &e.action {
-                    Action::Append(v) => self.proposed.contains(v),
+                    Action::Append(v) => self.proposed.contains(&v[..]),
                     Action::Nop => true,
                     Action::Truncate { to } => *to <= e.position,
                 };
@@ -530,7 +530,7 @@ impl Sim {
                 round: 1,
                 proposer: self.ids[i].clone(),
             },
-            action: Action::Append(b"foreign".to_vec()),
+            action: Action::Append(b"foreign".to_vec().into()),
             learned: true,
         });
         self.members[i].storage = MemStorage { state: st };
@@ -796,7 +796,9 @@ impl Sim {
                     .binary_search_by_key(pos, |e| e.position)
                     .ok()
                     .map(|k| &st.entries[k])
-                    .is_some_and(|e| e.learned && e.action == Action::Append(payload.clone()));
+                    .is_some_and(|e| {
+                        e.learned && e.action == Action::Append(payload.clone().into())
+                    });
                 if !ok {
                     let found = st.entries.iter().find(|e| e.position == *pos);
                     let mem = m
@@ -889,7 +891,7 @@ pub fn run(cfg: &SimConfig) -> SimReport {
         for pos in 0..5u64 {
             let v = format!("single-{pos}").into_bytes();
             sim.proposed.insert(v.clone());
-            sim.learned.insert(pos, Action::Append(v.clone()));
+            sim.learned.insert(pos, Action::Append(v.clone().into()));
             sim.acked.insert(pos, v.clone());
             st.entries.push(Entry {
                 position: pos,
@@ -897,7 +899,7 @@ pub fn run(cfg: &SimConfig) -> SimReport {
                     round: 3,
                     proposer: proposer.clone(),
                 },
-                action: Action::Append(v),
+                action: Action::Append(v.into()),
                 learned: true,
             });
         }

@@ -76,7 +76,7 @@ pub fn storage_contract_tests<S: Storage>(
     let e = |pos, round, learned| Entry {
         position: pos,
         accepted: p(round),
-        action: Action::Append(vec![pos as u8]),
+        action: Action::Append(vec![pos as u8].into()),
         learned,
     };
     s.apply(&[

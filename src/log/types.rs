@@ -1,6 +1,7 @@
 //! The plain value types of the log. They are persisted and sent over the wire, so
 //! they stay simple and serde-stable: add fields only with `#[serde(default)]`.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -54,8 +55,11 @@ pub struct Proposal {
 pub enum Action {
     /// Filled by a coordinator where nothing was accepted; carries no data.
     Nop,
-    /// Application bytes.
-    Append(#[serde(with = "byte_buf")] Vec<u8>),
+    /// Application bytes. Shared ([`Bytes`]): a value is held by the replica's
+    /// entries, its pending persist ops, the coordinator's in-flight proposals, the
+    /// accept batches of every peer, catch-up answers and the learned deliveries at
+    /// once, and each of those clones is a reference-count bump, not a copy.
+    Append(#[serde(with = "byte_buf")] Bytes),
     /// Once learned, every position below `to` may be dropped. `to` is never above
     /// the position holding the truncate itself.
     Truncate { to: Position },
@@ -193,22 +197,62 @@ impl SplitMix64 {
     }
 }
 
-/// Serde of a byte buffer as bytes rather than as a sequence of `u8`. Postcard
+/// Postcard bytes of `value` in one allocation of exactly their size.
+/// `postcard::to_allocvec` grows its Vec as it serializes: an entry's last field
+/// (`learned`) lands just past a buffer sized for its payload, which doubles it and
+/// copies the payload a second time, and a multi-MiB message is copied through
+/// every doubling and ends in an allocation up to twice its size (fresh pages to
+/// fault in). Measuring first (postcard's `Size` flavor, a walk that copies
+/// nothing) leaves one copy and no slack. Same bytes as `to_allocvec`.
+pub(crate) fn encode_exact<T: Serialize + ?Sized>(value: &T) -> postcard::Result<Vec<u8>> {
+    let size = postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())?;
+    let mut out = Vec::with_capacity(size);
+    postcard::serialize_with_flavor(value, ExactVec(&mut out))?;
+    Ok(out)
+}
+
+/// Postcard output appended to a caller's Vec (postcard's own `AllocVec` cannot
+/// start from a sized one).
+struct ExactVec<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for ExactVec<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// Serde of a shared byte buffer as bytes rather than as a sequence of `u8`. Postcard
 /// writes both the same way (a varint length, then the bytes), so nothing changes
 /// on disk or on the wire; but as a sequence every byte is a call into the
 /// serializer and a push on decode, which made encoding and decoding entries the
 /// bulk of the CPU a catch-up or a large append costs. As bytes it is one copy.
 /// Other formats that encode bytes as a sequence (JSON: an array of numbers) read
-/// back through `visit_seq`.
+/// back through `visit_seq`. Decoding builds a `Vec` and hands it to [`Bytes`]
+/// without another copy.
 mod byte_buf {
+    use bytes::Bytes;
     use serde::{de, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_bytes(bytes)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
-        deserializer.deserialize_byte_buf(ByteBufVisitor)
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Bytes, D::Error> {
+        deserializer
+            .deserialize_byte_buf(ByteBufVisitor)
+            .map(Bytes::from)
     }
 
     struct ByteBufVisitor;
@@ -256,19 +300,95 @@ mod tests {
     fn append_payloads_encode_as_they_did_as_a_sequence_of_bytes() {
         for len in [0usize, 1, 127, 128, 300, 70_000] {
             let payload: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
-            let now = postcard::to_allocvec(&Action::Append(payload.clone())).expect("encode");
+            let action = Action::Append(payload.clone().into());
+            let now = postcard::to_allocvec(&action).expect("encode");
             let before = postcard::to_allocvec(&SequenceEncodedAction::Append(payload.clone()))
                 .expect("encode");
             assert_eq!(now, before, "payload of {len} bytes");
             let decoded: Action = postcard::from_bytes(&before).expect("decode");
-            assert_eq!(decoded, Action::Append(payload.clone()));
-            let json = serde_json::to_string(&Action::Append(payload.clone())).expect("json");
+            assert_eq!(decoded, action);
+            let json = serde_json::to_string(&action).expect("json");
             assert_eq!(
                 serde_json::from_str::<Action>(&json).expect("json decode"),
-                Action::Append(payload)
+                action
             );
         }
         // A length above what the input holds is refused, not allocated.
         assert!(postcard::from_bytes::<Action>(&[1, 0xff, 0xff, 0xff, 0x0f, 1, 2]).is_err());
+    }
+
+    /// The bytes on disk (an [`Entry`] and the [`PersistOp`] around it) and on the
+    /// wire (an [`Envelope`]) of values holding appends, as produced when
+    /// `Action::Append` held a `Vec<u8>`, computed with that code before the
+    /// payload became [`Bytes`]. Logs already on disk and peers of the previous
+    /// version read and write exactly these.
+    #[test]
+    fn entries_and_envelopes_holding_appends_keep_their_bytes() {
+        use crate::log::message::{Envelope, Message};
+        let entry = Entry {
+            position: 300,
+            accepted: Proposal {
+                round: 7,
+                proposer: MemberId::new("127.0.0.1:5050"),
+            },
+            action: Action::Append(Bytes::from_static(&[0, 1, 2, 0xff, 0x80])),
+            learned: true,
+        };
+        let entry_bytes: Vec<u8> = vec![
+            172, 2, 7, 14, 49, 50, 55, 46, 48, 46, 48, 46, 49, 58, 53, 48, 53, 48, 1, 5, 0, 1, 2,
+            255, 128, 1,
+        ];
+        assert_eq!(postcard::to_allocvec(&entry).expect("encode"), entry_bytes);
+        assert_eq!(
+            postcard::from_bytes::<Entry>(&entry_bytes).expect("decode"),
+            entry
+        );
+        let put = PersistOp::PutEntry(entry.clone());
+        let put_bytes: Vec<u8> = [&[1u8][..], &entry_bytes].concat();
+        assert_eq!(postcard::to_allocvec(&put).expect("encode"), put_bytes);
+
+        let long: Vec<u8> = (0u8..130).collect();
+        let envelope = Envelope {
+            from: MemberId::new("127.0.0.1:5050"),
+            to: MemberId::new("127.0.0.2:5050"),
+            log_id: Some(LogId(0x0123_4567_89ab_cdef)),
+            message: Message::CatchupResponse {
+                begin: 2,
+                entries: vec![
+                    (2, Action::Append(Bytes::from_static(b"ab"))),
+                    (3, Action::Nop),
+                    (200, Action::Append(long.clone().into())),
+                    (201, Action::Truncate { to: 2 }),
+                ],
+            },
+        };
+        let mut envelope_bytes: Vec<u8> = vec![
+            14, 49, 50, 55, 46, 48, 46, 48, 46, 49, 58, 53, 48, 53, 48, 14, 49, 50, 55, 46, 48, 46,
+            48, 46, 50, 58, 53, 48, 53, 48, 1, 239, 155, 175, 205, 248, 172, 209, 145, 1, 12, 2, 4,
+            2, 1, 2, 97, 98, 3, 0, 200, 1, 1, 130, 1,
+        ];
+        envelope_bytes.extend_from_slice(&long);
+        envelope_bytes.extend_from_slice(&[201, 1, 2, 2]);
+        assert_eq!(
+            postcard::to_allocvec(&envelope).expect("encode"),
+            envelope_bytes
+        );
+        assert_eq!(
+            postcard::from_bytes::<Envelope>(&envelope_bytes).expect("decode"),
+            envelope
+        );
+        // Hostile input: every truncation of these bytes is an error, never a panic
+        // or an allocation beyond the input; a length claiming more than the input
+        // holds is refused.
+        for cut in 0..envelope_bytes.len() {
+            assert!(postcard::from_bytes::<Envelope>(&envelope_bytes[..cut]).is_err());
+        }
+        let exact = encode_exact(&envelope).expect("encode");
+        assert_eq!(exact, envelope_bytes);
+        assert_eq!(exact.capacity(), exact.len());
+        let mut lying = envelope_bytes[..53].to_vec();
+        lying.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        lying.extend_from_slice(&long);
+        assert!(postcard::from_bytes::<Envelope>(&lying).is_err());
     }
 }

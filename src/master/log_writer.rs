@@ -48,7 +48,7 @@ fn translate(error: LogAppendError) -> AppendError {
 
 impl LogWriter for DriverLogWriter {
     fn append(&self, bytes: Vec<u8>) -> BoxFuture<Result<u64, AppendError>> {
-        self.submit(Action::Append(bytes))
+        self.submit(Action::Append(bytes.into()))
     }
 
     fn truncate(&self, to: u64) -> BoxFuture<Result<u64, AppendError>> {
