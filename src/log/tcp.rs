@@ -1040,4 +1040,4 @@ async fn run_peer(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -484,43 +484,53 @@ impl Drop for PreviousBuildAcceptor {
     }
 }
 
+/// One connection served as a master of the previous build serves it (plaintext
+/// here, inside TLS in the TLS tests): v1 only, closing without an answer a
+/// connection that asks for another version (counted in `refused`), and passing on
+/// the payloads of the frames it authenticates.
+pub(crate) async fn serve_as_previous_build<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    refused: Arc<AtomicU64>,
+    payloads: mpsc::Sender<Vec<u8>>,
+) {
+    let mut preamble = [0u8; PREAMBLE_BYTES];
+    if stream.read_exact(&mut preamble).await.is_err() {
+        return;
+    }
+    if preamble != PREAMBLE_V1 {
+        bump(&refused);
+        return;
+    }
+    let nonce = ConnectionNonce::generate();
+    let mut reply = PREAMBLE_V1.to_vec();
+    reply.extend_from_slice(&nonce.0);
+    if stream.write_all(&reply).await.is_err() {
+        return;
+    }
+    let decoder = FrameDecoder::new(
+        WireVersion::V1,
+        FrameKey::new(TOKEN).unwrap(),
+        nonce,
+        crate::log::frame::DEFAULT_MAX_PAYLOAD_BYTES,
+    );
+    let mut reader = FramedReader::new(stream, decoder, "previous build".into());
+    while let Ok(Some(frame)) = reader.next_frame().await {
+        if payloads.send(frame.payload).await.is_err() {
+            return;
+        }
+    }
+}
+
 fn previous_build_acceptor(listener: TcpListener) -> PreviousBuildAcceptor {
     let (payload_tx, payloads) = mpsc::channel(256);
     let refused = Arc::new(AtomicU64::new(0));
     let task_refused = refused.clone();
     let task = tokio::spawn(async move {
         let mut connections = tokio::task::JoinSet::new();
-        while let Ok((mut stream, _)) = listener.accept().await {
+        while let Ok((stream, _)) = listener.accept().await {
             let (payload_tx, refused) = (payload_tx.clone(), task_refused.clone());
             // Owned by the set, so aborting the acceptor closes every connection.
-            connections.spawn(async move {
-                let mut preamble = [0u8; PREAMBLE_BYTES];
-                if stream.read_exact(&mut preamble).await.is_err() {
-                    return;
-                }
-                if preamble != PREAMBLE_V1 {
-                    bump(&refused);
-                    return;
-                }
-                let nonce = ConnectionNonce::generate();
-                let mut reply = PREAMBLE_V1.to_vec();
-                reply.extend_from_slice(&nonce.0);
-                if stream.write_all(&reply).await.is_err() {
-                    return;
-                }
-                let decoder = FrameDecoder::new(
-                    WireVersion::V1,
-                    FrameKey::new(TOKEN).unwrap(),
-                    nonce,
-                    crate::log::frame::DEFAULT_MAX_PAYLOAD_BYTES,
-                );
-                let mut reader = FramedReader::new(stream, decoder, "previous build".into());
-                while let Ok(Some(frame)) = reader.next_frame().await {
-                    if payload_tx.send(frame.payload).await.is_err() {
-                        return;
-                    }
-                }
-            });
+            connections.spawn(serve_as_previous_build(stream, refused, payload_tx));
         }
     });
     PreviousBuildAcceptor {

@@ -395,8 +395,9 @@ async fn a_certificate_without_the_members_name_is_refused_by_the_connector() {
 /// served by this build's acceptor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_links_fall_back_to_v1_with_the_previous_build_both_ways() {
-    use crate::log::frame::{ConnectionNonce, FrameDecoder, WireVersion, PREAMBLE_BYTES};
-    use crate::log::tcp::{connect_version, FramedReader};
+    use crate::log::frame::WireVersion;
+    use crate::log::tcp::connect_version;
+    use crate::log::tcp::tests::serve_as_previous_build;
     use std::sync::atomic::AtomicU64;
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
@@ -423,28 +424,8 @@ async fn tls_links_fall_back_to_v1_with_the_previous_build_both_ways() {
                 let (payload_tx, refused, tls) =
                     (payload_tx.clone(), task_refused.clone(), task_tls.clone());
                 connections.spawn(async move {
-                    let Ok(mut stream) = accept(stream, &tls).await else {
-                        return;
-                    };
-                    let mut preamble = [0u8; PREAMBLE_BYTES];
-                    if stream.read_exact(&mut preamble).await.is_err() {
-                        return;
-                    }
-                    if preamble != PREAMBLE_V1 {
-                        refused.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
-                    let nonce = ConnectionNonce::generate();
-                    let mut reply = PREAMBLE_V1.to_vec();
-                    reply.extend_from_slice(&nonce.0);
-                    if stream.write_all(&reply).await.is_err() {
-                        return;
-                    }
-                    let key = FrameKey::new(TOKEN).unwrap();
-                    let decoder = FrameDecoder::new(WireVersion::V1, key, nonce, 1 << 20);
-                    let mut reader = FramedReader::new(stream, decoder, "old".into());
-                    while let Ok(Some(frame)) = reader.next_frame().await {
-                        let _ = payload_tx.send(frame.payload).await;
+                    if let Ok(stream) = accept(stream, &tls).await {
+                        serve_as_previous_build(stream, refused, payload_tx).await;
                     }
                 });
             }
