@@ -395,17 +395,37 @@ fn a_majority_lost_is_held_then_recovered_from_the_survivor_with_the_old_log_fen
         "{}",
         tail(&said, 20)
     );
-    // The two members on the new log still hold the registry as written.
-    let leader = find_leader(port).expect("a leader with the stray gone");
-    // A status request has 300 ms; on a loaded CI box one may time out, so ask
-    // again for a while rather than read a missed answer as "no log".
+    // The two members on the new log still hold the registry as written. The
+    // member the stray replaced may have led the new log: its peers then name it
+    // until one of them is elected, so the leader is looked up again on each try.
+    // A status request has 300 ms; on a loaded CI box one may time out, so a
+    // missed answer is not read as "no log" either.
     let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        match log_status(leader) {
-            Some(status) => break status,
-            None if Instant::now() < deadline => sleep(Duration::from_millis(100)),
-            None => panic!("the leader {leader} did not answer /log/status within 10 s"),
+    let (leader, status) = loop {
+        if let Some(found) = find_leader(port).and_then(|l| log_status(l).map(|s| (l, s))) {
+            break found;
         }
+        if Instant::now() >= deadline {
+            let members: Vec<String> = (0..3)
+                .map(|o| {
+                    let log = std::fs::read_to_string(
+                        operator.state_dir().join(format!("members/{o}/master.log")),
+                    )
+                    .unwrap_or_default();
+                    format!(
+                        "member {o}: {:?}\n{}",
+                        log_status(operator.address(o)),
+                        tail(&log, 15)
+                    )
+                })
+                .collect();
+            panic!(
+                "no leader answering /log/status within 10 s (redirect names {:?})\n{}",
+                find_leader(port),
+                members.join("\n")
+            );
+        }
+        sleep(Duration::from_millis(100));
     };
     assert_eq!(status.log_id, Some(new_log), "{status:?}");
     assert_eq!(registry_without_master(leader), written);
