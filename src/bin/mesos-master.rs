@@ -15,6 +15,8 @@ use tracing_subscriber::EnvFilter;
 const EXIT_REFUSED: u8 = 1;
 
 fn main() -> ExitCode {
+    // Before anything allocates: see `master::memory` for why and what it gained.
+    mesos_operator::master::memory::keep_freed_memory_for_reuse();
     let flags = Flags::parse();
     let (config, token) = match flags::load(&flags) {
         Ok(loaded) => loaded,

@@ -13,6 +13,7 @@ pub mod flags;
 pub mod foreign_log;
 pub mod http;
 pub mod log_writer;
+pub mod memory;
 pub mod metrics;
 pub mod operator_api;
 pub mod raw_log;
