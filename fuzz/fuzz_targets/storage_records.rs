@@ -65,6 +65,11 @@ impl Model {
                         self.positions.insert(*position, bytes.clone());
                     }
                 }
+                WalOp::PutParts { position, parts } => {
+                    if *position >= self.truncated_below {
+                        self.positions.insert(*position, parts.to_vec());
+                    }
+                }
                 WalOp::TruncateBelow(bound) => {
                     self.truncated_below = self.truncated_below.max(*bound);
                     self.positions = self.positions.split_off(&self.truncated_below);

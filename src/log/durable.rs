@@ -10,8 +10,13 @@
 use std::path::{Path, PathBuf};
 
 use super::storage::{Storage, StorageError};
-use super::types::{DurableState, Entry, Metadata, PersistOp};
-use super::wal::{TornTail, Wal, WalError, WalOptions, WriteBatch};
+use super::types::{Action, DurableState, Entry, Metadata, PersistOp};
+use super::wal::{RecordParts, TornTail, Wal, WalError, WalOptions, WriteBatch};
+
+/// Values at least this large go to the WAL as [`RecordParts`] around the shared
+/// value rather than encoded into a record of their own (one copy of the value
+/// instead of two). Smaller ones are cheaper to encode whole than to split.
+pub const SHARED_VALUE_MIN_BYTES: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DurableError {
@@ -124,11 +129,52 @@ fn encode(ops: &[PersistOp]) -> Result<WriteBatch, StorageError> {
     for op in ops {
         batch = match op {
             PersistOp::SetMetadata(metadata) => batch.meta(to_bytes(metadata)?),
-            PersistOp::PutEntry(entry) => batch.put(entry.position, to_bytes(entry)?),
+            PersistOp::PutEntry(entry) => match entry_parts(entry)? {
+                Some(parts) => batch.put_parts(entry.position, parts),
+                None => batch.put(entry.position, to_bytes(entry)?),
+            },
             PersistOp::TruncateBelow(position) => batch.truncate_below(*position),
         };
     }
     Ok(batch)
+}
+
+/// The record of `entry` as the pieces around its value, when the value is large
+/// enough to be worth it ([`SHARED_VALUE_MIN_BYTES`]); the same bytes as
+/// [`to_bytes`] (pinned by `entry_parts_are_the_bytes_of_the_whole_record`).
+///
+/// Postcard writes an `Append` value as a varint length and the bytes, and the
+/// entry's `learned` flag after it. So the entry is encoded with an empty value,
+/// which ends in the length 0 and the flag, and the real length goes where the 0
+/// was. Any other shape (a future field after the value, say) is not split.
+fn entry_parts(entry: &Entry) -> Result<Option<RecordParts>, StorageError> {
+    let Action::Append(value) = &entry.action else {
+        return Ok(None);
+    };
+    if value.len() < SHARED_VALUE_MIN_BYTES {
+        return Ok(None);
+    }
+    let hollow = Entry {
+        action: Action::Append(bytes::Bytes::new()),
+        ..entry.clone()
+    };
+    let mut head = to_bytes(&hollow)?;
+    let tail = postcard::to_allocvec(&entry.learned)
+        .map_err(|e| StorageError::Io(format!("cannot encode a record: {e}")))?;
+    let split = head.len().checked_sub(tail.len() + 1);
+    let Some(split) = split.filter(|&at| head[at] == 0 && head[at + 1..] == tail[..]) else {
+        return Ok(None);
+    };
+    head.truncate(split);
+    let mut length = [0u8; 10];
+    let length = postcard::to_slice(&(value.len() as u64), &mut length)
+        .map_err(|e| StorageError::Io(format!("cannot encode a record: {e}")))?;
+    head.extend_from_slice(length);
+    Ok(Some(RecordParts {
+        head,
+        value: value.clone(),
+        tail,
+    }))
 }
 
 /// Encodes a record into one allocation of exactly its size: see
@@ -262,6 +308,62 @@ mod tests {
         let bytes = to_bytes(&metadata).expect("encode");
         assert_eq!(bytes, postcard::to_allocvec(&metadata).expect("encode"));
         assert_eq!(bytes.capacity(), bytes.len());
+    }
+
+    /// The pieces of a split record are exactly the bytes of the whole one, for
+    /// values on both sides of the threshold and lengths whose varint takes 1 to 4
+    /// bytes, and the store reads them back as the entries written.
+    #[test]
+    fn entry_parts_are_the_bytes_of_the_whole_record() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("log");
+        let mut written = Vec::new();
+        {
+            let opened = reopen(&dir);
+            let lengths = [0usize, 1, 127, 128, SHARED_VALUE_MIN_BYTES - 1];
+            let split_lengths = [SHARED_VALUE_MIN_BYTES, 16383, 16384, 64 << 10, 2_097_152];
+            for (index, &len) in lengths.iter().chain(split_lengths.iter()).enumerate() {
+                for learned in [false, true] {
+                    let entry = Entry {
+                        position: (index as u64) * 2 + u64::from(learned) + (1 << 33),
+                        accepted: Proposal {
+                            round: 300 + index as u64,
+                            proposer: MemberId::new("127.0.0.3:5050"),
+                        },
+                        action: Action::Append(vec![index as u8; len].into()),
+                        learned,
+                    };
+                    let whole = to_bytes(&entry).expect("encode");
+                    match entry_parts(&entry).expect("encode") {
+                        Some(parts) => {
+                            assert!(len >= SHARED_VALUE_MIN_BYTES, "{len} split");
+                            assert_eq!(parts.to_vec(), whole, "value of {len} bytes");
+                        }
+                        None => assert!(len < SHARED_VALUE_MIN_BYTES, "{len} not split"),
+                    }
+                    written.push(entry);
+                }
+            }
+            let ops: Vec<PersistOp> = written.iter().cloned().map(PersistOp::PutEntry).collect();
+            let mut storage = opened.storage;
+            storage.apply(&ops).expect("apply");
+        }
+        let state = reopen(&dir).state;
+        for entry in &written {
+            assert!(state.entries.contains(entry), "{entry:?} not read back");
+        }
+        for action in [Action::Nop, Action::Truncate { to: 9 }] {
+            let entry = Entry {
+                position: 1,
+                accepted: Proposal {
+                    round: 1,
+                    proposer: MemberId::new("127.0.0.3:5050"),
+                },
+                action,
+                learned: true,
+            };
+            assert_eq!(entry_parts(&entry).expect("encode"), None);
+        }
     }
 
     #[tokio::test]

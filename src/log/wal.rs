@@ -7,7 +7,8 @@
 //! - `WalOp::Meta(bytes)`: the replica's metadata (status, promise, log id), last
 //!   write wins;
 //! - `WalOp::Put { position, bytes }`: the record of one log position, overwriting an
-//!   earlier record of the same position;
+//!   earlier record of the same position (`WalOp::PutParts` is the same record,
+//!   handed over in pieces so a shared value is copied only into the write);
 //! - `WalOp::TruncateBelow(position)`: drop every position below `position`
 //!   (monotonic: a lower value than the current one is a no-op). A `Put` below the
 //!   truncation point is dropped, so replay and the live state always agree.
@@ -264,8 +265,59 @@ impl Default for WalOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WalOp {
     Meta(Vec<u8>),
-    Put { position: u64, bytes: Vec<u8> },
+    Put {
+        position: u64,
+        bytes: Vec<u8>,
+    },
+    /// A `Put` whose payload is given in pieces (see [`RecordParts`]); on disk
+    /// the two are the same record.
+    PutParts {
+        position: u64,
+        parts: RecordParts,
+    },
     TruncateBelow(u64),
+}
+
+impl WalOp {
+    /// The record's payload size, without its header.
+    fn payload_len(&self) -> usize {
+        match self {
+            WalOp::Meta(bytes) | WalOp::Put { bytes, .. } => bytes.len(),
+            WalOp::PutParts { parts, .. } => parts.len(),
+            WalOp::TruncateBelow(_) => 0,
+        }
+    }
+}
+
+/// A record payload of `head ++ value ++ tail`, where `value` is a shared buffer
+/// (a log value held by the replica too). The writer copies the three pieces
+/// straight into its group buffer, so a large value is copied once on its way to
+/// the disk instead of first into a record of its own: for a catch-up that is a
+/// copy of every byte of the log saved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordParts {
+    pub head: Vec<u8>,
+    pub value: bytes::Bytes,
+    pub tail: Vec<u8>,
+}
+
+impl RecordParts {
+    pub fn len(&self) -> usize {
+        self.head.len() + self.value.len() + self.tail.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn pieces(&self) -> [&[u8]; 3] {
+        [&self.head, &self.value, &self.tail]
+    }
+
+    /// The payload in one piece, as it is on disk.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.pieces().concat()
+    }
 }
 
 /// Ops persisted atomically and in order.
@@ -284,6 +336,10 @@ impl WriteBatch {
     }
     pub fn put(mut self, position: u64, bytes: Vec<u8>) -> Self {
         self.ops.push(WalOp::Put { position, bytes });
+        self
+    }
+    pub fn put_parts(mut self, position: u64, parts: RecordParts) -> Self {
+        self.ops.push(WalOp::PutParts { position, parts });
         self
     }
     pub fn truncate_below(mut self, position: u64) -> Self {
@@ -487,13 +543,11 @@ impl Wal {
     /// must not poison the store for everyone else.
     fn check(&self, batch: &WriteBatch) -> Result<(), WalError> {
         for op in &batch.ops {
-            if let WalOp::Meta(bytes) | WalOp::Put { bytes, .. } = op {
-                if bytes.len() > MAX_RECORD_PAYLOAD_BYTES {
-                    return Err(WalError::RecordTooLarge {
-                        path: self.inner.dir.clone(),
-                        payload_bytes: bytes.len(),
-                    });
-                }
+            if op.payload_len() > MAX_RECORD_PAYLOAD_BYTES {
+                return Err(WalError::RecordTooLarge {
+                    path: self.inner.dir.clone(),
+                    payload_bytes: op.payload_len(),
+                });
             }
         }
         Ok(())
@@ -541,17 +595,30 @@ struct RecordLoc {
     record_bytes: u64,
 }
 
-fn encode_record(out: &mut Vec<u8>, kind: u8, end_of_batch: bool, position: u64, payload: &[u8]) {
+/// Appends one record whose payload is the concatenation of `payload`'s pieces.
+fn encode_record(
+    out: &mut Vec<u8>,
+    kind: u8,
+    end_of_batch: bool,
+    position: u64,
+    payload: &[&[u8]],
+) {
     let start = out.len();
+    let payload_len: usize = payload.iter().map(|piece| piece.len()).sum();
+    let payload_crc = payload
+        .iter()
+        .fold(0, |crc, piece| crc32c::crc32c_append(crc, piece));
     out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(payload_len as u32).to_le_bytes());
     out.push(kind);
     out.push(if end_of_batch { FLAG_END_OF_BATCH } else { 0 });
     out.extend_from_slice(&position.to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    out.extend_from_slice(&payload_crc.to_le_bytes());
     let header_crc = crc32c::crc32c(&out[start + 4..start + RECORD_HEADER_BYTES]);
     out[start..start + 4].copy_from_slice(&header_crc.to_le_bytes());
-    out.extend_from_slice(payload);
+    for piece in payload {
+        out.extend_from_slice(piece);
+    }
 }
 
 fn segment_path(dir: &Path, segment_id: u64) -> PathBuf {
@@ -1189,10 +1256,7 @@ impl Writer {
         let mut written: Vec<(RecordLoc, u8, u64)> = Vec::new();
         for batch in copies.into_iter().chain(group.iter().map(|r| &r.batch)) {
             for op in &batch.ops {
-                let payload_bytes = match op {
-                    WalOp::Meta(bytes) | WalOp::Put { bytes, .. } => bytes.len(),
-                    WalOp::TruncateBelow(_) => 0,
-                };
+                let payload_bytes = op.payload_len();
                 if payload_bytes > MAX_RECORD_PAYLOAD_BYTES {
                     // Refuse the whole group rather than half of it: simpler, and a
                     // record this size is a bug in the caller.
@@ -1221,6 +1285,7 @@ impl Writer {
                 let (kind, position, payload_bytes) = match op {
                     WalOp::Meta(bytes) => (KIND_META, 0, bytes.len()),
                     WalOp::Put { position, bytes } => (KIND_PUT, *position, bytes.len()),
+                    WalOp::PutParts { position, parts } => (KIND_PUT, *position, parts.len()),
                     WalOp::TruncateBelow(bound) => (KIND_TRUNCATE, *bound, 0),
                 };
                 let record_bytes = (RECORD_HEADER_BYTES + payload_bytes) as u64;
@@ -1513,13 +1578,7 @@ fn batch_bytes(batch: &WriteBatch) -> usize {
     batch
         .ops
         .iter()
-        .map(|op| {
-            RECORD_HEADER_BYTES
-                + match op {
-                    WalOp::Meta(bytes) | WalOp::Put { bytes, .. } => bytes.len(),
-                    WalOp::TruncateBelow(_) => 0,
-                }
-        })
+        .map(|op| RECORD_HEADER_BYTES + op.payload_len())
         .sum()
 }
 
@@ -1530,8 +1589,13 @@ fn encode_batch_into(out: &mut Vec<u8>, batch: &WriteBatch) {
     for (index, op) in batch.ops.iter().enumerate() {
         let end = index == last;
         match op {
-            WalOp::Meta(bytes) => encode_record(out, KIND_META, end, 0, bytes),
-            WalOp::Put { position, bytes } => encode_record(out, KIND_PUT, end, *position, bytes),
+            WalOp::Meta(bytes) => encode_record(out, KIND_META, end, 0, &[bytes]),
+            WalOp::Put { position, bytes } => {
+                encode_record(out, KIND_PUT, end, *position, &[bytes])
+            }
+            WalOp::PutParts { position, parts } => {
+                encode_record(out, KIND_PUT, end, *position, &parts.pieces())
+            }
             WalOp::TruncateBelow(bound) => encode_record(out, KIND_TRUNCATE, end, *bound, &[]),
         }
     }

@@ -792,6 +792,11 @@ impl Model {
                         self.positions.insert(*position, bytes.clone());
                     }
                 }
+                WalOp::PutParts { position, parts } => {
+                    if *position >= self.truncated_below {
+                        self.positions.insert(*position, parts.to_vec());
+                    }
+                }
                 WalOp::TruncateBelow(bound) => {
                     self.truncated_below = self.truncated_below.max(*bound);
                     self.positions = self.positions.split_off(&self.truncated_below);
@@ -806,6 +811,21 @@ fn op_strategy() -> impl Strategy<Value = WalOp> {
         1 => proptest::collection::vec(any::<u8>(), 0..40).prop_map(WalOp::Meta),
         6 => (0..40u64, proptest::collection::vec(any::<u8>(), 0..300))
             .prop_map(|(position, bytes)| WalOp::Put { position, bytes }),
+        // Any split of a payload, including empty pieces, is the same record.
+        2 => (
+            0..40u64,
+            proptest::collection::vec(any::<u8>(), 0..20),
+            proptest::collection::vec(any::<u8>(), 0..300),
+            proptest::collection::vec(any::<u8>(), 0..4),
+        )
+            .prop_map(|(position, head, value, tail)| WalOp::PutParts {
+                position,
+                parts: RecordParts {
+                    head,
+                    value: value.into(),
+                    tail,
+                },
+            }),
         1 => (0..40u64).prop_map(WalOp::TruncateBelow),
     ]
 }
