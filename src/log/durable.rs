@@ -159,17 +159,13 @@ fn entry_parts(entry: &Entry) -> Result<Option<RecordParts>, StorageError> {
         ..entry.clone()
     };
     let mut head = to_bytes(&hollow)?;
-    let tail = postcard::to_allocvec(&entry.learned)
-        .map_err(|e| StorageError::Io(format!("cannot encode a record: {e}")))?;
+    let tail = to_bytes(&entry.learned)?;
     let split = head.len().checked_sub(tail.len() + 1);
     let Some(split) = split.filter(|&at| head[at] == 0 && head[at + 1..] == tail[..]) else {
         return Ok(None);
     };
     head.truncate(split);
-    let mut length = [0u8; 10];
-    let length = postcard::to_slice(&(value.len() as u64), &mut length)
-        .map_err(|e| StorageError::Io(format!("cannot encode a record: {e}")))?;
-    head.extend_from_slice(length);
+    head.extend_from_slice(&to_bytes(&(value.len() as u64))?);
     Ok(Some(RecordParts {
         head,
         value: value.clone(),

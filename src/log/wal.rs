@@ -302,12 +302,8 @@ pub struct RecordParts {
 }
 
 impl RecordParts {
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.head.len() + self.value.len() + self.tail.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn pieces(&self) -> [&[u8]; 3] {
@@ -1282,13 +1278,14 @@ impl Writer {
             let base = active.size_bytes + buffer.len() as u64;
             let mut offset = 0usize;
             for op in &batch.ops {
-                let (kind, position, payload_bytes) = match op {
-                    WalOp::Meta(bytes) => (KIND_META, 0, bytes.len()),
-                    WalOp::Put { position, bytes } => (KIND_PUT, *position, bytes.len()),
-                    WalOp::PutParts { position, parts } => (KIND_PUT, *position, parts.len()),
-                    WalOp::TruncateBelow(bound) => (KIND_TRUNCATE, *bound, 0),
+                let (kind, position) = match op {
+                    WalOp::Meta(_) => (KIND_META, 0),
+                    WalOp::Put { position, .. } | WalOp::PutParts { position, .. } => {
+                        (KIND_PUT, *position)
+                    }
+                    WalOp::TruncateBelow(bound) => (KIND_TRUNCATE, *bound),
                 };
-                let record_bytes = (RECORD_HEADER_BYTES + payload_bytes) as u64;
+                let record_bytes = (RECORD_HEADER_BYTES + op.payload_len()) as u64;
                 written.push((
                     RecordLoc {
                         segment_id: self.state.active_segment_id,
