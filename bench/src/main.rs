@@ -67,6 +67,12 @@ const POLL: Duration = Duration::from_millis(10);
 struct Plan {
     quick: bool,
     load_secs_per_level: f64,
+    /// Each system's load time per writer count is cut into this many slices,
+    /// run in the order ours, etcd, etcd, ours, ours, etcd, ...: the machine's
+    /// drift over the phase (another tenant on the disk, a CPU frequency change)
+    /// then weighs on both alike, where one block each after the other put all
+    /// of it on one side.
+    load_slices: usize,
     max_ops_per_level: u64,
     failover_rounds: usize,
     catchup_mb: usize,
@@ -78,11 +84,20 @@ struct Plan {
 }
 
 impl Plan {
+    fn slice_duration(&self) -> Duration {
+        Duration::from_secs_f64(self.load_secs_per_level / self.load_slices.max(1) as f64)
+    }
+
+    fn slice_max_ops(&self) -> u64 {
+        self.max_ops_per_level / self.load_slices.max(1) as u64
+    }
+
     fn new(quick: bool) -> Plan {
         if quick {
             Plan {
                 quick,
                 load_secs_per_level: 0.5,
+                load_slices: 1,
                 max_ops_per_level: 20_000,
                 failover_rounds: 1,
                 catchup_mb: 2,
@@ -95,6 +110,7 @@ impl Plan {
             Plan {
                 quick,
                 load_secs_per_level: 8.0,
+                load_slices: 4,
                 max_ops_per_level: 1_000_000,
                 failover_rounds: 5,
                 // Large enough that the bytes, not the start of the member and
@@ -309,6 +325,16 @@ impl LoadResult {
     fn ops_per_s(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64()
     }
+
+    /// Adds a later slice of the same load: counts and time add up, latencies
+    /// join (sorted again).
+    fn merge(&mut self, slice: LoadResult) {
+        self.ok += slice.ok;
+        self.errors += slice.errors;
+        self.elapsed += slice.elapsed;
+        self.latencies.extend(slice.latencies);
+        self.latencies.sort();
+    }
 }
 
 /// `writers` tasks each calling `op(writer, seq)` in a loop until `duration` or
@@ -510,8 +536,8 @@ impl Ours {
         let append = FollowingAppend::new(self, leader, Bytes::from(vec![0x42u8; value]));
         run_writers(
             writers,
-            Duration::from_secs_f64(plan.load_secs_per_level),
-            plan.max_ops_per_level,
+            plan.slice_duration(),
+            plan.slice_max_ops(),
             move |_, _| append.send(),
         )
         .await
@@ -731,8 +757,8 @@ impl Etcd {
         let prefix = prefix.to_string();
         Ok(run_writers(
             writers,
-            Duration::from_secs_f64(plan.load_secs_per_level),
-            plan.max_ops_per_level,
+            plan.slice_duration(),
+            plan.slice_max_ops(),
             move |writer, seq| {
                 let mut client = client.clone();
                 let value = value.clone();
@@ -1342,15 +1368,41 @@ async fn main() -> Result<()> {
         Vec::new()
     };
     for writers in writer_counts {
-        leader = ours.wait_leader().await?;
-        let mine = ours.load(leader, writers, &plan, VALUE_BYTES).await;
-        let theirs = match &etcd {
-            Some(e) => Some(
-                e.load(writers, &plan, VALUE_BYTES, &format!("w{writers}"))
-                    .await?,
-            ),
-            None => None,
-        };
+        let mut mine = LoadResult::default();
+        let mut theirs: Option<LoadResult> = etcd.as_ref().map(|_| LoadResult::default());
+        let mut slice_ratios = Vec::new();
+        for slice in 0..plan.load_slices.max(1) {
+            let mut slice_ours = None;
+            let mut slice_etcd = None;
+            // ABBA: even slices start with ours, odd ones with etcd.
+            let order = if slice % 2 == 0 {
+                [true, false]
+            } else {
+                [false, true]
+            };
+            for run_ours in order {
+                if run_ours {
+                    leader = ours.wait_leader().await?;
+                    slice_ours = Some(ours.load(leader, writers, &plan, VALUE_BYTES).await);
+                } else if let Some(e) = &etcd {
+                    let prefix = format!("w{writers}s{slice}");
+                    slice_etcd = Some(e.load(writers, &plan, VALUE_BYTES, &prefix).await?);
+                }
+            }
+            let ours_rate = slice_ours.as_ref().map(LoadResult::ops_per_s);
+            let etcd_rate = slice_etcd.as_ref().map(LoadResult::ops_per_s);
+            if let (Some(a), Some(b)) = (ours_rate, etcd_rate) {
+                if b > 0.0 {
+                    slice_ratios.push(a / b);
+                }
+            }
+            if let Some(part) = slice_ours {
+                mine.merge(part);
+            }
+            if let (Some(total), Some(part)) = (theirs.as_mut(), slice_etcd) {
+                total.merge(part);
+            }
+        }
         ours_acked += mine.ok;
         etcd_acked += theirs.as_ref().map_or(0, |t| t.ok);
         // A phase in which nothing was acknowledged measured nothing: that is a
@@ -1372,13 +1424,21 @@ async fn main() -> Result<()> {
             theirs.as_ref().map(LoadResult::ops_per_s),
             if writers == 64 { "ratio >= 2" } else { "" },
         );
+        let mut notes = Vec::new();
+        if slice_ratios.len() > 1 {
+            let shown: Vec<String> = slice_ratios.iter().map(|r| format!("{r:.2}")).collect();
+            notes.push(format!("ratio per slice: {}", shown.join(", ")));
+        }
         let errors = mine.errors + theirs.as_ref().map_or(0, |t| t.errors);
         if errors > 0 {
-            report.note(format!(
+            notes.push(format!(
                 "errors: ours {}, etcd {}",
                 mine.errors,
                 theirs.as_ref().map_or(0, |t| t.errors)
             ));
+        }
+        if !notes.is_empty() {
+            report.note(notes.join("; "));
         }
         // The registry path right after, against the same etcd put figure: what a
         // Mesos operator call costs on top of the raw append.
