@@ -4,8 +4,8 @@
 use mesos_operator::log::message::{PromiseOutcome, ReadReply, ReportedEntry};
 use mesos_operator::log::replica::Replica;
 use mesos_operator::log::{
-    Action, DurableState, Entry, Envelope, LogId, MemberId, Message, Metadata, Node, NodeConfig,
-    Proposal, ReplicaStatus,
+    decode_sharing, Action, DurableState, Entry, Envelope, LogId, MemberId, Message, Metadata,
+    Node, NodeConfig, Proposal, ReplicaStatus,
 };
 use proptest::prelude::*;
 
@@ -34,6 +34,8 @@ fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         Just(Action::Nop),
         proptest::collection::vec(any::<u8>(), 0..4).prop_map(|v| Action::Append(v.into())),
+        // Around the size from which a received value shares its frame's buffer.
+        proptest::collection::vec(any::<u8>(), 1000..1100).prop_map(|v| Action::Append(v.into())),
         position().prop_map(|to| Action::Truncate { to }),
     ]
 }
@@ -230,6 +232,22 @@ proptest! {
         let text = serde_json::to_vec(&env).expect("encodes");
         let back: Envelope = serde_json::from_slice(&text).expect("decodes");
         prop_assert_eq!(back, env);
+    }
+
+    /// How the driver decodes a received payload: values that share its buffer
+    /// decode to exactly what was sent, and garbage or a cut payload still fails
+    /// cleanly.
+    #[test]
+    fn decoding_received_payloads_with_shared_values_is_exact(
+        bytes in proptest::collection::vec(any::<u8>(), 0..2000),
+        env in envelope(),
+    ) {
+        let _ = decode_sharing::<Envelope>(&bytes::Bytes::from(bytes));
+        let encoded = bytes::Bytes::from(postcard::to_allocvec(&env).expect("encodes"));
+        let received: Envelope = decode_sharing(&encoded).expect("decodes");
+        prop_assert_eq!(received, env);
+        let cut = encoded.slice(..encoded.len() - 1);
+        prop_assert!(decode_sharing::<Envelope>(&cut).is_err());
     }
 
     /// Replica rules under any sequence of promises and accepts: the promise never

@@ -81,7 +81,15 @@ fn key() -> FrameKey {
 /// Decodes an authenticated payload as the driver does; a decoded message must
 /// survive a round trip through the encoder.
 fn decode_message(payload: &[u8]) {
-    if let Ok(envelope) = postcard::from_bytes::<Envelope>(payload) {
+    // What the driver runs: values may share the payload's buffer, and must
+    // decode to what a plain decode gives.
+    let shared = mesos_operator::log::decode_sharing::<Envelope>(&bytes::Bytes::copy_from_slice(payload));
+    let plain = postcard::from_bytes::<Envelope>(payload);
+    assert_eq!(shared.is_ok(), plain.is_ok(), "sharing changes whether a payload decodes");
+    if let (Ok(shared), Ok(plain)) = (&shared, &plain) {
+        assert_eq!(shared, plain, "sharing changes what a payload decodes to");
+    }
+    if let Ok(envelope) = plain {
         let again = postcard::to_allocvec(&envelope).expect("a decoded envelope re-encodes");
         let decoded =
             postcard::from_bytes::<Envelope>(&again).expect("re-encoded envelope decodes");
@@ -131,7 +139,7 @@ fn structured(version: WireVersion, input: Structured) {
             sender: sender.clone(),
             log_id: input.log_id,
             sequence: sent.len() as u64,
-            payload,
+            payload: payload.into(),
         });
     }
     let flipped = match input.flip_bit {
@@ -143,9 +151,17 @@ fn structured(version: WireVersion, input: Structured) {
         _ => false,
     };
     let mut decoder = FrameDecoder::new(version, key(), NONCE, MAX_PAYLOAD_BYTES);
+    // The reader's path for large frames: each frame in a buffer of its own.
+    let mut in_place = FrameDecoder::new(version, key(), NONCE, MAX_PAYLOAD_BYTES);
     let mut rest = &wire[..];
     let mut received = Vec::new();
     while let Ok(Some((frame, used))) = decoder.decode(rest) {
+        let alone = bytes::Bytes::copy_from_slice(&rest[..used]);
+        assert_eq!(
+            in_place.decode_in_place(alone).as_ref(),
+            Ok(&frame),
+            "a frame decodes the same in a buffer of its own"
+        );
         rest = &rest[used..];
         decode_message(&frame.payload);
         received.push(frame);

@@ -401,7 +401,7 @@ impl Driver {
     }
 
     fn step_frame(&mut self, frame: InboundFrame) {
-        let envelope = match postcard::from_bytes::<Envelope>(&frame.payload) {
+        let envelope = match super::types::decode_sharing::<Envelope>(&frame.payload) {
             Ok(envelope) => envelope,
             Err(error) => {
                 self.counters

@@ -235,7 +235,9 @@ pub struct Frame {
     pub sender: String,
     pub log_id: u64,
     pub sequence: u64,
-    pub payload: Vec<u8>,
+    /// Shared: a reader that received a large frame into a buffer of its own
+    /// hands out a slice of it, not a copy (see [`FrameDecoder::decode_in_place`]).
+    pub payload: bytes::Bytes,
 }
 
 /// The ensemble token, ready to key the MACs of both versions.
@@ -460,6 +462,24 @@ impl FrameEncoder {
     }
 }
 
+/// A frame's authenticated header fields.
+struct FrameHead {
+    sender: String,
+    log_id: u64,
+    sequence: u64,
+}
+
+impl FrameHead {
+    fn with_payload(self, payload: bytes::Bytes) -> Frame {
+        Frame {
+            sender: self.sender,
+            log_id: self.log_id,
+            sequence: self.sequence,
+            payload,
+        }
+    }
+}
+
 /// Reads the frames of one connection: checks lengths first, then the MAC, then the
 /// sequence.
 #[derive(Debug, Clone)]
@@ -538,8 +558,44 @@ impl FrameDecoder {
     }
 
     /// Decodes the frame at the start of `buf`: `Ok(Some((frame, bytes consumed)))`,
-    /// or `Ok(None)` if `buf` holds only part of a frame (so far valid).
+    /// or `Ok(None)` if `buf` holds only part of a frame (so far valid). The
+    /// payload is copied out of `buf`.
     pub fn decode(&mut self, buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
+        Ok(self.decode_parts(buf)?.map(|(head, payload, total)| {
+            (
+                head.with_payload(bytes::Bytes::copy_from_slice(&buf[payload])),
+                total,
+            )
+        }))
+    }
+
+    /// Decodes `buf`, which holds exactly one frame, without copying its payload:
+    /// the frame's payload is a slice of `buf`, so the payload keeps the whole
+    /// buffer alive (a reader gives a large frame a buffer of its own for this).
+    pub fn decode_in_place(&mut self, buf: bytes::Bytes) -> Result<Frame, FrameError> {
+        match self.decode_parts(&buf)? {
+            Some((head, payload, total)) if total == buf.len() => {
+                Ok(head.with_payload(buf.slice(payload)))
+            }
+            Some((_, _, total)) => Err(FrameError::Truncated {
+                needed: total,
+                available: buf.len(),
+            }),
+            None => Err(FrameError::Truncated {
+                needed: self
+                    .frame_bytes(&buf)?
+                    .unwrap_or(FRAME_HEADER_BYTES + MAC_BYTES),
+                available: buf.len(),
+            }),
+        }
+    }
+
+    /// Checks and authenticates the frame at the start of `buf`: its header
+    /// fields, where its payload lies in `buf`, and its length in all.
+    fn decode_parts(
+        &mut self,
+        buf: &[u8],
+    ) -> Result<Option<(FrameHead, std::ops::Range<usize>, usize)>, FrameError> {
         let Some(total) = self.frame_bytes(buf)? else {
             return Ok(None);
         };
@@ -567,15 +623,14 @@ impl FrameDecoder {
         let sender = std::str::from_utf8(&frame[FRAME_HEADER_BYTES..sender_end])
             .map_err(|_| FrameError::SenderNotUtf8)?
             .to_owned();
-        let payload = frame[sender_end..total - MAC_BYTES].to_vec();
         self.next_sequence += 1;
         Ok(Some((
-            Frame {
+            FrameHead {
                 sender,
                 log_id,
                 sequence,
-                payload,
             },
+            sender_end..total - MAC_BYTES,
             total,
         )))
     }
@@ -738,7 +793,7 @@ mod tests {
                 let frame = FrameDecoder::new(version, key, NONCE, 1024)
                     .decode_exact(&wire)
                     .unwrap();
-                assert_eq!(frame.payload, b"p");
+                assert_eq!(frame.payload, &b"p"[..]);
             }
         }
     }
@@ -760,12 +815,12 @@ mod tests {
                     sender: "10.0.0.1:5050".into(),
                     log_id: 0,
                     sequence: 0,
-                    payload: vec![]
+                    payload: bytes::Bytes::new()
                 }
             );
             let second = decoder.decode_exact(&wire[used..]).unwrap();
             assert_eq!((second.log_id, second.sequence), (9, 1));
-            assert_eq!(second.payload, b"promise");
+            assert_eq!(second.payload, &b"promise"[..]);
         }
     }
 

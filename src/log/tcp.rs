@@ -62,6 +62,9 @@ pub const DEFAULT_PEER_QUEUE_CAPACITY: usize = 1024;
 const MAX_FRAMES_PER_WRITE: usize = 64;
 /// Bytes read from the socket at a time.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// A frame at least this large, on a connection whose peer has proven the
+/// token, is read into a buffer of its own ([`FramedReader::read_large_frame`]).
+const OWN_BUFFER_FRAME_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -389,6 +392,10 @@ pub struct FramedReader<R> {
     /// Bytes at the front of `buffer` already decoded; compacted before each read so
     /// a burst of small frames costs one move per read, not one per frame.
     consumed: usize,
+    /// Frames that passed the MAC on this connection: once one did, the peer
+    /// holds the token, and a large frame's announced length may be allocated
+    /// before its bytes arrive.
+    authenticated_frames: u64,
     peer: String,
 }
 
@@ -399,6 +406,7 @@ impl<R: AsyncRead + Unpin> FramedReader<R> {
             decoder,
             buffer: Vec::new(),
             consumed: 0,
+            authenticated_frames: 0,
             peer,
         }
     }
@@ -406,9 +414,20 @@ impl<R: AsyncRead + Unpin> FramedReader<R> {
     /// The next authenticated frame; `Ok(None)` at a clean end of stream.
     pub async fn next_frame(&mut self) -> Result<Option<Frame>, LinkError> {
         loop {
-            match self.decoder.decode(&self.buffer[self.consumed..]) {
+            let pending = &self.buffer[self.consumed..];
+            if self.authenticated_frames > 0 {
+                if let Ok(Some(total)) = self.decoder.frame_bytes(pending) {
+                    if total >= OWN_BUFFER_FRAME_BYTES && pending.len() < total {
+                        let frame = self.read_large_frame(total).await?;
+                        self.authenticated_frames += 1;
+                        return Ok(Some(frame));
+                    }
+                }
+            }
+            match self.decoder.decode(pending) {
                 Ok(Some((frame, used))) => {
                     self.consumed += used;
+                    self.authenticated_frames += 1;
                     return Ok(Some(frame));
                 }
                 Ok(None) => {}
@@ -449,6 +468,46 @@ impl<R: AsyncRead + Unpin> FramedReader<R> {
                 });
             }
         }
+    }
+}
+
+impl<R: AsyncRead + Unpin> FramedReader<R> {
+    /// Reads the rest of a frame of `total` bytes, whose start is all that is
+    /// buffered, into a buffer of its own, straight from the socket, and decodes
+    /// it there: the payload (a catch-up answer, MiBs) is handed out as a slice of
+    /// that buffer, so it is neither moved as a shared buffer grows nor copied
+    /// out of it, and the log values decoded from it can share it in turn.
+    async fn read_large_frame(&mut self, total: usize) -> Result<Frame, LinkError> {
+        let mut frame = Vec::with_capacity(total);
+        frame.extend_from_slice(&self.buffer[self.consumed..]);
+        self.buffer.clear();
+        self.consumed = 0;
+        if self.buffer.capacity() > 4 * READ_CHUNK_BYTES {
+            self.buffer.shrink_to(READ_CHUNK_BYTES);
+        }
+        while frame.len() < total {
+            // At most the spare capacity, `total - len`: never a byte of the next frame.
+            let read = self
+                .reader
+                .read_buf(&mut frame)
+                .await
+                .map_err(|source| LinkError::Io {
+                    peer: self.peer.clone(),
+                    source,
+                })?;
+            if read == 0 {
+                return Err(LinkError::TruncatedFrame {
+                    peer: self.peer.clone(),
+                    buffered_bytes: frame.len(),
+                });
+            }
+        }
+        self.decoder
+            .decode_in_place(bytes::Bytes::from(frame))
+            .map_err(|source| LinkError::Frame {
+                peer: self.peer.clone(),
+                source,
+            })
     }
 }
 
@@ -511,7 +570,8 @@ pub struct InboundFrame {
     /// The member address the frame claims (authenticated by the MAC).
     pub sender: String,
     pub log_id: u64,
-    pub payload: Vec<u8>,
+    /// Shared with the buffer a large frame was read into ([`FramedReader`]).
+    pub payload: bytes::Bytes,
     /// The socket address it came from (may differ from `sender` behind NAT).
     pub peer: SocketAddr,
 }

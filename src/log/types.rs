@@ -241,44 +241,113 @@ impl postcard::ser_flavors::Flavor for ExactVec<'_> {
 /// Other formats that encode bytes as a sequence (JSON: an array of numbers) read
 /// back through `visit_seq`. Decoding builds a `Vec` and hands it to [`Bytes`]
 /// without another copy.
+/// Decodes a message from `payload` (postcard) with the log values in it of at
+/// least [`SHARED_RECEIVED_VALUE_MIN_BYTES`] sharing `payload`'s buffer instead of being
+/// copied out of it, as long as such values make up at least half of it: a
+/// value then keeps at most twice its size alive (a payload holding one large
+/// value among many small ones is decoded with copies instead).
+pub fn decode_sharing<T: serde::de::DeserializeOwned>(
+    payload: &Bytes,
+) -> Result<T, postcard::Error> {
+    let (decoded, shared_bytes) = byte_buf::sharing(payload, || postcard::from_bytes(payload));
+    let decoded = decoded?;
+    if shared_bytes == 0 || shared_bytes.saturating_mul(2) >= payload.len() {
+        return Ok(decoded);
+    }
+    // Rare (a frame of mixed sizes): decoded again, copying every value.
+    drop(decoded);
+    postcard::from_bytes(payload)
+}
+
+/// Values shorter than this are copied out of a received payload even by
+/// [`decode_sharing`]: sharing would keep a whole frame alive for a few bytes.
+pub const SHARED_RECEIVED_VALUE_MIN_BYTES: usize = 1024;
+
 mod byte_buf {
+    use std::cell::RefCell;
+
     use bytes::Bytes;
     use serde::{de, Deserializer, Serializer};
+
+    thread_local! {
+        /// The payload being decoded by [`sharing`] on this thread, and the bytes
+        /// of values that share it so far.
+        static SOURCE: RefCell<Option<(Bytes, usize)>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `decode` with `source` as the buffer values may share; returns its
+    /// result and how many value bytes share `source`.
+    pub fn sharing<T>(source: &Bytes, decode: impl FnOnce() -> T) -> (T, usize) {
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                SOURCE.with(|s| s.borrow_mut().take());
+            }
+        }
+        SOURCE.with(|s| *s.borrow_mut() = Some((source.clone(), 0)));
+        let reset = Reset;
+        let decoded = decode();
+        let shared = SOURCE.with(|s| s.borrow().as_ref().map_or(0, |(_, n)| *n));
+        drop(reset);
+        (decoded, shared)
+    }
+
+    /// `bytes` as a slice of the source being decoded, if it lies inside it (the
+    /// check is on addresses: memory inside the source is the source's bytes).
+    fn share(bytes: &[u8]) -> Option<Bytes> {
+        if bytes.len() < super::SHARED_RECEIVED_VALUE_MIN_BYTES {
+            return None;
+        }
+        SOURCE.with(|s| {
+            let mut s = s.borrow_mut();
+            let (source, shared) = s.as_mut()?;
+            let start = (bytes.as_ptr() as usize).checked_sub(source.as_ptr() as usize)?;
+            let end = start.checked_add(bytes.len())?;
+            if end > source.len() {
+                return None;
+            }
+            *shared += bytes.len();
+            Some(source.slice(start..end))
+        })
+    }
 
     pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_bytes(bytes)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Bytes, D::Error> {
-        deserializer
-            .deserialize_byte_buf(ByteBufVisitor)
-            .map(Bytes::from)
+        deserializer.deserialize_byte_buf(ByteBufVisitor)
     }
 
     struct ByteBufVisitor;
 
     impl<'de> de::Visitor<'de> for ByteBufVisitor {
-        type Value = Vec<u8>;
+        type Value = Bytes;
 
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("a byte buffer")
         }
 
-        fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
-            Ok(bytes.to_vec())
+        fn visit_borrowed_bytes<E: de::Error>(self, bytes: &'de [u8]) -> Result<Bytes, E> {
+            Ok(share(bytes).unwrap_or_else(|| Bytes::copy_from_slice(bytes)))
         }
 
-        fn visit_byte_buf<E: de::Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
-            Ok(bytes)
+        /// postcard lends its input here too: what lies inside the source is shared.
+        fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Bytes, E> {
+            Ok(share(bytes).unwrap_or_else(|| Bytes::copy_from_slice(bytes)))
         }
 
-        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+        fn visit_byte_buf<E: de::Error>(self, bytes: Vec<u8>) -> Result<Bytes, E> {
+            Ok(Bytes::from(bytes))
+        }
+
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Bytes, A::Error> {
             // Bounded: the hint comes from the input.
             let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
             while let Some(byte) = seq.next_element()? {
                 bytes.push(byte);
             }
-            Ok(bytes)
+            Ok(Bytes::from(bytes))
         }
     }
 }
@@ -390,5 +459,66 @@ mod tests {
         lying.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
         lying.extend_from_slice(&long);
         assert!(postcard::from_bytes::<Envelope>(&lying).is_err());
+    }
+
+    fn lies_within(value: &Bytes, payload: &Bytes) -> bool {
+        let start = payload.as_ptr() as usize;
+        let at = value.as_ptr() as usize;
+        at >= start && at + value.len() <= start + payload.len()
+    }
+
+    fn appended(actions: &[Action]) -> Vec<&Bytes> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Append(v) => Some(v),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn large_received_values_share_the_payload_and_small_ones_are_copied() {
+        let large = Bytes::from(vec![7u8; SHARED_RECEIVED_VALUE_MIN_BYTES]);
+        let larger = Bytes::from(vec![9u8; 64 << 10]);
+        let small = Bytes::from(vec![1u8; SHARED_RECEIVED_VALUE_MIN_BYTES - 1]);
+        let sent = vec![
+            Action::Append(large.clone()),
+            Action::Nop,
+            Action::Append(small.clone()),
+            Action::Append(larger.clone()),
+        ];
+        let payload = Bytes::from(postcard::to_allocvec(&sent).unwrap());
+        let received: Vec<Action> = decode_sharing(&payload).unwrap();
+        assert_eq!(received, sent);
+        let values = appended(&received);
+        assert!(lies_within(values[0], &payload));
+        assert!(!lies_within(values[1], &payload));
+        assert!(lies_within(values[2], &payload));
+        // Decoding without the payload at hand copies, as before.
+        let copied: Vec<Action> = postcard::from_bytes(&payload).unwrap();
+        assert!(appended(&copied).iter().all(|v| !lies_within(v, &payload)));
+        // And nothing is left behind for the next decode on this thread.
+        let again: Vec<Action> = postcard::from_bytes(&payload).unwrap();
+        assert!(appended(&again).iter().all(|v| !lies_within(v, &payload)));
+    }
+
+    #[test]
+    fn a_payload_mostly_of_small_values_is_not_kept_alive_by_a_large_one() {
+        // One shareable value, and more than its size again in small ones: a
+        // shared value would keep over twice its size alive, so all are copies.
+        let mut sent = vec![Action::Append(Bytes::from(vec![3u8; 2048]))];
+        for _ in 0..100 {
+            sent.push(Action::Append(Bytes::from(vec![4u8; 40])));
+        }
+        let payload = Bytes::from(postcard::to_allocvec(&sent).unwrap());
+        let received: Vec<Action> = decode_sharing(&payload).unwrap();
+        assert_eq!(received, sent);
+        assert!(appended(&received)
+            .iter()
+            .all(|v| !lies_within(v, &payload)));
+        // Bad input is an error, shared or not.
+        let cut = payload.slice(..payload.len() - 1);
+        assert!(decode_sharing::<Vec<Action>>(&cut).is_err());
     }
 }

@@ -113,12 +113,12 @@ async fn two_members_exchange_frames_in_order() {
         for i in 0..20u8 {
             let at_b = acceptor_b.inbound.recv().await.unwrap();
             assert_eq!(
-                (at_b.sender.as_str(), at_b.payload.as_slice()),
+                (at_b.sender.as_str(), at_b.payload.as_ref()),
                 (a.as_str(), &[b'a', i][..])
             );
             let at_a = acceptor_a.inbound.recv().await.unwrap();
             assert_eq!(
-                (at_a.sender.as_str(), at_a.payload.as_slice()),
+                (at_a.sender.as_str(), at_a.payload.as_ref()),
                 (b.as_str(), &[b'b', i][..])
             );
         }
@@ -447,7 +447,7 @@ async fn a_queued_message_is_delivered_once_the_peer_comes_up() {
         let listener = TcpListener::bind(&a).await.unwrap();
         let mut acceptor = accept_on(listener, config(&a, TOKEN, &["127.0.0.1:2"]));
         let frame = acceptor.inbound.recv().await.unwrap();
-        assert_eq!(frame.payload, b"hello");
+        assert_eq!(frame.payload, &b"hello"[..]);
     })
     .await
 }
@@ -515,7 +515,7 @@ pub(crate) async fn serve_as_previous_build<S: AsyncRead + AsyncWrite + Unpin>(
     );
     let mut reader = FramedReader::new(stream, decoder, "previous build".into());
     while let Ok(Some(frame)) = reader.next_frame().await {
-        if payloads.send(frame.payload).await.is_err() {
+        if payloads.send(frame.payload.to_vec()).await.is_err() {
             return;
         }
     }
@@ -601,7 +601,7 @@ async fn a_connector_of_the_previous_build_is_served_in_v1() {
         for i in 0..3u8 {
             let frame = acceptor.inbound.recv().await.unwrap();
             assert_eq!(
-                (frame.sender.as_str(), frame.payload.as_slice()),
+                (frame.sender.as_str(), frame.payload.as_ref()),
                 (old.as_str(), &[b'o', i][..])
             );
         }
@@ -677,7 +677,10 @@ async fn a_link_in_v1_moves_to_v2_once_the_peer_is_upgraded() {
             load(&upgraded.counters.frames_received) >= 1
         })
         .await;
-        assert_eq!(upgraded.inbound.recv().await.unwrap().payload, b"after");
+        assert_eq!(
+            upgraded.inbound.recv().await.unwrap().payload,
+            &b"after"[..]
+        );
         assert_eq!(load(&upgraded.counters.v1_accepted), 0);
         assert_eq!(load(&counters.v1_fallbacks), 1, "no v1 link since");
         assert!(load(&counters.connects) >= 2);
@@ -777,4 +780,106 @@ async fn tcp_bench() {
         (MESSAGES * PAYLOAD_BYTES) as f64 / elapsed.as_secs_f64() / 1e6
     );
     assert_eq!(load(&counters.dropped_queue_full), 0);
+}
+
+/// Frames of `payloads`, encoded back to back on one v2 connection.
+fn v2_stream(payloads: &[Vec<u8>], nonce: ConnectionNonce) -> Vec<u8> {
+    let mut encoder = FrameEncoder::new(
+        WireVersion::V2,
+        FrameKey::new(TOKEN).unwrap(),
+        nonce,
+        "127.0.0.1:5050".into(),
+        crate::log::frame::DEFAULT_MAX_PAYLOAD_BYTES,
+    )
+    .unwrap();
+    let mut stream = Vec::new();
+    for payload in payloads {
+        encoder.encode(7, payload, &mut stream).unwrap();
+    }
+    stream
+}
+
+fn v2_reader<R: AsyncRead + Unpin>(stream: R, nonce: ConnectionNonce) -> FramedReader<R> {
+    let decoder = FrameDecoder::new(
+        WireVersion::V2,
+        FrameKey::new(TOKEN).unwrap(),
+        nonce,
+        crate::log::frame::DEFAULT_MAX_PAYLOAD_BYTES,
+    );
+    FramedReader::new(stream, decoder, "peer".into())
+}
+
+fn patterned(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect()
+}
+
+#[tokio::test]
+async fn large_frames_read_into_their_own_buffer_arrive_whole_and_in_order() {
+    bounded(async {
+        let nonce = ConnectionNonce::generate();
+        // A large first frame (read the ordinary way: nothing is proven yet),
+        // small and large frames after it, two large ones back to back, and
+        // frames at and just below the own-buffer size.
+        let payloads = vec![
+            patterned(3 << 20, 1),
+            b"small".to_vec(),
+            patterned(OWN_BUFFER_FRAME_BYTES, 2),
+            patterned(4 << 20, 3),
+            patterned(1 << 20, 4),
+            b"".to_vec(),
+            patterned(OWN_BUFFER_FRAME_BYTES - 200, 5),
+            b"last".to_vec(),
+        ];
+        let bytes = v2_stream(&payloads, nonce);
+        // Delivered in pieces of odd sizes, as a socket does.
+        let (mut writer, reader) = tokio::io::duplex(7_777);
+        let feeder = tokio::spawn(async move {
+            for piece in bytes.chunks(50_001) {
+                writer.write_all(piece).await.unwrap();
+            }
+        });
+        let mut reader = v2_reader(reader, nonce);
+        for (i, expected) in payloads.iter().enumerate() {
+            let frame = reader.next_frame().await.unwrap().unwrap();
+            assert_eq!(frame.sequence, i as u64);
+            assert_eq!(frame.payload.len(), expected.len(), "frame {i}");
+            assert!(frame.payload == expected[..], "frame {i} differs");
+        }
+        feeder.await.unwrap();
+        assert!(reader.next_frame().await.unwrap().is_none());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_large_frame_cut_short_or_tampered_with_is_refused() {
+    bounded(async {
+        let nonce = ConnectionNonce::generate();
+        let payloads = vec![b"hello".to_vec(), patterned(1 << 20, 9)];
+        let bytes = v2_stream(&payloads, nonce);
+
+        let cut = bytes[..bytes.len() - 1000].to_vec();
+        let mut reader = v2_reader(&cut[..], nonce);
+        assert!(reader.next_frame().await.unwrap().is_some());
+        assert!(matches!(
+            reader.next_frame().await,
+            Err(LinkError::TruncatedFrame { .. })
+        ));
+
+        let mut tampered = bytes.clone();
+        let middle = tampered.len() - (1 << 19);
+        tampered[middle] ^= 1;
+        let mut reader = v2_reader(&tampered[..], nonce);
+        assert!(reader.next_frame().await.unwrap().is_some());
+        assert!(matches!(
+            reader.next_frame().await,
+            Err(LinkError::Frame {
+                source: FrameError::BadMac,
+                ..
+            })
+        ));
+    })
+    .await
 }

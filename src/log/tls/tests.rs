@@ -263,7 +263,7 @@ async fn members_exchange_frames_over_mutual_tls() {
         for i in 0..20u8 {
             let frame = acceptor_b.inbound.recv().await.unwrap();
             assert_eq!(
-                (frame.sender.as_str(), frame.payload.as_slice()),
+                (frame.sender.as_str(), frame.payload.as_ref()),
                 (a.as_str(), &[b'a', i][..])
             );
         }
@@ -460,7 +460,7 @@ async fn tls_links_fall_back_to_v1_with_the_previous_build_both_ways() {
         writer.send_all(0, &[b"from-old".to_vec()]).await.unwrap();
         let frame = acceptor_new.inbound.recv().await.unwrap();
         assert_eq!(
-            (frame.sender.as_str(), frame.payload.as_slice()),
+            (frame.sender.as_str(), frame.payload.as_ref()),
             (old.as_str(), &b"from-old"[..])
         );
         assert_eq!(load(&acceptor_new.counters.v1_accepted), 1);
