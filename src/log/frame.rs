@@ -290,9 +290,34 @@ impl FrameKey {
         nonce: &ConnectionNonce,
         covered: &[u8],
     ) -> [u8; MAC_BYTES] {
+        self.tag_of_parts(version, nonce, covered, &[])
+    }
+
+    /// The tag of `head` followed by `rest`, as if they were one buffer.
+    fn tag_of_parts(
+        &self,
+        version: WireVersion,
+        nonce: &ConnectionNonce,
+        head: &[u8],
+        rest: &[u8],
+    ) -> [u8; MAC_BYTES] {
         match version {
-            WireVersion::V1 => self.hmac_v1(nonce, covered).finalize().into_bytes().into(),
-            WireVersion::V2 => *self.blake3_v2(nonce, covered).as_bytes(),
+            WireVersion::V1 => {
+                let mut mac = self.hmac_v1(nonce, head);
+                mac.update(rest);
+                mac.finalize().into_bytes().into()
+            }
+            WireVersion::V2 => {
+                if rest.is_empty() {
+                    return *self.blake3_v2(nonce, head).as_bytes();
+                }
+                let mut hasher = blake3::Hasher::new_keyed(&self.v2);
+                hasher.update(MAC_CONTEXT_V2);
+                hasher.update(&nonce.0);
+                hasher.update(head);
+                hasher.update(rest);
+                *hasher.finalize().as_bytes()
+            }
         }
     }
 
@@ -437,14 +462,49 @@ impl FrameEncoder {
         payload: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), FrameError> {
+        self.check_payload(payload)?;
+        let start = out.len();
+        out.reserve(FRAME_HEADER_BYTES + self.sender.len() + payload.len() + MAC_BYTES);
+        self.push_head(log_id, payload, out);
+        out.extend_from_slice(payload);
+        let tag = self.key.tag(self.version, &self.nonce, &out[start..]);
+        out.extend_from_slice(&tag);
+        self.next_sequence += 1;
+        Ok(())
+    }
+
+    /// One frame without its payload: appends what goes before the payload to
+    /// `out` and returns the MAC that goes after it. The frame on the wire is
+    /// `out`'s new bytes, then `payload`, then the MAC; a writer sends a large
+    /// payload from where it lies instead of copying it next to its header.
+    pub fn encode_around(
+        &mut self,
+        log_id: u64,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<[u8; MAC_BYTES], FrameError> {
+        self.check_payload(payload)?;
+        let start = out.len();
+        self.push_head(log_id, payload, out);
+        let tag = self
+            .key
+            .tag_of_parts(self.version, &self.nonce, &out[start..], payload);
+        self.next_sequence += 1;
+        Ok(tag)
+    }
+
+    fn check_payload(&self, payload: &[u8]) -> Result<(), FrameError> {
         if payload.len() as u64 > u64::from(self.max_payload_bytes) {
             return Err(FrameError::TooLarge {
                 payload_bytes: payload.len() as u64,
                 max_payload_bytes: self.max_payload_bytes,
             });
         }
-        let start = out.len();
-        out.reserve(FRAME_HEADER_BYTES + self.sender.len() + payload.len() + MAC_BYTES);
+        Ok(())
+    }
+
+    /// The fixed header and the sender, for a checked payload.
+    fn push_head(&self, log_id: u64, payload: &[u8], out: &mut Vec<u8>) {
         out.extend_from_slice(&FRAME_MAGIC);
         out.push(self.version.byte());
         out.push(0);
@@ -454,11 +514,6 @@ impl FrameEncoder {
         out.extend_from_slice(&self.next_sequence.to_be_bytes());
         out.extend_from_slice(&log_id.to_be_bytes());
         out.extend_from_slice(self.sender.as_bytes());
-        out.extend_from_slice(payload);
-        let tag = self.key.tag(self.version, &self.nonce, &out[start..]);
-        out.extend_from_slice(&tag);
-        self.next_sequence += 1;
-        Ok(())
     }
 }
 

@@ -535,18 +535,40 @@ impl<W: AsyncWrite + Unpin> FramedWriter<W> {
     }
 
     /// Encodes the payloads as consecutive frames and writes them in one go.
+    /// A payload of at least [`OWN_BUFFER_FRAME_BYTES`] is written from where it
+    /// lies, between its header and its MAC, rather than copied next to them.
     pub async fn send_all(&mut self, log_id: u64, payloads: &[Vec<u8>]) -> Result<(), LinkError> {
+        let frame_error = |peer: &str, source| LinkError::Frame {
+            peer: peer.to_owned(),
+            source,
+        };
         self.buffer.clear();
+        // Encoded up front, so a refused payload sends nothing of the batch.
+        let mut parts: Vec<(std::ops::Range<usize>, Option<&[u8]>)> = Vec::new();
+        let mut start = 0;
         for payload in payloads {
-            self.encoder
-                .encode(log_id, payload, &mut self.buffer)
-                .map_err(|source| LinkError::Frame {
-                    peer: self.peer.clone(),
-                    source,
-                })?;
+            if payload.len() >= OWN_BUFFER_FRAME_BYTES {
+                let tag = self
+                    .encoder
+                    .encode_around(log_id, payload, &mut self.buffer)
+                    .map_err(|source| frame_error(&self.peer, source))?;
+                parts.push((start..self.buffer.len(), Some(payload)));
+                start = self.buffer.len();
+                self.buffer.extend_from_slice(&tag);
+            } else {
+                self.encoder
+                    .encode(log_id, payload, &mut self.buffer)
+                    .map_err(|source| frame_error(&self.peer, source))?;
+            }
         }
+        parts.push((start..self.buffer.len(), None));
         let write = async {
-            self.writer.write_all(&self.buffer).await?;
+            for (encoded, payload) in parts {
+                self.writer.write_all(&self.buffer[encoded]).await?;
+                if let Some(payload) = payload {
+                    self.writer.write_all(payload).await?;
+                }
+            }
             self.writer.flush().await
         };
         match tokio::time::timeout(WRITE_TIMEOUT, write).await {

@@ -883,3 +883,76 @@ async fn a_large_frame_cut_short_or_tampered_with_is_refused() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_writer_sends_large_payloads_from_where_they_lie_byte_for_byte() {
+    bounded(async {
+        let nonce = ConnectionNonce::generate();
+        let batches = vec![
+            vec![b"first".to_vec(), patterned(OWN_BUFFER_FRAME_BYTES, 1)],
+            vec![
+                patterned(2 << 20, 2),
+                b"between".to_vec(),
+                patterned(300_000, 3),
+            ],
+            vec![patterned(OWN_BUFFER_FRAME_BYTES - 1, 4), b"".to_vec()],
+        ];
+        // What one encoder writes frame after frame into one buffer: the bytes
+        // the writer must put on the wire, whichever way it sends a payload.
+        let expected = v2_stream(&batches.concat(), nonce);
+        let (writer, mut reader) = tokio::io::duplex(1 << 16);
+        let encoder = FrameEncoder::new(
+            WireVersion::V2,
+            FrameKey::new(TOKEN).unwrap(),
+            nonce,
+            "127.0.0.1:5050".into(),
+            crate::log::frame::DEFAULT_MAX_PAYLOAD_BYTES,
+        )
+        .unwrap();
+        let mut writer = FramedWriter::new(writer, encoder, "peer".into());
+        let sending = tokio::spawn(async move {
+            for batch in &batches {
+                writer.send_all(7, batch).await.unwrap();
+            }
+        });
+        let mut wire = Vec::new();
+        reader.read_to_end(&mut wire).await.unwrap();
+        sending.await.unwrap();
+        assert_eq!(wire.len(), expected.len());
+        assert!(wire == expected, "the wire bytes differ");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_batch_with_a_refused_payload_sends_nothing() {
+    bounded(async {
+        let nonce = ConnectionNonce::generate();
+        let (writer, mut reader) = tokio::io::duplex(1 << 16);
+        let encoder = FrameEncoder::new(
+            WireVersion::V2,
+            FrameKey::new(TOKEN).unwrap(),
+            nonce,
+            "127.0.0.1:5050".into(),
+            OWN_BUFFER_FRAME_BYTES as u32 * 2,
+        )
+        .unwrap();
+        let mut writer = FramedWriter::new(writer, encoder, "peer".into());
+        let batch = vec![
+            patterned(OWN_BUFFER_FRAME_BYTES, 1),
+            patterned(OWN_BUFFER_FRAME_BYTES * 2 + 1, 2),
+        ];
+        assert!(matches!(
+            writer.send_all(7, &batch).await,
+            Err(LinkError::Frame {
+                source: FrameError::TooLarge { .. },
+                ..
+            })
+        ));
+        drop(writer);
+        let mut wire = Vec::new();
+        reader.read_to_end(&mut wire).await.unwrap();
+        assert!(wire.is_empty(), "{} bytes sent", wire.len());
+    })
+    .await
+}
