@@ -782,16 +782,20 @@ async fn tcp_bench() {
     assert_eq!(load(&counters.dropped_queue_full), 0);
 }
 
-/// Frames of `payloads`, encoded back to back on one v2 connection.
-fn v2_stream(payloads: &[Vec<u8>], nonce: ConnectionNonce) -> Vec<u8> {
-    let mut encoder = FrameEncoder::new(
+fn v2_encoder(nonce: ConnectionNonce, max_payload_bytes: u32) -> FrameEncoder {
+    FrameEncoder::new(
         WireVersion::V2,
         FrameKey::new(TOKEN).unwrap(),
         nonce,
         "127.0.0.1:5050".into(),
-        crate::log::frame::DEFAULT_MAX_PAYLOAD_BYTES,
+        max_payload_bytes,
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// Frames of `payloads`, encoded back to back on one v2 connection.
+fn v2_stream(payloads: &[Vec<u8>], nonce: ConnectionNonce) -> Vec<u8> {
+    let mut encoder = v2_encoder(nonce, crate::log::frame::DEFAULT_MAX_PAYLOAD_BYTES);
     let mut stream = Vec::new();
     for payload in payloads {
         encoder.encode(7, payload, &mut stream).unwrap();
@@ -901,14 +905,7 @@ async fn a_writer_sends_large_payloads_from_where_they_lie_byte_for_byte() {
         // the writer must put on the wire, whichever way it sends a payload.
         let expected = v2_stream(&batches.concat(), nonce);
         let (writer, mut reader) = tokio::io::duplex(1 << 16);
-        let encoder = FrameEncoder::new(
-            WireVersion::V2,
-            FrameKey::new(TOKEN).unwrap(),
-            nonce,
-            "127.0.0.1:5050".into(),
-            crate::log::frame::DEFAULT_MAX_PAYLOAD_BYTES,
-        )
-        .unwrap();
+        let encoder = v2_encoder(nonce, crate::log::frame::DEFAULT_MAX_PAYLOAD_BYTES);
         let mut writer = FramedWriter::new(writer, encoder, "peer".into());
         let sending = tokio::spawn(async move {
             for batch in &batches {
@@ -929,14 +926,7 @@ async fn a_batch_with_a_refused_payload_sends_nothing() {
     bounded(async {
         let nonce = ConnectionNonce::generate();
         let (writer, mut reader) = tokio::io::duplex(1 << 16);
-        let encoder = FrameEncoder::new(
-            WireVersion::V2,
-            FrameKey::new(TOKEN).unwrap(),
-            nonce,
-            "127.0.0.1:5050".into(),
-            OWN_BUFFER_FRAME_BYTES as u32 * 2,
-        )
-        .unwrap();
+        let encoder = v2_encoder(nonce, OWN_BUFFER_FRAME_BYTES as u32 * 2);
         let mut writer = FramedWriter::new(writer, encoder, "peer".into());
         let batch = vec![
             patterned(OWN_BUFFER_FRAME_BYTES, 1),
