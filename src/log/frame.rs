@@ -273,13 +273,16 @@ impl FrameKey {
         mac
     }
 
-    fn blake3_v2(&self, nonce: &ConnectionNonce, covered: &[u8]) -> blake3::Hash {
+    /// The tag of `head` followed by `rest`, as if they were one buffer.
+    fn blake3_v2(&self, nonce: &ConnectionNonce, head: &[u8], rest: &[u8]) -> blake3::Hash {
         let mut hasher = blake3::Hasher::new_keyed(&self.v2);
         hasher.update(MAC_CONTEXT_V2);
         hasher.update(&nonce.0);
-        // One call over the whole frame: BLAKE3 hashes its 1 KiB chunks with SIMD
-        // several at a time only when it is given them together.
-        hasher.update(covered);
+        // Each part in one call: BLAKE3 hashes its 1 KiB chunks with SIMD several
+        // at a time only when it is given them together (a frame is one part, or
+        // a short header and then the payload).
+        hasher.update(head);
+        hasher.update(rest);
         hasher.finalize()
     }
 
@@ -307,17 +310,7 @@ impl FrameKey {
                 mac.update(rest);
                 mac.finalize().into_bytes().into()
             }
-            WireVersion::V2 => {
-                if rest.is_empty() {
-                    return *self.blake3_v2(nonce, head).as_bytes();
-                }
-                let mut hasher = blake3::Hasher::new_keyed(&self.v2);
-                hasher.update(MAC_CONTEXT_V2);
-                hasher.update(&nonce.0);
-                hasher.update(head);
-                hasher.update(rest);
-                *hasher.finalize().as_bytes()
-            }
+            WireVersion::V2 => *self.blake3_v2(nonce, head, rest).as_bytes(),
         }
     }
 
@@ -342,7 +335,7 @@ impl FrameKey {
                 // `blake3::Hash`'s `==` is documented constant time; both sides
                 // are `Hash`, never byte slices, so that `==` is the one used.
                 let received = blake3::Hash::from_bytes(tag);
-                if self.blake3_v2(nonce, covered) == received {
+                if self.blake3_v2(nonce, covered, &[]) == received {
                     Ok(())
                 } else {
                     Err(FrameError::BadMac)
@@ -568,6 +561,11 @@ impl FrameDecoder {
         self.version
     }
 
+    /// Frames that passed the MAC so far (each one advances the sequence).
+    pub fn frames_decoded(&self) -> u64 {
+        self.next_sequence
+    }
+
     /// How many bytes the frame starting at `buf` needs in all, once its fixed header
     /// is there; `Ok(None)` if fewer than `FRAME_HEADER_BYTES` are available. Checks
     /// the header, so a reader can refuse a hostile length before reading the body.
@@ -628,17 +626,25 @@ impl FrameDecoder {
     /// the frame's payload is a slice of `buf`, so the payload keeps the whole
     /// buffer alive (a reader gives a large frame a buffer of its own for this).
     pub fn decode_in_place(&mut self, buf: bytes::Bytes) -> Result<Frame, FrameError> {
-        match self.decode_parts(&buf)? {
-            Some((head, payload, total)) if total == buf.len() => {
-                Ok(head.with_payload(buf.slice(payload)))
-            }
+        let (head, payload) = self.decode_whole(&buf)?;
+        Ok(head.with_payload(buf.slice(payload)))
+    }
+
+    /// The one frame that fills `buf` exactly: its header fields and where its
+    /// payload lies; a short (or long) buffer is [`FrameError::Truncated`].
+    fn decode_whole(
+        &mut self,
+        buf: &[u8],
+    ) -> Result<(FrameHead, std::ops::Range<usize>), FrameError> {
+        match self.decode_parts(buf)? {
+            Some((head, payload, total)) if total == buf.len() => Ok((head, payload)),
             Some((_, _, total)) => Err(FrameError::Truncated {
                 needed: total,
                 available: buf.len(),
             }),
             None => Err(FrameError::Truncated {
                 needed: self
-                    .frame_bytes(&buf)?
+                    .frame_bytes(buf)?
                     .unwrap_or(FRAME_HEADER_BYTES + MAC_BYTES),
                 available: buf.len(),
             }),
@@ -693,19 +699,8 @@ impl FrameDecoder {
     /// Decodes exactly one frame filling `buf`; a short buffer is
     /// [`FrameError::Truncated`].
     pub fn decode_exact(&mut self, buf: &[u8]) -> Result<Frame, FrameError> {
-        match self.decode(buf)? {
-            Some((frame, consumed)) if consumed == buf.len() => Ok(frame),
-            Some((_, consumed)) => Err(FrameError::Truncated {
-                needed: consumed,
-                available: buf.len(),
-            }),
-            None => Err(FrameError::Truncated {
-                needed: self
-                    .frame_bytes(buf)?
-                    .unwrap_or(FRAME_HEADER_BYTES + MAC_BYTES),
-                available: buf.len(),
-            }),
-        }
+        let (head, payload) = self.decode_whole(buf)?;
+        Ok(head.with_payload(bytes::Bytes::copy_from_slice(&buf[payload])))
     }
 }
 

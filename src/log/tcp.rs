@@ -392,10 +392,6 @@ pub struct FramedReader<R> {
     /// Bytes at the front of `buffer` already decoded; compacted before each read so
     /// a burst of small frames costs one move per read, not one per frame.
     consumed: usize,
-    /// Frames that passed the MAC on this connection: once one did, the peer
-    /// holds the token, and a large frame's announced length may be allocated
-    /// before its bytes arrive.
-    authenticated_frames: u64,
     peer: String,
 }
 
@@ -406,7 +402,6 @@ impl<R: AsyncRead + Unpin> FramedReader<R> {
             decoder,
             buffer: Vec::new(),
             consumed: 0,
-            authenticated_frames: 0,
             peer,
         }
     }
@@ -415,19 +410,18 @@ impl<R: AsyncRead + Unpin> FramedReader<R> {
     pub async fn next_frame(&mut self) -> Result<Option<Frame>, LinkError> {
         loop {
             let pending = &self.buffer[self.consumed..];
-            if self.authenticated_frames > 0 {
+            // Once a frame passed the MAC the peer holds the token, and a large
+            // frame's announced length may be allocated before its bytes arrive.
+            if self.decoder.frames_decoded() > 0 {
                 if let Ok(Some(total)) = self.decoder.frame_bytes(pending) {
                     if total >= OWN_BUFFER_FRAME_BYTES && pending.len() < total {
-                        let frame = self.read_large_frame(total).await?;
-                        self.authenticated_frames += 1;
-                        return Ok(Some(frame));
+                        return self.read_large_frame(total).await.map(Some);
                     }
                 }
             }
             match self.decoder.decode(pending) {
                 Ok(Some((frame, used))) => {
                     self.consumed += used;
-                    self.authenticated_frames += 1;
                     return Ok(Some(frame));
                 }
                 Ok(None) => {}
@@ -440,10 +434,7 @@ impl<R: AsyncRead + Unpin> FramedReader<R> {
             }
             self.buffer.drain(..self.consumed);
             self.consumed = 0;
-            // Give back the room a rare large frame took, so idle links stay small.
-            if self.buffer.is_empty() && self.buffer.capacity() > 4 * READ_CHUNK_BYTES {
-                self.buffer.shrink_to(READ_CHUNK_BYTES);
-            }
+            self.give_back_room();
             // The buffer grows only by bytes that arrived, one chunk at a time, and
             // the decoder refuses a header with an oversized length as soon as the
             // header is in: the buffer stays within one maximal frame plus a chunk,
@@ -469,9 +460,14 @@ impl<R: AsyncRead + Unpin> FramedReader<R> {
             }
         }
     }
-}
 
-impl<R: AsyncRead + Unpin> FramedReader<R> {
+    /// Gives back the room a rare large frame took, so idle links stay small.
+    fn give_back_room(&mut self) {
+        if self.buffer.is_empty() && self.buffer.capacity() > 4 * READ_CHUNK_BYTES {
+            self.buffer.shrink_to(READ_CHUNK_BYTES);
+        }
+    }
+
     /// Reads the rest of a frame of `total` bytes, whose start is all that is
     /// buffered, into a buffer of its own, straight from the socket, and decodes
     /// it there: the payload (a catch-up answer, MiBs) is handed out as a slice of
@@ -482,9 +478,7 @@ impl<R: AsyncRead + Unpin> FramedReader<R> {
         frame.extend_from_slice(&self.buffer[self.consumed..]);
         self.buffer.clear();
         self.consumed = 0;
-        if self.buffer.capacity() > 4 * READ_CHUNK_BYTES {
-            self.buffer.shrink_to(READ_CHUNK_BYTES);
-        }
+        self.give_back_room();
         while frame.len() < total {
             // At most the spare capacity, `total - len`: never a byte of the next frame.
             let read = self

@@ -233,14 +233,6 @@ impl postcard::ser_flavors::Flavor for ExactVec<'_> {
     }
 }
 
-/// Serde of a shared byte buffer as bytes rather than as a sequence of `u8`. Postcard
-/// writes both the same way (a varint length, then the bytes), so nothing changes
-/// on disk or on the wire; but as a sequence every byte is a call into the
-/// serializer and a push on decode, which made encoding and decoding entries the
-/// bulk of the CPU a catch-up or a large append costs. As bytes it is one copy.
-/// Other formats that encode bytes as a sequence (JSON: an array of numbers) read
-/// back through `visit_seq`. Decoding builds a `Vec` and hands it to [`Bytes`]
-/// without another copy.
 /// Decodes a message from `payload` (postcard) with the log values in it of at
 /// least [`SHARED_RECEIVED_VALUE_MIN_BYTES`] sharing `payload`'s buffer instead of being
 /// copied out of it, as long as such values make up at least half of it: a
@@ -263,6 +255,14 @@ pub fn decode_sharing<T: serde::de::DeserializeOwned>(
 /// [`decode_sharing`]: sharing would keep a whole frame alive for a few bytes.
 pub const SHARED_RECEIVED_VALUE_MIN_BYTES: usize = 1024;
 
+/// Serde of a shared byte buffer as bytes rather than as a sequence of `u8`. Postcard
+/// writes both the same way (a varint length, then the bytes), so nothing changes
+/// on disk or on the wire; but as a sequence every byte is a call into the
+/// serializer and a push on decode, which made encoding and decoding entries the
+/// bulk of the CPU a catch-up or a large append costs. As bytes it is one copy.
+/// Other formats that encode bytes as a sequence (JSON: an array of numbers) read
+/// back through `visit_seq`. Decoding copies the bytes once into a [`Bytes`], or
+/// none at all when [`decode_sharing`] lets a value share the received payload.
 mod byte_buf {
     use std::cell::RefCell;
 
@@ -328,11 +328,9 @@ mod byte_buf {
             f.write_str("a byte buffer")
         }
 
-        fn visit_borrowed_bytes<E: de::Error>(self, bytes: &'de [u8]) -> Result<Bytes, E> {
-            Ok(share(bytes).unwrap_or_else(|| Bytes::copy_from_slice(bytes)))
-        }
-
-        /// postcard lends its input here too: what lies inside the source is shared.
+        /// Borrowed bytes arrive here too (serde's default), and postcard lends
+        /// its input even to `deserialize_byte_buf`: what lies inside the
+        /// source being decoded is shared.
         fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Bytes, E> {
             Ok(share(bytes).unwrap_or_else(|| Bytes::copy_from_slice(bytes)))
         }
