@@ -317,6 +317,10 @@ fn records(bytes: &[u8]) -> Vec<(usize, usize, bool)> {
     let mut offset = SEGMENT_HEADER_BYTES;
     while offset + RECORD_HEADER_BYTES <= bytes.len() {
         let header = &bytes[offset..offset + RECORD_HEADER_BYTES];
+        if header.iter().all(|&b| b == 0) {
+            // The zeros the store keeps written ahead of its records.
+            break;
+        }
         let payload = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
         let length = RECORD_HEADER_BYTES + payload;
         if offset + length > bytes.len() {

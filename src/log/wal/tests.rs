@@ -27,6 +27,19 @@ fn only_segment(dir: &Path) -> PathBuf {
     segments[0].1.clone()
 }
 
+/// Where the records of a segment end: its length without the runway's zeros.
+fn records_end(path: &Path) -> u64 {
+    let bytes = fs::read(path).unwrap();
+    let mut offset = SEGMENT_HEADER_BYTES;
+    while offset < bytes.len() {
+        match scan_record(&bytes[offset..]) {
+            Scan::Record(record) => offset += record.record_bytes,
+            _ => break,
+        }
+    }
+    offset as u64
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     for (_, path) in list_segments(from).unwrap() {
         fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
@@ -103,7 +116,7 @@ fn a_crash_at_every_byte_of_the_last_batch_recovers_the_previous_state() {
         let (wal, _) = open(dir.path());
         wal.write(WriteBatch::new().meta(b"meta".to_vec()).put(7, vec![7; 40]))
             .unwrap();
-        before_len = fs::metadata(only_segment(dir.path())).unwrap().len();
+        before_len = records_end(&only_segment(dir.path()));
         expected_before = Recovered {
             meta: Some(b"meta".to_vec()),
             positions: BTreeMap::from([(7, vec![7; 40])]),
@@ -119,73 +132,194 @@ fn a_crash_at_every_byte_of_the_last_batch_recovers_the_previous_state() {
         .unwrap();
     }
     let segment = only_segment(dir.path());
-    let full_len = fs::metadata(&segment).unwrap().len();
+    let full_len = records_end(&segment);
     assert!(full_len > before_len);
+    assert!(
+        fs::metadata(&segment).unwrap().len() > full_len,
+        "small commits keep zeros ahead of their records"
+    );
 
-    for cut in before_len..full_len {
-        let crash = tempfile::tempdir().unwrap();
-        copy_dir(dir.path(), crash.path());
-        let crashed_segment = crash.path().join(segment.file_name().unwrap());
-        OpenOptions::new()
-            .write(true)
-            .open(&crashed_segment)
-            .unwrap()
-            .set_len(cut)
-            .unwrap();
-        let (wal, recovered) = open(crash.path());
-        let torn = recovered.torn_tail.clone();
-        assert_eq!(
-            Recovered {
-                torn_tail: None,
-                ..recovered
-            },
-            expected_before,
-            "cut at {cut}"
-        );
-        if cut == before_len {
-            assert_eq!(torn, None);
-        } else {
-            let torn = torn.unwrap_or_else(|| panic!("cut at {cut}: no torn tail reported"));
-            assert_eq!(torn.offset, before_len);
-            assert_eq!(torn.dropped_bytes, cut - before_len);
+    // An append cut short leaves a shorter file; a write into the runway cut
+    // short leaves zeros where its last bytes should be.
+    for zeros_after_cut in [false, true] {
+        for cut in before_len..full_len {
+            let crash = tempfile::tempdir().unwrap();
+            copy_dir(dir.path(), crash.path());
+            let crashed_segment = crash.path().join(segment.file_name().unwrap());
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&crashed_segment)
+                .unwrap();
+            if zeros_after_cut {
+                file.write_all_at(&vec![0; (full_len - cut) as usize], cut)
+                    .unwrap();
+            } else {
+                file.set_len(cut).unwrap();
+            }
+            drop(file);
+            let (wal, recovered) = open(crash.path());
+            let torn = recovered.torn_tail.clone();
+            assert_eq!(
+                Recovered {
+                    torn_tail: None,
+                    ..recovered
+                },
+                expected_before,
+                "cut at {cut}, zeros after it: {zeros_after_cut}"
+            );
+            if cut == before_len {
+                assert_eq!(torn, None);
+            } else {
+                let torn = torn.unwrap_or_else(|| panic!("cut at {cut}: no torn tail reported"));
+                assert_eq!(torn.offset, before_len);
+                if !zeros_after_cut {
+                    assert_eq!(torn.dropped_bytes, cut - before_len);
+                }
+            }
+            // The store keeps working after the cut, and what it writes next survives.
+            wal.write(WriteBatch::new().put(9, b"after".to_vec()))
+                .unwrap();
+            drop(wal);
+            let (_, reopened) = open(crash.path());
+            assert_eq!(reopened.torn_tail, None, "cut at {cut}");
+            assert_eq!(
+                reopened.positions.get(&9).map(Vec::as_slice),
+                Some(&b"after"[..])
+            );
         }
-        // The store keeps working after the cut, and what it writes next survives.
-        wal.write(WriteBatch::new().put(9, b"after".to_vec()))
-            .unwrap();
-        drop(wal);
-        let (_, reopened) = open(crash.path());
-        assert_eq!(reopened.torn_tail, None, "cut at {cut}");
-        assert_eq!(
-            reopened.positions.get(&9).map(Vec::as_slice),
-            Some(&b"after"[..])
-        );
     }
 }
 
 #[test]
-fn zero_fill_after_the_last_record_is_a_torn_tail() {
+fn zeros_after_the_last_whole_batch_are_kept_and_written_over() {
     let dir = tempfile::tempdir().unwrap();
     {
         let (wal, _) = open(dir.path());
         wal.write(WriteBatch::new().put(1, b"x".to_vec())).unwrap();
+        assert_eq!(
+            wal.stats().runway_bytes_zeroed.load(Ordering::Relaxed),
+            DEFAULT_RUNWAY_BYTES
+        );
     }
     let segment = only_segment(dir.path());
+    let end = records_end(&segment);
+    // Also what a file system may leave when it extended a file the data never
+    // reached: more zeros.
     let len = fs::metadata(&segment).unwrap().len();
+    assert_eq!(len, end + DEFAULT_RUNWAY_BYTES);
     OpenOptions::new()
         .write(true)
         .open(&segment)
         .unwrap()
         .set_len(len + 4096)
         .unwrap();
+    {
+        let (wal, recovered) = open(dir.path());
+        assert_eq!(recovered.positions.len(), 1);
+        assert_eq!(recovered.torn_tail, None);
+        assert_eq!(fs::metadata(&segment).unwrap().len(), len + 4096);
+        wal.write(WriteBatch::new().put(2, b"y".to_vec())).unwrap();
+        // Right after the first record, over the zeros; no new ones needed.
+        assert_eq!(records_end(&segment), end + RECORD_HEADER_BYTES as u64 + 1);
+        assert_eq!(fs::metadata(&segment).unwrap().len(), len + 4096);
+        assert_eq!(wal.stats().runway_bytes_zeroed.load(Ordering::Relaxed), 0);
+    }
     let (_, recovered) = open(dir.path());
-    assert_eq!(recovered.positions.len(), 1);
-    assert_eq!(recovered.torn_tail.map(|t| t.dropped_bytes), Some(4096));
+    assert_eq!(
+        recovered.positions,
+        BTreeMap::from([(1, b"x".to_vec()), (2, b"y".to_vec())])
+    );
+    assert_eq!(recovered.torn_tail, None);
+}
+
+#[test]
+fn the_runway_is_topped_up_by_small_commits_and_left_out_of_bulk_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions {
+        runway_bytes: 64 * 1024,
+        ..WalOptions::default()
+    };
+    let (wal, _) = open_with(dir.path(), options);
+    let segment = only_segment(dir.path());
+    let zeroed = || wal.stats().runway_bytes_zeroed.load(Ordering::Relaxed);
+    let ahead = || fs::metadata(&segment).unwrap().len() - records_end(&segment);
+    for position in 0..400 {
+        wal.write(WriteBatch::new().put(position, vec![1; 200]))
+            .unwrap();
+        // Topped up whenever less than half is left.
+        assert!(ahead() >= 32 * 1024, "{} bytes ahead", ahead());
+        assert!(ahead() <= 64 * 1024, "{} bytes ahead", ahead());
+    }
+    let zeroed_by_small_commits = zeroed();
+    assert!(
+        zeroed_by_small_commits >= 400 * 200,
+        "{zeroed_by_small_commits}"
+    );
+    // A commit of a quarter of the runway or more appends past it as it is.
+    for position in 400..410 {
+        wal.write(WriteBatch::new().put(position, vec![2; 16 * 1024]))
+            .unwrap();
+    }
+    assert_eq!(ahead(), 0);
+    assert_eq!(zeroed(), zeroed_by_small_commits);
+    drop(wal);
+
+    let off = WalOptions {
+        runway_bytes: 0,
+        ..WalOptions::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = open_with(dir.path(), off);
+    wal.write(WriteBatch::new().put(1, vec![1; 200])).unwrap();
+    let segment = only_segment(dir.path());
+    assert_eq!(fs::metadata(&segment).unwrap().len(), records_end(&segment));
+}
+
+#[test]
+fn a_sealed_segment_is_cut_to_its_records_and_zeros_in_one_are_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (wal, _) = open_with(dir.path(), small_segments());
+        for position in 0..40u64 {
+            wal.write(WriteBatch::new().put(position, vec![1; 200]))
+                .unwrap();
+        }
+    }
+    let segments = list_segments(dir.path()).unwrap();
+    assert!(segments.len() >= 2);
+    let (last, sealed) = segments.split_last().unwrap();
+    for (_, path) in sealed {
+        assert_eq!(fs::metadata(path).unwrap().len(), records_end(path));
+    }
+    // The runway, capped at the segment size.
+    let last_len = fs::metadata(&last.1).unwrap().len();
+    assert!(last_len > records_end(&last.1));
+    assert!(last_len <= small_segments().segment_size_bytes);
+    let (_, recovered) = open_with(dir.path(), small_segments());
+    assert_eq!(recovered.positions.len(), 40);
+    assert_eq!(recovered.torn_tail, None);
+
+    let first = &sealed[0].1;
+    let len = fs::metadata(first).unwrap().len();
+    OpenOptions::new()
+        .write(true)
+        .open(first)
+        .unwrap()
+        .set_len(len + 512)
+        .unwrap();
+    match Wal::open(dir.path(), small_segments()) {
+        Err(WalError::Corrupt { path, offset, .. }) => {
+            assert_eq!(&path, first);
+            assert_eq!(offset, len);
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
 }
 
 /// Writes three batches and returns the offsets of their first records.
 fn three_batches(dir: &Path) -> [u64; 3] {
     let (wal, _) = open(dir);
-    let segment_len = || fs::metadata(only_segment(dir)).unwrap().len();
+    let segment_len = || records_end(&only_segment(dir));
     let mut offsets = [0; 3];
     for (i, offset) in offsets.iter_mut().enumerate() {
         *offset = if i == 0 {
@@ -519,7 +653,7 @@ fn a_crash_in_the_middle_of_an_incremental_compaction_replays_to_the_same_state(
             let compacted_before = stats.segments_compacted.load(Ordering::Relaxed);
             let segments_before = list_segments(dir.path()).unwrap();
             let last_before = segments_before.last().cloned().unwrap();
-            let len_before = fs::metadata(&last_before.1).unwrap().len();
+            let len_before = records_end(&last_before.1);
             let model_before = model.clone();
             let batch = replica_batch(round, pass);
             model.apply(&batch);
@@ -553,21 +687,30 @@ fn a_crash_in_the_middle_of_an_incremental_compaction_replays_to_the_same_state(
             let image_segments = list_segments(image.path()).unwrap();
             let last_after = image_segments.last().cloned().unwrap();
             if ids(image_segments) == ids(segments_before) {
-                let len_after = fs::metadata(&last_after.1).unwrap().len();
+                let len_after = records_end(&last_after.1);
                 for cut in [len_after - 1, len_before + 1] {
+                    // A fresh image each time: opening one cuts its torn tail.
+                    let torn_image = crash_image(image.path());
+                    let torn_segment = torn_image.path().join(last_after.1.file_name().unwrap());
                     OpenOptions::new()
                         .write(true)
-                        .open(&last_after.1)
+                        .open(&torn_segment)
                         .unwrap()
                         .set_len(cut)
                         .unwrap();
-                    let (_, recovered) = open_with(image.path(), options.clone());
+                    // What is left of the commit; if only zeros, nothing is torn.
+                    let left = fs::read(&torn_segment).unwrap()[len_before as usize..].to_vec();
+                    let (_, recovered) = open_with(torn_image.path(), options.clone());
                     assert_recovers(
                         &recovered,
                         &model_before,
                         &format!("image of round {round}.{pass} cut at {cut}"),
                     );
-                    assert!(recovered.torn_tail.is_some());
+                    assert_eq!(
+                        recovered.torn_tail.is_some(),
+                        left.iter().any(|&b| b != 0),
+                        "cut at {cut}"
+                    );
                 }
                 torn_images += 1;
             }
@@ -917,9 +1060,22 @@ fn wal_bench() {
         started.elapsed(),
     );
 
-    for writers in [1usize, 64] {
-        let dir = scratch.path().join(format!("wal-{writers}"));
-        let (wal, _) = open(&dir);
+    // Alternating, so a change in the disk's speed shows in both.
+    let runs = [
+        (1usize, true),
+        (1, false),
+        (64, true),
+        (64, false),
+        (1, true),
+        (1, false),
+    ];
+    for (run, (writers, runway)) in runs.into_iter().enumerate() {
+        let dir = scratch.path().join(format!("wal-{run}"));
+        let options = WalOptions {
+            runway_bytes: if runway { DEFAULT_RUNWAY_BYTES } else { 0 },
+            ..WalOptions::default()
+        };
+        let (wal, _) = open_with(&dir, options);
         let started = Instant::now();
         let threads: Vec<_> = (0..writers)
             .map(|writer| {
@@ -943,7 +1099,8 @@ fn wal_bench() {
             .flat_map(|t| t.join().unwrap())
             .collect();
         let elapsed = started.elapsed();
-        report("wal", writers, &mut latencies, elapsed);
+        let what = if runway { "wal" } else { "wal, no runway" };
+        report(what, writers, &mut latencies, elapsed);
         eprintln!(
             "    fdatasyncs {} for {} batches",
             wal.stats().fdatasyncs.load(Ordering::Relaxed),
@@ -973,6 +1130,7 @@ proptest! {
         earlier in proptest::collection::vec(proptest::collection::vec(op_strategy(), 1..6), 0..12),
         last in proptest::collection::vec(op_strategy(), 1..6),
         cut in any::<prop::sample::Index>(),
+        zeros_after_cut in any::<bool>(),
     ) {
         let dir = tempfile::tempdir().unwrap();
         let options = WalOptions { segment_size_bytes: 1024, ..WalOptions::default() };
@@ -985,7 +1143,7 @@ proptest! {
         }
         let segments_before = list_segments(dir.path()).unwrap();
         let (_, last_segment) = segments_before.last().cloned().unwrap();
-        let len_before = fs::metadata(&last_segment).unwrap().len();
+        let len_before = records_end(&last_segment);
         let stats = wal.stats().clone();
         let compactions_before = stats.segments_compacted.load(Ordering::Relaxed);
         wal.write(WriteBatch { ops: last }).unwrap();
@@ -996,10 +1154,19 @@ proptest! {
         // A roll or a compaction moves bytes that were already durable: cutting
         // them is not a crash. Those cases are covered by the model test.
         prop_assume!(unchanged_layout);
-        let len_after = fs::metadata(&last_segment).unwrap().len();
+        let len_after = records_end(&last_segment);
         prop_assume!(len_after > len_before);
         let cut_at = len_before + cut.index((len_after - len_before) as usize) as u64;
-        OpenOptions::new().write(true).open(&last_segment).unwrap().set_len(cut_at).unwrap();
+        let file = OpenOptions::new().write(true).open(&last_segment).unwrap();
+        if zeros_after_cut {
+            // A write into the runway cut short: zeros where its last bytes were.
+            let lost = &fs::read(&last_segment).unwrap()[cut_at as usize..len_after as usize];
+            prop_assume!(lost.iter().any(|&b| b != 0));
+            file.write_all_at(&vec![0; lost.len()], cut_at).unwrap();
+        } else {
+            file.set_len(cut_at).unwrap();
+        }
+        drop(file);
         let (_, recovered) = open_with(dir.path(), options);
         prop_assert_eq!(recovered.meta, model.meta);
         prop_assert_eq!(recovered.positions, model.positions);
@@ -1030,8 +1197,15 @@ fn in_memory_replay_and_encoding_match_the_store_on_disk() {
         }
     }
     let segment = only_segment(dir.path());
-    let bytes = fs::read(&segment).unwrap();
-    assert_eq!(bytes, encode_segment(1, &batches));
+    let mut bytes = fs::read(&segment).unwrap();
+    // The records, then the runway's zeros.
+    let records = records_end(&segment) as usize;
+    assert!(bytes[records..].iter().all(|&b| b == 0));
+    bytes.truncate(records);
+    assert!(
+        bytes == encode_segment(1, &batches),
+        "the store wrote other bytes than the encoding"
+    );
     let (_wal, on_disk) = open(dir.path());
     assert_eq!(replay_in_memory(&[(1, &bytes)]).unwrap(), on_disk);
 
@@ -1046,11 +1220,14 @@ fn in_memory_replay_and_encoding_match_the_store_on_disk() {
     assert_eq!(recovered.meta.as_deref(), Some(&b"m1"[..]));
 }
 
-/// Pages of `path` resident in the page cache, by mmap + mincore.
-fn resident_pages(path: &Path) -> usize {
+/// Pages of `path` below `len` resident in the page cache, by mmap + mincore.
+/// Only below `len`: the runway's zeros after the records stay cached
+/// on purpose (a write into a page that is not cached would read it first), and
+/// reading the file to find where its records end would cache them all.
+fn resident_pages(path: &Path, len: u64) -> usize {
     use std::os::fd::AsRawFd;
     let file = File::open(path).unwrap();
-    let len = file.metadata().unwrap().len() as usize;
+    let len = len as usize;
     if len == 0 {
         return 0;
     }
@@ -1091,10 +1268,12 @@ fn durable_pages_leave_the_page_cache_and_the_records_stay_readable() {
         // The writer drops a commit's pages after it has answered the commit's
         // waiters, so the last commit's pages go a moment after `write` returns.
         let deadline = Instant::now() + Duration::from_secs(5);
-        let mut resident = resident_pages(&segment);
+        let records_end =
+            SEGMENT_HEADER_BYTES as u64 + wal.stats().bytes_appended.load(Ordering::Relaxed);
+        let mut resident = resident_pages(&segment, records_end);
         while resident > 1 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
-            resident = resident_pages(&segment);
+            resident = resident_pages(&segment, records_end);
         }
         if resident > 1 && stat_is_tmpfs(dir.path()) {
             eprintln!(
