@@ -460,14 +460,7 @@ impl Wal {
     /// Opens (creating if needed) the store in `dir`, replays it and starts the
     /// writer thread. A corrupt store is an error: the caller must not vote on it.
     pub fn open(dir: &Path, options: WalOptions) -> Result<(Wal, Recovered), WalError> {
-        let io_err = |context: &'static str| {
-            let path = dir.to_path_buf();
-            move |source| WalError::Io {
-                path,
-                context,
-                source,
-            }
-        };
+        let io_err = |context| io_error(dir, context);
         fs::create_dir_all(dir).map_err(io_err("creating the directory"))?;
         let lock_path = dir.join(LOCK_FILE_NAME);
         let lock = OpenOptions::new()
@@ -1221,14 +1214,7 @@ impl Writer {
         match existing {
             Some((segment_id, size_bytes)) if size_bytes >= SEGMENT_HEADER_BYTES as u64 => {
                 let path = segment_path(&self.dir, segment_id);
-                let io_err = |context: &'static str| {
-                    let path = path.clone();
-                    move |source| WalError::Io {
-                        path,
-                        context,
-                        source,
-                    }
-                };
+                let io_err = |context| io_error(&path, context);
                 // Not O_APPEND: records go at `size_bytes`, over the runway's zeros
                 // that replay found after them.
                 let file = OpenOptions::new()
@@ -1255,14 +1241,7 @@ impl Writer {
 
     fn create_segment(&mut self, segment_id: u64) -> Result<ActiveSegment, WalError> {
         let path = segment_path(&self.dir, segment_id);
-        let io_err = |context: &'static str| {
-            let path = path.clone();
-            move |source| WalError::Io {
-                path,
-                context,
-                source,
-            }
-        };
+        let io_err = |context| io_error(&path, context);
         let mut file = OpenOptions::new()
             .create(true)
             .truncate(true)
@@ -1711,6 +1690,16 @@ fn encode_batch_into(out: &mut Vec<u8>, batch: &WriteBatch) {
             }
             WalOp::TruncateBelow(bound) => encode_record(out, KIND_TRUNCATE, end, *bound, &[]),
         }
+    }
+}
+
+/// Wraps an I/O error of `path` with what was being done.
+fn io_error(path: &Path, context: &'static str) -> impl FnOnce(io::Error) -> WalError {
+    let path = path.to_path_buf();
+    move |source| WalError::Io {
+        path,
+        context,
+        source,
     }
 }
 

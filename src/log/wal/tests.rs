@@ -275,18 +275,24 @@ fn the_runway_is_topped_up_by_small_commits_and_left_out_of_bulk_ones() {
     assert_eq!(fs::metadata(&segment).unwrap().len(), records_end(&segment));
 }
 
-#[test]
-fn a_sealed_segment_is_cut_to_its_records_and_zeros_in_one_are_corruption() {
-    let dir = tempfile::tempdir().unwrap();
+/// Writes 40 records of 200 bytes into 4 KiB segments; returns the segments.
+fn forty_records_in_small_segments(dir: &Path) -> Vec<(u64, PathBuf)> {
     {
-        let (wal, _) = open_with(dir.path(), small_segments());
+        let (wal, _) = open_with(dir, small_segments());
         for position in 0..40u64 {
             wal.write(WriteBatch::new().put(position, vec![1; 200]))
                 .unwrap();
         }
     }
-    let segments = list_segments(dir.path()).unwrap();
+    let segments = list_segments(dir).unwrap();
     assert!(segments.len() >= 2);
+    segments
+}
+
+#[test]
+fn a_sealed_segment_is_cut_to_its_records_and_zeros_in_one_are_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let segments = forty_records_in_small_segments(dir.path());
     let (last, sealed) = segments.split_last().unwrap();
     for (_, path) in sealed {
         assert_eq!(fs::metadata(path).unwrap().len(), records_end(path));
@@ -409,15 +415,7 @@ fn every_single_bit_flip_before_the_last_record_is_detected() {
 #[test]
 fn a_short_segment_before_the_last_is_corruption_not_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let (wal, _) = open_with(dir.path(), small_segments());
-        for position in 0..40u64 {
-            wal.write(WriteBatch::new().put(position, vec![1; 200]))
-                .unwrap();
-        }
-    }
-    let segments = list_segments(dir.path()).unwrap();
-    assert!(segments.len() >= 2);
+    let segments = forty_records_in_small_segments(dir.path());
     let first = &segments[0].1;
     let len = fs::metadata(first).unwrap().len();
     // Sealed segments were fdatasynced before the next was created: a short one
