@@ -1108,6 +1108,8 @@ struct ActiveSegment {
     file: File,
     size_bytes: u64,
     /// The file's length: zeros from `size_bytes` up to here (the runway).
+    /// `u64::MAX` once writing zeros failed: the length is unknown, so the roll
+    /// cuts the file to its records.
     zeroed_to: u64,
     /// Bytes below this offset were made durable and dropped from the page cache.
     uncached_below: u64,
@@ -1348,7 +1350,7 @@ impl Writer {
             encode_batch_into(&mut buffer, batch);
         }
         self.flush(active, &mut buffer)?;
-        self.extend_runway(active, group_bytes)?;
+        self.extend_runway(active, group_bytes);
         active
             .file
             .sync_data()
@@ -1412,27 +1414,32 @@ impl Writer {
 
     /// Tops up the zeros ahead of the records after a small commit (see
     /// [`WalOptions::runway_bytes`]); they become durable with its fdatasync.
-    fn extend_runway(
-        &mut self,
-        active: &mut ActiveSegment,
-        commit_bytes: usize,
-    ) -> Result<(), String> {
+    /// Best effort: zeros that cannot be written (a full disk) only cost speed,
+    /// so the commit goes on without them.
+    fn extend_runway(&mut self, active: &mut ActiveSegment, commit_bytes: usize) {
         let runway = self.options.runway_bytes;
         if runway == 0
             || commit_bytes as u64 >= runway / 4
-            || active.zeroed_to >= active.size_bytes + runway / 2
+            || active.zeroed_to >= active.size_bytes.saturating_add(runway / 2)
         {
-            return Ok(());
+            return;
         }
         // Not past the segment's size: the zeros would be cut at the roll anyway.
         let target = (active.size_bytes + runway).min(self.options.segment_size_bytes);
         let mut at = active.zeroed_to;
         while at < target {
             let chunk = (target - at).min(ZERO_CHUNK.len() as u64) as usize;
-            active
-                .file
-                .write_all_at(&ZERO_CHUNK[..chunk], at)
-                .map_err(|e| format!("writing zeros ahead in {}: {e}", active.path.display()))?;
+            if let Err(error) = active.file.write_all_at(&ZERO_CHUNK[..chunk], at) {
+                tracing::warn!(
+                    path = %active.path.display(),
+                    %error,
+                    "write-ahead log: cannot write zeros ahead of the records; going on without"
+                );
+                // The file may have grown by part of a chunk: the roll must cut
+                // it, and this segment is not tried again.
+                active.zeroed_to = u64::MAX;
+                return;
+            }
             at += chunk as u64;
         }
         if at > active.zeroed_to {
@@ -1441,7 +1448,6 @@ impl Writer {
                 .fetch_add(at - active.zeroed_to, Ordering::Relaxed);
             active.zeroed_to = at;
         }
-        Ok(())
     }
 
     /// Seals the active segment (durably, cut to its records) and starts the next
