@@ -785,9 +785,9 @@ fn scan_record(bytes: &[u8]) -> Scan<'_> {
     let stored_header_crc = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
     // A write into the runway that was cut short leaves its first bytes and then
     // zeros, not a shorter file.
-    let zeros_from = |offset: usize| bytes[offset..].iter().all(|&b| b == 0);
+    let only_zeros_from = |offset: usize| bytes[offset..].iter().all(|&b| b == 0);
     if crc32c::crc32c(&header[4..]) != stored_header_crc {
-        if zeros_from(RECORD_HEADER_BYTES) {
+        if only_zeros_from(RECORD_HEADER_BYTES) {
             return Scan::Torn("record header cut short, zeros after it".into());
         }
         return Scan::Corrupt {
@@ -824,7 +824,7 @@ fn scan_record(bytes: &[u8]) -> Scan<'_> {
     }
     let payload = &bytes[RECORD_HEADER_BYTES..record_bytes];
     if crc32c::crc32c(payload) != payload_crc {
-        if zeros_from(record_bytes) {
+        if only_zeros_from(record_bytes) {
             // The final record of the file, partly persisted.
             return Scan::Torn("payload checksum mismatch in the final record".into());
         }

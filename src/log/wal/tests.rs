@@ -170,7 +170,9 @@ fn a_crash_at_every_byte_of_the_last_batch_recovers_the_previous_state() {
             if cut == before_len {
                 assert_eq!(torn, None);
             } else {
-                let torn = torn.unwrap_or_else(|| panic!("cut at {cut}: no torn tail reported"));
+                let torn = torn.unwrap_or_else(|| {
+                    panic!("cut at {cut}, zeros after it: {zeros_after_cut}: no torn tail reported")
+                });
                 assert_eq!(torn.offset, before_len);
                 if !zeros_after_cut {
                     assert_eq!(torn.dropped_bytes, cut - before_len);
