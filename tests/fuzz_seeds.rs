@@ -9,7 +9,8 @@
 use std::path::{Path, PathBuf};
 
 use mesos_operator::log::frame::{
-    ConnectionNonce, FrameEncoder, FrameKey, WireVersion, DEFAULT_MAX_PAYLOAD_BYTES, NONCE_BYTES,
+    ConnectionNonce, ConnectionNonces, FrameEncoder, FrameKey, WireVersion,
+    DEFAULT_MAX_PAYLOAD_BYTES, NONCE_BYTES,
 };
 use mesos_operator::log::message::{Envelope, Message, PromiseOutcome, ReadReply, ReportedEntry};
 use mesos_operator::log::types::{
@@ -22,6 +23,11 @@ use serde_json::json;
 /// target's, so they pass every check up to the MAC and no further.
 const OTHER_TOKEN: &[u8] = b"seed-token-the-fuzzer-does-not-hold";
 const FUZZ_NONCE: ConnectionNonce = ConnectionNonce([0x5a; NONCE_BYTES]);
+/// The fuzz target's nonces (v1 and v2 use the acceptor's only).
+const FUZZ_NONCES: ConnectionNonces = ConnectionNonces {
+    acceptor: FUZZ_NONCE,
+    connector: Some(ConnectionNonce([0xa5; NONCE_BYTES])),
+};
 
 fn proposal(round: u64) -> Proposal {
     Proposal {
@@ -149,14 +155,18 @@ fn frame_decoder_seeds() -> Vec<(String, Vec<u8>)> {
             format!("message-{index:02}"),
             [&[0][..], &payload[..]].concat(),
         ));
-        // The target's first byte: bit 0 the mode, bit 1 the version (v1 seeds
-        // keep their names and bytes from before v2 existed).
-        for (version, mode, suffix) in [(WireVersion::V1, 0u8, ""), (WireVersion::V2, 2, "-v2")] {
+        // The target's first byte: bit 0 the mode, bits 1-2 the version (v1
+        // seeds keep their names and bytes from before v2 existed).
+        for (version, mode, suffix) in [
+            (WireVersion::V1, 0u8, ""),
+            (WireVersion::V2, 2, "-v2"),
+            (WireVersion::V3, 4, "-v3"),
+        ] {
             let key = FrameKey::new(OTHER_TOKEN).expect("non-empty token");
             let mut encoder = FrameEncoder::new(
                 version,
                 key,
-                FUZZ_NONCE,
+                FUZZ_NONCES,
                 "127.0.0.1:5050".into(),
                 DEFAULT_MAX_PAYLOAD_BYTES,
             )

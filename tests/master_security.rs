@@ -16,20 +16,21 @@ use std::time::{Duration, Instant};
 
 use hardening_common::{write_some, Ensemble, EVENTUALLY, POLL, TOKEN};
 use mesos_operator::log::frame::{
-    ConnectionNonce, FrameEncoder, FrameKey, WireVersion, DEFAULT_MAX_PAYLOAD_BYTES,
-    FRAME_HEADER_BYTES, FRAME_MAGIC, HANDSHAKE_REPLY_BYTES, NONCE_BYTES, PREAMBLE_BYTES,
-    PREAMBLE_V2, PROTOCOL_VERSION_V2,
+    ConnectionNonce, ConnectionNonces, FrameEncoder, FrameKey, WireVersion,
+    DEFAULT_MAX_PAYLOAD_BYTES, FRAME_HEADER_BYTES, FRAME_MAGIC, HANDSHAKE_REPLY_BYTES, NONCE_BYTES,
+    PREAMBLE_BYTES, PREAMBLE_V3, PROTOCOL_VERSION_V3,
 };
 
 const PORT: u16 = 27050;
 /// The target closes a refused connection at once; this only bounds a hang.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What a case writes after the handshake, given the connection's nonce.
-type BytesFor<'a> = Box<dyn Fn(ConnectionNonce) -> Vec<u8> + 'a>;
+/// What a case writes after the handshake, given the connection's nonces.
+type BytesFor<'a> = Box<dyn Fn(ConnectionNonces) -> Vec<u8> + 'a>;
 
-/// A raw replica connection after the handshake, and the acceptor's nonce.
-fn handshake(target: SocketAddr) -> (TcpStream, ConnectionNonce) {
+/// A raw replica connection after the handshake (in the latest version, v3, as
+/// this build's members speak it), and its nonces.
+fn handshake(target: SocketAddr) -> (TcpStream, ConnectionNonces) {
     let mut stream = TcpStream::connect_timeout(&target, CLOSE_TIMEOUT).expect("connect");
     stream
         .set_read_timeout(Some(CLOSE_TIMEOUT))
@@ -37,22 +38,28 @@ fn handshake(target: SocketAddr) -> (TcpStream, ConnectionNonce) {
     stream
         .set_write_timeout(Some(CLOSE_TIMEOUT))
         .expect("timeout");
-    stream.write_all(&PREAMBLE_V2).expect("preamble");
+    let connector = ConnectionNonce::generate();
+    stream
+        .write_all(&[&PREAMBLE_V3[..], &connector.0[..]].concat())
+        .expect("preamble");
     let mut reply = [0u8; HANDSHAKE_REPLY_BYTES];
     stream.read_exact(&mut reply).expect("handshake reply");
-    assert_eq!(reply[..PREAMBLE_BYTES], PREAMBLE_V2);
+    assert_eq!(reply[..PREAMBLE_BYTES], PREAMBLE_V3);
     let mut nonce = [0u8; NONCE_BYTES];
     nonce.copy_from_slice(&reply[PREAMBLE_BYTES..]);
-    (stream, ConnectionNonce(nonce))
+    (
+        stream,
+        ConnectionNonces::new(ConnectionNonce(nonce), connector),
+    )
 }
 
 /// One frame as `sender` would send it on this connection.
-fn frame(token: &str, nonce: ConnectionNonce, sender: &str, log_id: u64) -> Vec<u8> {
+fn frame(token: &str, nonces: ConnectionNonces, sender: &str, log_id: u64) -> Vec<u8> {
     let key = FrameKey::new(token.as_bytes()).expect("key");
     let mut encoder = FrameEncoder::new(
-        WireVersion::V2,
+        WireVersion::V3,
         key,
-        nonce,
+        nonces,
         sender.to_owned(),
         DEFAULT_MAX_PAYLOAD_BYTES,
     )
@@ -170,7 +177,7 @@ fn refused_frames_close_the_connection_change_nothing_and_are_counted() {
             Box::new(|_| {
                 let mut header = Vec::new();
                 header.extend_from_slice(&FRAME_MAGIC);
-                header.extend_from_slice(&[PROTOCOL_VERSION_V2, 0]);
+                header.extend_from_slice(&[PROTOCOL_VERSION_V3, 0]);
                 header.extend_from_slice(&14u16.to_be_bytes());
                 header.extend_from_slice(&u32::MAX.to_be_bytes());
                 header.resize(FRAME_HEADER_BYTES, 0);

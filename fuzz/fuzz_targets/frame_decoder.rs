@@ -1,12 +1,12 @@
 //! The replica frame decoder (`src/log/frame.rs`) and the message decoder behind it
 //! (`src/log/message.rs`, postcard), as `serve_replica` and the driver run them.
 //!
-//! The first input byte picks the protocol version, bit 1 (clear: v1,
-//! HMAC-SHA256; set: v2, keyed BLAKE3), and a mode, bit 0:
+//! The first input byte picks the protocol version, bits 1-2 (0: v1,
+//! HMAC-SHA256; 1: v2, keyed BLAKE3; 2 and 3: v3, AES-256-GCM), and a mode, bit 0:
 //! - even: the rest is a hostile byte stream: the preamble checks, then frames
 //!   decoded one after another as a connection reads them, each payload decoded as
-//!   an `Envelope`. Nothing may panic, and no frame may pass the MAC (the fuzzer
-//!   does not know the token).
+//!   an `Envelope`. Nothing may panic, and no frame may pass the tag check (the
+//!   fuzzer does not know the token).
 //! - odd: structured: frames built by a `FrameEncoder` holding the token around
 //!   fuzzer-chosen payloads, so they pass the MAC and the fuzzer explores the
 //!   postcard decoding of messages; optionally one bit of the wire is flipped,
@@ -18,13 +18,19 @@
 
 use libfuzzer_sys::fuzz_target;
 use mesos_operator::log::frame::{
-    check_preamble, match_preamble, ConnectionNonce, Frame, FrameDecoder, FrameEncoder, FrameKey,
-    WireVersion, MAX_SENDER_BYTES, NONCE_BYTES,
+    check_preamble, match_preamble, ConnectionNonce, ConnectionNonces, Frame, FrameDecoder,
+    FrameEncoder, FrameKey, WireVersion, MAX_SENDER_BYTES, NONCE_BYTES,
 };
 use mesos_operator::log::message::Envelope;
 
 const TOKEN: &[u8] = b"fuzz-ensemble-token";
 const NONCE: ConnectionNonce = ConnectionNonce([0x5a; NONCE_BYTES]);
+const CONNECTOR_NONCE: ConnectionNonce = ConnectionNonce([0xa5; NONCE_BYTES]);
+/// Both nonces; v1 and v2 use the acceptor's only.
+const NONCES: ConnectionNonces = ConnectionNonces {
+    acceptor: NONCE,
+    connector: Some(CONNECTOR_NONCE),
+};
 /// Small, so hostile lengths near the limit are reachable.
 const MAX_PAYLOAD_BYTES: u32 = 64 * 1024;
 
@@ -78,6 +84,13 @@ fn key() -> FrameKey {
     }
 }
 
+fn decoder(version: WireVersion) -> FrameDecoder {
+    match FrameDecoder::new(version, key(), NONCES, MAX_PAYLOAD_BYTES) {
+        Ok(decoder) => decoder,
+        Err(error) => panic!("both nonces are given: {error}"),
+    }
+}
+
 /// Decodes an authenticated payload as the driver does; a decoded message must
 /// survive a round trip through the encoder.
 fn decode_message(payload: &[u8]) {
@@ -102,12 +115,15 @@ fn hostile_stream(version: WireVersion, bytes: &[u8]) {
     let _ = match_preamble(bytes);
     let _ = check_preamble(bytes);
     decode_message(bytes);
-    let mut decoder = FrameDecoder::new(version, key(), NONCE, MAX_PAYLOAD_BYTES);
+    let mut decoder = decoder(version);
     let _ = decoder.frame_bytes(bytes);
     if let Ok(Some((frame, _))) = decoder.decode(bytes) {
-        panic!("a frame forged without the token passed the MAC: {frame:?}");
+        panic!("a frame forged without the token passed the tag check: {frame:?}");
     }
-    let _ = FrameDecoder::new(version, key(), NONCE, MAX_PAYLOAD_BYTES).decode_exact(bytes);
+    let _ = self::decoder(version).decode_exact(bytes);
+    if let Ok(frame) = self::decoder(version).decode_in_place(bytes.to_vec()) {
+        panic!("a frame forged without the token passed the tag check in place: {frame:?}");
+    }
 }
 
 fn structured(version: WireVersion, input: Structured) {
@@ -118,7 +134,7 @@ fn structured(version: WireVersion, input: Structured) {
     let mut encoder = match FrameEncoder::new(
         version,
         key(),
-        NONCE,
+        NONCES,
         sender.clone(),
         MAX_PAYLOAD_BYTES,
     ) {
@@ -150,13 +166,13 @@ fn structured(version: WireVersion, input: Structured) {
         }
         _ => false,
     };
-    let mut decoder = FrameDecoder::new(version, key(), NONCE, MAX_PAYLOAD_BYTES);
+    let mut decoder = decoder(version);
     // The reader's path for large frames: each frame in a buffer of its own.
-    let mut in_place = FrameDecoder::new(version, key(), NONCE, MAX_PAYLOAD_BYTES);
+    let mut in_place = self::decoder(version);
     let mut rest = &wire[..];
     let mut received = Vec::new();
     while let Ok(Some((frame, used))) = decoder.decode(rest) {
-        let alone = bytes::Bytes::copy_from_slice(&rest[..used]);
+        let alone = rest[..used].to_vec();
         assert_eq!(
             in_place.decode_in_place(alone).as_ref(),
             Ok(&frame),
@@ -187,10 +203,10 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let version = if mode & 2 == 0 {
-        WireVersion::V1
-    } else {
-        WireVersion::V2
+    let version = match (mode >> 1) & 3 {
+        0 => WireVersion::V1,
+        1 => WireVersion::V2,
+        _ => WireVersion::V3,
     };
     if mode % 2 == 0 {
         hostile_stream(version, rest);

@@ -32,9 +32,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::log::frame::{
-    check_preamble, match_preamble, ConnectionNonce, Frame, FrameDecoder, FrameEncoder, FrameError,
-    FrameKey, PreambleMatch, WireVersion, HANDSHAKE_REPLY_BYTES, NONCE_BYTES, PREAMBLE_BYTES,
-    PREAMBLE_V1,
+    check_preamble, match_preamble, ConnectionNonce, ConnectionNonces, Frame, FrameDecoder,
+    FrameEncoder, FrameError, FrameKey, PreambleMatch, WireVersion, HANDSHAKE_REPLY_BYTES,
+    NONCE_BYTES, PREAMBLE_BYTES, PREAMBLE_V1,
 };
 use crate::log::tls::{self, PeerReadHalf, PeerStream, PeerTls, PeerWriteHalf, TlsLinkError};
 
@@ -201,11 +201,17 @@ pub struct LinkCounters {
     /// none at all, expired, or not TLS.
     pub refused_tls_handshake: AtomicU64,
     /// Accepted connections that settled on replica protocol v1: a connector of
-    /// the previous build (a mixed ensemble, during a rolling upgrade).
+    /// a build older than the previous one (a mixed ensemble, during a rolling
+    /// upgrade).
     pub v1_accepted: AtomicU64,
-    /// Outbound links that fell back to v1 because the peer refused v2: the peer
-    /// is a master of the previous build.
+    /// Accepted connections that settled on v2: a connector of the previous build.
+    pub v2_accepted: AtomicU64,
+    /// Outbound links that fell back to v1 because the peer refused v3 and v2:
+    /// the peer is a master of a build older than the previous one.
     pub v1_fallbacks: AtomicU64,
+    /// Outbound links that fell back to v2 because the peer refused v3: the peer
+    /// is a master of the previous build.
+    pub v2_fallbacks: AtomicU64,
     /// Certificate files re-loaded after they changed (rotation).
     pub tls_reloads: AtomicU64,
     /// Changed certificate files that could not be read or did not load.
@@ -497,7 +503,7 @@ impl<R: AsyncRead + Unpin> FramedReader<R> {
             }
         }
         self.decoder
-            .decode_in_place(bytes::Bytes::from(frame))
+            .decode_in_place(frame)
             .map_err(|source| LinkError::Frame {
                 peer: self.peer.clone(),
                 source,
@@ -530,25 +536,32 @@ impl<W: AsyncWrite + Unpin> FramedWriter<W> {
 
     /// Encodes the payloads as consecutive frames and writes them in one go.
     /// A payload of at least [`OWN_BUFFER_FRAME_BYTES`] is written from where it
-    /// lies, between its header and its MAC, rather than copied next to them.
-    pub async fn send_all(&mut self, log_id: u64, payloads: &[Vec<u8>]) -> Result<(), LinkError> {
+    /// lies, between its header and its tag, rather than copied next to them; in
+    /// v3 it is encrypted where it lies, so the payloads are spent either way
+    /// (what is not sent is dropped: Paxos retries what matters).
+    pub async fn send_all(
+        &mut self,
+        log_id: u64,
+        payloads: &mut [Vec<u8>],
+    ) -> Result<(), LinkError> {
         let frame_error = |peer: &str, source| LinkError::Frame {
             peer: peer.to_owned(),
             source,
         };
         self.buffer.clear();
-        // Encoded up front, so a refused payload sends nothing of the batch.
-        let mut parts: Vec<(std::ops::Range<usize>, Option<&[u8]>)> = Vec::new();
+        // Encoded up front, so a refused payload sends nothing of the batch: each
+        // part is a range of the buffer and maybe the index of a payload after it.
+        let mut parts: Vec<(std::ops::Range<usize>, Option<usize>)> = Vec::new();
         let mut start = 0;
-        for payload in payloads {
+        for (index, payload) in payloads.iter_mut().enumerate() {
             if payload.len() >= OWN_BUFFER_FRAME_BYTES {
                 let tag = self
                     .encoder
                     .encode_around(log_id, payload, &mut self.buffer)
                     .map_err(|source| frame_error(&self.peer, source))?;
-                parts.push((start..self.buffer.len(), Some(payload)));
+                parts.push((start..self.buffer.len(), Some(index)));
                 start = self.buffer.len();
-                self.buffer.extend_from_slice(&tag);
+                self.buffer.extend_from_slice(tag.as_ref());
             } else {
                 self.encoder
                     .encode(log_id, payload, &mut self.buffer)
@@ -559,8 +572,8 @@ impl<W: AsyncWrite + Unpin> FramedWriter<W> {
         let write = async {
             for (encoded, payload) in parts {
                 self.writer.write_all(&self.buffer[encoded]).await?;
-                if let Some(payload) = payload {
-                    self.writer.write_all(payload).await?;
+                if let Some(index) = payload {
+                    self.writer.write_all(&payloads[index]).await?;
                 }
             }
             self.writer.flush().await
@@ -700,8 +713,8 @@ async fn serve_replica_stream<S: AsyncRead + AsyncWrite + Unpin>(
         stream.read_exact(&mut preamble),
     )
     .await?;
-    // Either version: answer in the one asked for, so a connector of the previous
-    // build (v1 only) and one of this build (v2) are both served.
+    // Any version: answer in the one asked for, so connectors of older builds
+    // (v1 only, v1 and v2) and of this one (v3) are all served.
     let version = match check_preamble(&preamble) {
         Ok(version) => version,
         Err(source) => {
@@ -712,13 +725,37 @@ async fn serve_replica_stream<S: AsyncRead + AsyncWrite + Unpin>(
             });
         }
     };
+    let mut connector_nonce = None;
+    if version.has_connector_nonce() {
+        let mut nonce = [0u8; NONCE_BYTES];
+        with_timeout(
+            &peer_name,
+            "reading the connector's nonce",
+            stream.read_exact(&mut nonce),
+        )
+        .await?;
+        connector_nonce = Some(ConnectionNonce(nonce));
+    }
     let nonce = ConnectionNonce::generate();
     let mut reply = [0u8; HANDSHAKE_REPLY_BYTES];
     reply[..PREAMBLE_BYTES].copy_from_slice(&version.preamble());
     reply[PREAMBLE_BYTES..].copy_from_slice(&nonce.0);
     with_timeout(&peer_name, "sending the nonce", stream.write_all(&reply)).await?;
 
-    let decoder = FrameDecoder::new(version, config.key.clone(), nonce, config.max_payload_bytes);
+    let nonces = ConnectionNonces {
+        acceptor: nonce,
+        connector: connector_nonce,
+    };
+    let decoder = FrameDecoder::new(
+        version,
+        config.key.clone(),
+        nonces,
+        config.max_payload_bytes,
+    )
+    .map_err(|source| LinkError::Frame {
+        peer: peer_name.clone(),
+        source,
+    })?;
     let mut reader = FramedReader::new(stream, decoder, peer_name.clone());
     let mut authenticated = false;
     loop {
@@ -782,11 +819,14 @@ async fn serve_replica_stream<S: AsyncRead + AsyncWrite + Unpin>(
                 ours,
             });
         }
-        if !authenticated && version == WireVersion::V1 {
-            // Counted and logged once the sender is known and proven: a v1
-            // connector is a master of the previous build.
-            bump(&counters.v1_accepted);
-            tracing::debug!(%peer, sender = %frame.sender, "replica connection in protocol v1: the member runs an older build");
+        if !authenticated && version < WireVersion::LATEST {
+            // Counted and logged once the sender is known and proven: a connector
+            // in an older version is a master of an older build.
+            match version {
+                WireVersion::V1 => bump(&counters.v1_accepted),
+                _ => bump(&counters.v2_accepted),
+            }
+            tracing::debug!(%peer, sender = %frame.sender, %version, "replica connection in an older protocol version: the member runs an older build");
         }
         authenticated = true;
         counters.foreign_logs.clear(&frame.sender);
@@ -813,11 +853,12 @@ async fn serve_replica_stream<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Connects to `remote` and performs the connector's side of the handshake, in
 /// the newest protocol version the peer speaks: [`WireVersion::LATEST`] first and,
-/// if the peer closes the connection without answering it (a master of the
-/// previous build refuses an unknown version that way), v1 on a new connection at
-/// once. The writer tells which version the link speaks. Every call asks for v2
-/// first again, so a link reaches v2 on the first reconnect after the peer is
-/// upgraded (see "Rolling upgrade" in [`crate::log::frame`]).
+/// each time the peer closes the connection without answering (a master of an
+/// older build refuses an unknown version that way), the version before it on a
+/// new connection at once, down to v1. The writer tells which version the link
+/// speaks. Every call asks for the latest first again, so a link reaches it on the
+/// first reconnect after the peer is upgraded (see "Rolling upgrade" in
+/// [`crate::log::frame`]).
 ///
 /// The read half carries nothing after the handshake; it becomes readable when the
 /// peer closes (for instance after refusing a frame), which tells the sender to
@@ -826,12 +867,26 @@ pub async fn connect(
     remote: &str,
     config: &LinkConfig,
 ) -> Result<(FramedWriter<PeerWriteHalf>, PeerReadHalf), LinkError> {
-    match connect_version(remote, config, WireVersion::LATEST).await {
-        Err(LinkError::VersionRefused { version, .. }) if version != WireVersion::V1 => {
-            tracing::debug!(%remote, refused = %version, "replica link: peer refused the version, asking for v1");
-            connect_version(remote, config, WireVersion::V1).await
+    let mut version = WireVersion::LATEST;
+    loop {
+        match connect_version(remote, config, version).await {
+            Err(LinkError::VersionRefused {
+                version: refused,
+                peer,
+            }) => match refused.previous() {
+                Some(previous) => {
+                    tracing::debug!(%remote, %refused, asking = %previous, "replica link: peer refused the version, asking for the one before");
+                    version = previous;
+                }
+                None => {
+                    return Err(LinkError::VersionRefused {
+                        peer,
+                        version: refused,
+                    })
+                }
+            },
+            outcome => return outcome,
         }
-        outcome => outcome,
     }
 }
 
@@ -870,12 +925,16 @@ pub async fn connect_version(
         },
         None => PeerStream::Plain(stream),
     };
-    with_timeout(
-        remote,
-        "sending the preamble",
-        stream.write_all(&version.preamble()),
-    )
-    .await?;
+    // v3 sends its own nonce with the preamble, in one write: an acceptor of an
+    // older build closes the connection after the preamble either way.
+    let connector_nonce = version
+        .has_connector_nonce()
+        .then(ConnectionNonce::generate);
+    let mut opening = version.preamble().to_vec();
+    if let Some(nonce) = &connector_nonce {
+        opening.extend_from_slice(&nonce.0);
+    }
+    with_timeout(remote, "sending the preamble", stream.write_all(&opening)).await?;
     let mut reply = [0u8; HANDSHAKE_REPLY_BYTES];
     let answered = with_timeout(
         remote,
@@ -922,10 +981,14 @@ pub async fn connect_version(
     }
     let mut nonce = [0u8; NONCE_BYTES];
     nonce.copy_from_slice(&reply[PREAMBLE_BYTES..]);
+    let nonces = ConnectionNonces {
+        acceptor: ConnectionNonce(nonce),
+        connector: connector_nonce,
+    };
     let encoder = FrameEncoder::new(
         version,
         config.key.clone(),
-        ConnectionNonce(nonce),
+        nonces,
         config.self_address.clone(),
         config.max_payload_bytes,
     )
@@ -1029,8 +1092,8 @@ async fn run_peer(
 ) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
     let mut batch: Vec<Vec<u8>> = Vec::with_capacity(MAX_FRAMES_PER_WRITE);
-    // The version of the previous link, so a peer found to speak v1 is an `info!`
-    // once, not at every reconnect.
+    // The version of the previous link, so a peer found to speak an older version
+    // is an `info!` once, not at every reconnect.
     let mut last_version = None;
     loop {
         // Connect only when there is something to say, so an idle link to a member
@@ -1046,14 +1109,17 @@ async fn run_peer(
                 bump(&counters.connects);
                 backoff = RECONNECT_BACKOFF_MIN;
                 let version = link.0.version();
-                if version == WireVersion::V1 {
-                    bump(&counters.v1_fallbacks);
-                    if last_version != Some(WireVersion::V1) {
-                        tracing::info!(%remote, "replica link: the member speaks only protocol v1 (an older build); using v1 with it until it is upgraded");
-                    } else {
-                        tracing::debug!(%remote, "replica link: the member still speaks only protocol v1");
+                if version < WireVersion::LATEST {
+                    match version {
+                        WireVersion::V1 => bump(&counters.v1_fallbacks),
+                        _ => bump(&counters.v2_fallbacks),
                     }
-                } else if last_version == Some(WireVersion::V1) {
+                    if last_version != Some(version) {
+                        tracing::info!(%remote, %version, "replica link: the member speaks protocol {version} at most (an older build); using {version} with it until it is upgraded");
+                    } else {
+                        tracing::debug!(%remote, %version, "replica link: the member still speaks protocol {version} at most");
+                    }
+                } else if last_version.is_some_and(|last| last < version) {
                     tracing::info!(%remote, %version, "replica link: the member now speaks protocol {version}");
                 }
                 last_version = Some(version);
@@ -1081,7 +1147,7 @@ async fn run_peer(
                 }
             }
             let log_id = config.log_id.load(Ordering::Relaxed);
-            match writer.send_all(log_id, &batch).await {
+            match writer.send_all(log_id, &mut batch).await {
                 Ok(()) => {
                     counters
                         .frames_sent

@@ -56,7 +56,7 @@ pub const FOREIGN_LOG_REPORTERS_KEY: &str = "log/transport/foreign_log_reporters
 
 /// The transport's counters as `(Mesos-style key, help, value)`, in one place so
 /// both formats export the same set.
-fn link_figures(c: &LinkCounters) -> [(&'static str, &'static str, u64); 23] {
+fn link_figures(c: &LinkCounters) -> [(&'static str, &'static str, u64); 25] {
     let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
     [
         ("log/transport/frames_sent", "Replica-protocol frames written to peers", get(&c.frames_sent)),
@@ -78,8 +78,10 @@ fn link_figures(c: &LinkCounters) -> [(&'static str, &'static str, u64); 23] {
         ("log/transport/refused_plaintext", "Plaintext replica connections refused: this master requires TLS between members", get(&c.refused_plaintext)),
         ("log/transport/refused_tls_unexpected", "TLS replica connections refused: this master runs without TLS between members", get(&c.refused_tls_unexpected)),
         ("log/transport/refused_tls_handshake", "Inbound TLS handshakes that failed (certificate of no CA in the bundle, expired, missing, not TLS)", get(&c.refused_tls_handshake)),
-        ("log/transport/v1_accepted", "Accepted replica connections that settled on protocol v1: a connector of the previous build (a mixed ensemble)", get(&c.v1_accepted)),
-        ("log/transport/v1_fallbacks", "Outbound replica links that fell back to protocol v1: the peer is a master of the previous build", get(&c.v1_fallbacks)),
+        ("log/transport/v1_accepted", "Accepted replica connections that settled on protocol v1: a connector of a build older than the previous one (a mixed ensemble)", get(&c.v1_accepted)),
+        ("log/transport/v2_accepted", "Accepted replica connections that settled on protocol v2: a connector of the previous build (a mixed ensemble)", get(&c.v2_accepted)),
+        ("log/transport/v1_fallbacks", "Outbound replica links that fell back to protocol v1: the peer is a master of a build older than the previous one", get(&c.v1_fallbacks)),
+        ("log/transport/v2_fallbacks", "Outbound replica links that fell back to protocol v2: the peer is a master of the previous build", get(&c.v2_fallbacks)),
         ("log/transport/tls_reloads", "Peer TLS certificate files loaded again after they changed", get(&c.tls_reloads)),
         ("log/transport/tls_reload_failures", "Changed peer TLS certificate files that could not be read or loaded (the previous ones stay in use)", get(&c.tls_reload_failures)),
     ]
@@ -468,12 +470,15 @@ mod tests {
         link.refused_not_whitelisted.fetch_add(3, Ordering::Relaxed);
         link.oversized_frames.fetch_add(1, Ordering::Relaxed);
         link.v1_fallbacks.fetch_add(2, Ordering::Relaxed);
+        link.v2_accepted.fetch_add(4, Ordering::Relaxed);
         link.foreign_logs.report("127.0.0.2:5050", 9);
         let snapshot = metrics.snapshot(&view(), Duration::ZERO);
         assert_eq!(snapshot["log/transport/refused_not_whitelisted"], 3.0);
-        // A mixed ensemble (rolling upgrade) shows in the protocol v1 counters.
+        // A mixed ensemble (rolling upgrade) shows in the older-protocol counters.
         assert_eq!(snapshot["log/transport/v1_fallbacks"], 2.0);
         assert_eq!(snapshot["log/transport/v1_accepted"], 0.0);
+        assert_eq!(snapshot["log/transport/v2_accepted"], 4.0);
+        assert_eq!(snapshot["log/transport/v2_fallbacks"], 0.0);
         assert_eq!(snapshot["log/transport/oversized_frames"], 1.0);
         assert_eq!(snapshot["log/transport/truncated_frames"], 0.0);
         assert_eq!(snapshot[FOREIGN_LOG_REPORTERS_KEY], 1.0);

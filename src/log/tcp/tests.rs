@@ -1,5 +1,5 @@
 use super::*;
-use crate::log::frame::{FRAME_HEADER_BYTES, FRAME_MAGIC, PROTOCOL_VERSION_V2};
+use crate::log::frame::{FRAME_HEADER_BYTES, FRAME_MAGIC, PROTOCOL_VERSION_V3};
 use std::future::Future;
 use tokio::net::TcpListener;
 
@@ -242,16 +242,25 @@ async fn a_member_of_another_log_is_refused_but_an_uninitialized_one_is_heard() 
     .await
 }
 
-/// Connects like a peer asking for `version` and completes the handshake by hand.
-async fn raw_handshake(address: &str, version: WireVersion) -> (TcpStream, ConnectionNonce) {
+/// Connects like a peer asking for `version` and completes the handshake by hand
+/// (sending a connector nonce in v3).
+async fn raw_handshake(address: &str, version: WireVersion) -> (TcpStream, ConnectionNonces) {
     let mut stream = TcpStream::connect(address).await.unwrap();
-    stream.write_all(&version.preamble()).await.unwrap();
+    let connector = ConnectionNonce::generate();
+    let mut opening = version.preamble().to_vec();
+    if version.has_connector_nonce() {
+        opening.extend_from_slice(&connector.0);
+    }
+    stream.write_all(&opening).await.unwrap();
     let mut reply = [0u8; HANDSHAKE_REPLY_BYTES];
     stream.read_exact(&mut reply).await.unwrap();
     assert_eq!(reply[..PREAMBLE_BYTES], version.preamble());
     let mut nonce = [0u8; NONCE_BYTES];
     nonce.copy_from_slice(&reply[PREAMBLE_BYTES..]);
-    (stream, ConnectionNonce(nonce))
+    (
+        stream,
+        ConnectionNonces::new(ConnectionNonce(nonce), connector),
+    )
 }
 
 /// Connects like a peer of this build and completes the handshake by hand.
@@ -302,7 +311,7 @@ async fn an_oversized_frame_is_refused_from_its_header_and_counted() {
         let mut stream = raw_replica_connection(&a).await;
         let mut header = Vec::new();
         header.extend_from_slice(&FRAME_MAGIC);
-        header.extend_from_slice(&[PROTOCOL_VERSION_V2, 0]);
+        header.extend_from_slice(&[PROTOCOL_VERSION_V3, 0]);
         header.extend_from_slice(&9u16.to_be_bytes());
         header.extend_from_slice(&u32::MAX.to_be_bytes());
         header.resize(FRAME_HEADER_BYTES, 0);
@@ -334,7 +343,7 @@ async fn a_connection_closed_mid_frame_is_counted_as_truncated() {
         let mut stream = raw_replica_connection(&a).await;
         let mut header = Vec::new();
         header.extend_from_slice(&FRAME_MAGIC);
-        header.extend_from_slice(&[PROTOCOL_VERSION_V2, 0]);
+        header.extend_from_slice(&[PROTOCOL_VERSION_V3, 0]);
         header.extend_from_slice(&9u16.to_be_bytes());
         header.extend_from_slice(&100u32.to_be_bytes());
         header.resize(FRAME_HEADER_BYTES, 0);
@@ -358,14 +367,14 @@ async fn an_unknown_protocol_version_is_refused() {
         let (listener, a) = bind().await;
         let mut acceptor = accept_on(listener, config(&a, TOKEN, &[&a]));
         let mut stream = TcpStream::connect(&a).await.unwrap();
-        stream.write_all(b"\0MLOG\x03").await.unwrap();
+        stream.write_all(b"\0MLOG\x04").await.unwrap();
         assert_closed_by_peer(&mut stream).await;
         let refusal = acceptor.refusals.recv().await.unwrap();
         assert!(
             matches!(
                 refusal,
                 LinkError::Frame {
-                    source: FrameError::UnsupportedVersion { version: 3 },
+                    source: FrameError::UnsupportedVersion { version: 4 },
                     ..
                 }
             ),
@@ -467,53 +476,64 @@ async fn a_silent_connection_is_closed_after_the_first_frame_timeout() {
     .await
 }
 
-/// A master of the previous build, as far as a connector can tell: it speaks v1
-/// only and, like its `check_preamble`, closes a connection that asks for any
-/// other version after reading its 6 bytes, without answering.
-struct PreviousBuildAcceptor {
-    /// Payloads of the v1 frames it authenticated, in order.
+/// A master of an older build, as far as a connector can tell: it speaks the
+/// versions up to its newest (v1 for the build before the previous one, v1 and v2
+/// for the previous one) and, like its `check_preamble`, closes a connection that
+/// asks for a newer version after reading its 6 bytes, without answering.
+struct OlderBuildAcceptor {
+    /// Payloads of the frames it authenticated, in order.
     payloads: mpsc::Receiver<Vec<u8>>,
     /// Connections it closed for asking another version.
     refused: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
-impl Drop for PreviousBuildAcceptor {
+impl Drop for OlderBuildAcceptor {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-/// One connection served as a master of the previous build serves it (plaintext
-/// here, inside TLS in the TLS tests): v1 only, closing without an answer a
-/// connection that asks for another version (counted in `refused`), and passing on
-/// the payloads of the frames it authenticates.
-pub(crate) async fn serve_as_previous_build<S: AsyncRead + AsyncWrite + Unpin>(
+/// One connection served as a master of an older build serves it (plaintext
+/// here, inside TLS in the TLS tests): versions up to `newest` (v1 or v2, which
+/// have no connector nonce), closing without an answer a connection that asks for
+/// a newer one (counted in `refused`), and passing on the payloads of the frames it
+/// authenticates.
+pub(crate) async fn serve_as_older_build<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
+    newest: WireVersion,
     refused: Arc<AtomicU64>,
     payloads: mpsc::Sender<Vec<u8>>,
 ) {
+    assert!(
+        newest < WireVersion::V3,
+        "older builds speak v1 and v2 only"
+    );
     let mut preamble = [0u8; PREAMBLE_BYTES];
     if stream.read_exact(&mut preamble).await.is_err() {
         return;
     }
-    if preamble != PREAMBLE_V1 {
-        bump(&refused);
-        return;
-    }
+    let version = match check_preamble(&preamble) {
+        Ok(version) if version <= newest => version,
+        _ => {
+            bump(&refused);
+            return;
+        }
+    };
     let nonce = ConnectionNonce::generate();
-    let mut reply = PREAMBLE_V1.to_vec();
+    let mut reply = version.preamble().to_vec();
     reply.extend_from_slice(&nonce.0);
     if stream.write_all(&reply).await.is_err() {
         return;
     }
     let decoder = FrameDecoder::new(
-        WireVersion::V1,
+        version,
         FrameKey::new(TOKEN).unwrap(),
         nonce,
         crate::log::frame::DEFAULT_MAX_PAYLOAD_BYTES,
-    );
-    let mut reader = FramedReader::new(stream, decoder, "previous build".into());
+    )
+    .unwrap();
+    let mut reader = FramedReader::new(stream, decoder, "older build".into());
     while let Ok(Some(frame)) = reader.next_frame().await {
         if payloads.send(frame.payload.to_vec()).await.is_err() {
             return;
@@ -521,7 +541,7 @@ pub(crate) async fn serve_as_previous_build<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-fn previous_build_acceptor(listener: TcpListener) -> PreviousBuildAcceptor {
+fn older_build_acceptor(listener: TcpListener, newest: WireVersion) -> OlderBuildAcceptor {
     let (payload_tx, payloads) = mpsc::channel(256);
     let refused = Arc::new(AtomicU64::new(0));
     let task_refused = refused.clone();
@@ -530,10 +550,10 @@ fn previous_build_acceptor(listener: TcpListener) -> PreviousBuildAcceptor {
         while let Ok((stream, _)) = listener.accept().await {
             let (payload_tx, refused) = (payload_tx.clone(), task_refused.clone());
             // Owned by the set, so aborting the acceptor closes every connection.
-            connections.spawn(serve_as_previous_build(stream, refused, payload_tx));
+            connections.spawn(serve_as_older_build(stream, newest, refused, payload_tx));
         }
     });
-    PreviousBuildAcceptor {
+    OlderBuildAcceptor {
         payloads,
         refused,
         task,
@@ -541,73 +561,88 @@ fn previous_build_acceptor(listener: TcpListener) -> PreviousBuildAcceptor {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn this_build_talks_v1_to_an_acceptor_of_the_previous_build() {
+async fn this_build_steps_down_to_the_newest_version_an_older_acceptor_speaks() {
     bounded(async {
-        let ((listener_old, old), (_listener_new, new)) = (bind().await, bind().await);
-        let mut old_acceptor = previous_build_acceptor(listener_old);
-        let counters = Arc::new(LinkCounters::default());
-        let sender = PeerSender::spawn(
-            old.clone(),
-            config(&new, TOKEN, &[&old, &new]),
-            counters.clone(),
-        );
-        for i in 0..5u8 {
-            assert!(sender.send(vec![b'n', i]));
+        for newest in [WireVersion::V1, WireVersion::V2] {
+            let ((listener_old, old), (_listener_new, new)) = (bind().await, bind().await);
+            let mut old_acceptor = older_build_acceptor(listener_old, newest);
+            let counters = Arc::new(LinkCounters::default());
+            let sender = PeerSender::spawn(
+                old.clone(),
+                config(&new, TOKEN, &[&old, &new]),
+                counters.clone(),
+            );
+            for i in 0..5u8 {
+                assert!(sender.send(vec![b'n', i]));
+            }
+            for i in 0..5u8 {
+                assert_eq!(old_acceptor.payloads.recv().await.unwrap(), [b'n', i]);
+            }
+            // One refused attempt per newer version, then one link that carried
+            // everything.
+            let steps_down = match newest {
+                WireVersion::V1 => 2,
+                _ => 1,
+            };
+            assert_eq!(load(&old_acceptor.refused), steps_down, "{newest}");
+            assert_eq!(load(&counters.connects), 1);
+            assert_eq!(
+                (load(&counters.v1_fallbacks), load(&counters.v2_fallbacks)),
+                match newest {
+                    WireVersion::V1 => (1, 0),
+                    _ => (0, 1),
+                }
+            );
+            assert_eq!(load(&counters.connect_failures), 0);
+            // The same by hand: each newer version refused as such, then `newest`.
+            let link_config = config(&new, TOKEN, &[&old, &new]);
+            for refused in WireVersion::ALL.into_iter().filter(|v| *v > newest) {
+                match connect_version(&old, &link_config, refused).await {
+                    Err(LinkError::VersionRefused { version, .. }) if version == refused => {}
+                    Err(other) => panic!("expected a {refused} refusal, got {other}"),
+                    Ok(_) => panic!("a build speaking up to {newest} accepted {refused}"),
+                }
+            }
+            let (writer, _read_half) = connect(&old, &link_config).await.unwrap();
+            assert_eq!(writer.version(), newest);
         }
-        for i in 0..5u8 {
-            assert_eq!(old_acceptor.payloads.recv().await.unwrap(), [b'n', i]);
-        }
-        // One v2 attempt refused, then one v1 link that carried everything.
-        assert_eq!(load(&old_acceptor.refused), 1);
-        assert_eq!(load(&counters.connects), 1);
-        assert_eq!(load(&counters.v1_fallbacks), 1);
-        assert_eq!(load(&counters.connect_failures), 0);
-        // The same by hand: v2 refused as such, v1 settles.
-        let link_config = config(&new, TOKEN, &[&old, &new]);
-        match connect_version(&old, &link_config, WireVersion::V2).await {
-            Err(LinkError::VersionRefused {
-                version: WireVersion::V2,
-                ..
-            }) => {}
-            Err(other) => panic!("expected a v2 refusal, got {other}"),
-            Ok(_) => panic!("the previous build accepted v2"),
-        }
-        let (writer, _read_half) = connect(&old, &link_config).await.unwrap();
-        assert_eq!(writer.version(), WireVersion::V1);
     })
     .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connector_of_the_previous_build_is_served_in_v1() {
+async fn connectors_of_older_builds_are_served_in_their_version() {
     bounded(async {
         let ((listener_a, a), (_listener_old, old)) = (bind().await, bind().await);
         let mut acceptor = accept_on(listener_a, config(&a, TOKEN, &[&a, &old]));
-        // What the previous build's `connect` does: the v1 preamble, then v1 frames.
-        let (mut stream, nonce) = raw_handshake(&a, WireVersion::V1).await;
-        let mut encoder = FrameEncoder::new(
-            WireVersion::V1,
-            FrameKey::new(TOKEN).unwrap(),
-            nonce,
-            old.clone(),
-            crate::log::frame::DEFAULT_MAX_PAYLOAD_BYTES,
-        )
-        .unwrap();
-        let mut wire = Vec::new();
-        for i in 0..3u8 {
-            encoder.encode(0, &[b'o', i], &mut wire).unwrap();
-        }
-        stream.write_all(&wire).await.unwrap();
-        for i in 0..3u8 {
-            let frame = acceptor.inbound.recv().await.unwrap();
-            assert_eq!(
-                (frame.sender.as_str(), frame.payload.as_ref()),
-                (old.as_str(), &[b'o', i][..])
-            );
+        // What older builds' `connect` does: their preamble, then their frames.
+        for version in [WireVersion::V1, WireVersion::V2] {
+            let (mut stream, nonces) = raw_handshake(&a, version).await;
+            let mut encoder = FrameEncoder::new(
+                version,
+                FrameKey::new(TOKEN).unwrap(),
+                nonces.acceptor,
+                old.clone(),
+                crate::log::frame::DEFAULT_MAX_PAYLOAD_BYTES,
+            )
+            .unwrap();
+            let mut wire = Vec::new();
+            for i in 0..3u8 {
+                encoder.encode(0, &[b'o', i], &mut wire).unwrap();
+            }
+            stream.write_all(&wire).await.unwrap();
+            for i in 0..3u8 {
+                let frame = acceptor.inbound.recv().await.unwrap();
+                assert_eq!(
+                    (frame.sender.as_str(), frame.payload.as_ref()),
+                    (old.as_str(), &[b'o', i][..])
+                );
+            }
         }
         assert_eq!(load(&acceptor.counters.v1_accepted), 1);
-        assert_eq!(load(&acceptor.counters.frames_received), 3);
-        assert_eq!(load(&acceptor.counters.sniffed_replica), 1);
+        assert_eq!(load(&acceptor.counters.v2_accepted), 1);
+        assert_eq!(load(&acceptor.counters.frames_received), 6);
+        assert_eq!(load(&acceptor.counters.sniffed_replica), 2);
     })
     .await
 }
@@ -617,16 +652,19 @@ async fn a_frame_of_the_other_version_is_refused_on_a_connection() {
     bounded(async {
         let (listener, a) = bind().await;
         let mut acceptor = accept_on(listener, config(&a, TOKEN, &[&a]));
-        for (connection, frame_version) in [
-            (WireVersion::V2, WireVersion::V1),
-            (WireVersion::V1, WireVersion::V2),
-        ] {
-            let (mut stream, nonce) = raw_handshake(&a, connection).await;
+        let mut pairs = 0;
+        for (connection, frame_version) in WireVersion::ALL
+            .into_iter()
+            .flat_map(|c| WireVersion::ALL.map(|f| (c, f)))
+            .filter(|(c, f)| c != f)
+        {
+            pairs += 1;
+            let (mut stream, nonces) = raw_handshake(&a, connection).await;
             let mut wire = Vec::new();
             FrameEncoder::new(
                 frame_version,
                 FrameKey::new(TOKEN).unwrap(),
-                nonce,
+                nonces,
                 a.clone(),
                 1024,
             )
@@ -647,7 +685,7 @@ async fn a_frame_of_the_other_version_is_refused_on_a_connection() {
                 "{refusal}"
             );
         }
-        assert_eq!(load(&acceptor.counters.malformed_frames), 2);
+        assert_eq!(load(&acceptor.counters.malformed_frames), pairs);
         assert_eq!(load(&acceptor.counters.frames_received), 0);
         assert!(acceptor.inbound.try_recv().is_err());
     })
@@ -655,17 +693,17 @@ async fn a_frame_of_the_other_version_is_refused_on_a_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_link_in_v1_moves_to_v2_once_the_peer_is_upgraded() {
+async fn a_link_in_v1_moves_to_the_latest_version_once_the_peer_is_upgraded() {
     bounded(async {
         let ((listener_old, peer), (_listener_new, new)) = (bind().await, bind().await);
-        let old_acceptor = previous_build_acceptor(listener_old);
+        let old_acceptor = older_build_acceptor(listener_old, WireVersion::V1);
         let config_new = config(&new, TOKEN, &[&peer, &new]);
         let counters = Arc::new(LinkCounters::default());
         let sender = PeerSender::spawn(peer.clone(), config_new, counters.clone());
         assert!(sender.send(b"before".to_vec()));
         wait_until("a v1 link", || load(&counters.v1_fallbacks) == 1).await;
         // The peer restarts with this build on the same address: its old
-        // connections close, and the sender's next link asks for v2 again.
+        // connections close, and the sender's next link asks for the latest again.
         let mut old_acceptor = old_acceptor;
         old_acceptor.task.abort();
         // Its listener is closed once the aborted task is gone.
@@ -682,6 +720,7 @@ async fn a_link_in_v1_moves_to_v2_once_the_peer_is_upgraded() {
             &b"after"[..]
         );
         assert_eq!(load(&upgraded.counters.v1_accepted), 0);
+        assert_eq!(load(&upgraded.counters.v2_accepted), 0);
         assert_eq!(load(&counters.v1_fallbacks), 1, "no v1 link since");
         assert!(load(&counters.connects) >= 2);
     })
@@ -734,13 +773,13 @@ async fn an_answer_in_another_version_than_asked_is_refused() {
             Err(LinkError::Frame {
                 source:
                     FrameError::VersionMismatch {
-                        asked: WireVersion::V2,
+                        asked: WireVersion::V3,
                         answered: 1,
                     },
                 ..
             }) => {}
             Err(other) => panic!("expected a version mismatch, got {other}"),
-            Ok(_) => panic!("a v2 connector accepted a v1 answer"),
+            Ok(_) => panic!("a v3 connector accepted a v1 answer"),
         }
     })
     .await
@@ -782,20 +821,28 @@ async fn tcp_bench() {
     assert_eq!(load(&counters.dropped_queue_full), 0);
 }
 
-fn v2_encoder(nonce: ConnectionNonce, max_payload_bytes: u32) -> FrameEncoder {
+fn encoder_of(
+    version: WireVersion,
+    nonces: ConnectionNonces,
+    max_payload_bytes: u32,
+) -> FrameEncoder {
     FrameEncoder::new(
-        WireVersion::V2,
+        version,
         FrameKey::new(TOKEN).unwrap(),
-        nonce,
+        nonces,
         "127.0.0.1:5050".into(),
         max_payload_bytes,
     )
     .unwrap()
 }
 
-/// Frames of `payloads`, encoded back to back on one v2 connection.
-fn v2_stream(payloads: &[Vec<u8>], nonce: ConnectionNonce) -> Vec<u8> {
-    let mut encoder = v2_encoder(nonce, crate::log::frame::DEFAULT_MAX_PAYLOAD_BYTES);
+/// Frames of `payloads`, encoded back to back on one connection.
+fn stream_of(version: WireVersion, payloads: &[Vec<u8>], nonces: ConnectionNonces) -> Vec<u8> {
+    let mut encoder = encoder_of(
+        version,
+        nonces,
+        crate::log::frame::DEFAULT_MAX_PAYLOAD_BYTES,
+    );
     let mut stream = Vec::new();
     for payload in payloads {
         encoder.encode(7, payload, &mut stream).unwrap();
@@ -803,14 +850,23 @@ fn v2_stream(payloads: &[Vec<u8>], nonce: ConnectionNonce) -> Vec<u8> {
     stream
 }
 
-fn v2_reader<R: AsyncRead + Unpin>(stream: R, nonce: ConnectionNonce) -> FramedReader<R> {
+fn reader_of<R: AsyncRead + Unpin>(
+    version: WireVersion,
+    stream: R,
+    nonces: ConnectionNonces,
+) -> FramedReader<R> {
     let decoder = FrameDecoder::new(
-        WireVersion::V2,
+        version,
         FrameKey::new(TOKEN).unwrap(),
-        nonce,
+        nonces,
         crate::log::frame::DEFAULT_MAX_PAYLOAD_BYTES,
-    );
+    )
+    .unwrap();
     FramedReader::new(stream, decoder, "peer".into())
+}
+
+fn fresh_nonces() -> ConnectionNonces {
+    ConnectionNonces::new(ConnectionNonce::generate(), ConnectionNonce::generate())
 }
 
 fn patterned(len: usize, seed: u8) -> Vec<u8> {
@@ -822,37 +878,39 @@ fn patterned(len: usize, seed: u8) -> Vec<u8> {
 #[tokio::test]
 async fn large_frames_read_into_their_own_buffer_arrive_whole_and_in_order() {
     bounded(async {
-        let nonce = ConnectionNonce::generate();
-        // A large first frame (read the ordinary way: nothing is proven yet),
-        // small and large frames after it, two large ones back to back, and
-        // frames at and just below the own-buffer size.
-        let payloads = vec![
-            patterned(3 << 20, 1),
-            b"small".to_vec(),
-            patterned(OWN_BUFFER_FRAME_BYTES, 2),
-            patterned(4 << 20, 3),
-            patterned(1 << 20, 4),
-            b"".to_vec(),
-            patterned(OWN_BUFFER_FRAME_BYTES - 200, 5),
-            b"last".to_vec(),
-        ];
-        let bytes = v2_stream(&payloads, nonce);
-        // Delivered in pieces of odd sizes, as a socket does.
-        let (mut writer, reader) = tokio::io::duplex(7_777);
-        let feeder = tokio::spawn(async move {
-            for piece in bytes.chunks(50_001) {
-                writer.write_all(piece).await.unwrap();
+        for version in WireVersion::ALL {
+            let nonces = fresh_nonces();
+            // A large first frame (read the ordinary way: nothing is proven yet),
+            // small and large frames after it, two large ones back to back, and
+            // frames at and just below the own-buffer size.
+            let payloads = vec![
+                patterned(3 << 20, 1),
+                b"small".to_vec(),
+                patterned(OWN_BUFFER_FRAME_BYTES, 2),
+                patterned(4 << 20, 3),
+                patterned(1 << 20, 4),
+                b"".to_vec(),
+                patterned(OWN_BUFFER_FRAME_BYTES - 200, 5),
+                b"last".to_vec(),
+            ];
+            let bytes = stream_of(version, &payloads, nonces);
+            // Delivered in pieces of odd sizes, as a socket does.
+            let (mut writer, reader) = tokio::io::duplex(7_777);
+            let feeder = tokio::spawn(async move {
+                for piece in bytes.chunks(50_001) {
+                    writer.write_all(piece).await.unwrap();
+                }
+            });
+            let mut reader = reader_of(version, reader, nonces);
+            for (i, expected) in payloads.iter().enumerate() {
+                let frame = reader.next_frame().await.unwrap().unwrap();
+                assert_eq!(frame.sequence, i as u64);
+                assert_eq!(frame.payload.len(), expected.len(), "{version} frame {i}");
+                assert!(frame.payload == expected[..], "{version} frame {i} differs");
             }
-        });
-        let mut reader = v2_reader(reader, nonce);
-        for (i, expected) in payloads.iter().enumerate() {
-            let frame = reader.next_frame().await.unwrap().unwrap();
-            assert_eq!(frame.sequence, i as u64);
-            assert_eq!(frame.payload.len(), expected.len(), "frame {i}");
-            assert!(frame.payload == expected[..], "frame {i} differs");
+            feeder.await.unwrap();
+            assert!(reader.next_frame().await.unwrap().is_none());
         }
-        feeder.await.unwrap();
-        assert!(reader.next_frame().await.unwrap().is_none());
     })
     .await
 }
@@ -860,30 +918,32 @@ async fn large_frames_read_into_their_own_buffer_arrive_whole_and_in_order() {
 #[tokio::test]
 async fn a_large_frame_cut_short_or_tampered_with_is_refused() {
     bounded(async {
-        let nonce = ConnectionNonce::generate();
-        let payloads = vec![b"hello".to_vec(), patterned(1 << 20, 9)];
-        let bytes = v2_stream(&payloads, nonce);
+        for version in WireVersion::ALL {
+            let nonces = fresh_nonces();
+            let payloads = vec![b"hello".to_vec(), patterned(1 << 20, 9)];
+            let bytes = stream_of(version, &payloads, nonces);
 
-        let cut = bytes[..bytes.len() - 1000].to_vec();
-        let mut reader = v2_reader(&cut[..], nonce);
-        assert!(reader.next_frame().await.unwrap().is_some());
-        assert!(matches!(
-            reader.next_frame().await,
-            Err(LinkError::TruncatedFrame { .. })
-        ));
+            let cut = bytes[..bytes.len() - 1000].to_vec();
+            let mut reader = reader_of(version, &cut[..], nonces);
+            assert!(reader.next_frame().await.unwrap().is_some());
+            assert!(matches!(
+                reader.next_frame().await,
+                Err(LinkError::TruncatedFrame { .. })
+            ));
 
-        let mut tampered = bytes.clone();
-        let middle = tampered.len() - (1 << 19);
-        tampered[middle] ^= 1;
-        let mut reader = v2_reader(&tampered[..], nonce);
-        assert!(reader.next_frame().await.unwrap().is_some());
-        assert!(matches!(
-            reader.next_frame().await,
-            Err(LinkError::Frame {
-                source: FrameError::BadMac,
-                ..
-            })
-        ));
+            let mut tampered = bytes.clone();
+            let middle = tampered.len() - (1 << 19);
+            tampered[middle] ^= 1;
+            let mut reader = reader_of(version, &tampered[..], nonces);
+            assert!(reader.next_frame().await.unwrap().is_some());
+            assert!(matches!(
+                reader.next_frame().await,
+                Err(LinkError::Frame {
+                    source: FrameError::BadMac,
+                    ..
+                })
+            ));
+        }
     })
     .await
 }
@@ -891,32 +951,39 @@ async fn a_large_frame_cut_short_or_tampered_with_is_refused() {
 #[tokio::test]
 async fn a_writer_sends_large_payloads_from_where_they_lie_byte_for_byte() {
     bounded(async {
-        let nonce = ConnectionNonce::generate();
-        let batches = vec![
-            vec![b"first".to_vec(), patterned(OWN_BUFFER_FRAME_BYTES, 1)],
-            vec![
-                patterned(2 << 20, 2),
-                b"between".to_vec(),
-                patterned(300_000, 3),
-            ],
-            vec![patterned(OWN_BUFFER_FRAME_BYTES - 1, 4), b"".to_vec()],
-        ];
-        // What one encoder writes frame after frame into one buffer: the bytes
-        // the writer must put on the wire, whichever way it sends a payload.
-        let expected = v2_stream(&batches.concat(), nonce);
-        let (writer, mut reader) = tokio::io::duplex(1 << 16);
-        let encoder = v2_encoder(nonce, crate::log::frame::DEFAULT_MAX_PAYLOAD_BYTES);
-        let mut writer = FramedWriter::new(writer, encoder, "peer".into());
-        let sending = tokio::spawn(async move {
-            for batch in &batches {
-                writer.send_all(7, batch).await.unwrap();
-            }
-        });
-        let mut wire = Vec::new();
-        reader.read_to_end(&mut wire).await.unwrap();
-        sending.await.unwrap();
-        assert_eq!(wire.len(), expected.len());
-        assert!(wire == expected, "the wire bytes differ");
+        for version in WireVersion::ALL {
+            let nonces = fresh_nonces();
+            let mut batches = vec![
+                vec![b"first".to_vec(), patterned(OWN_BUFFER_FRAME_BYTES, 1)],
+                vec![
+                    patterned(2 << 20, 2),
+                    b"between".to_vec(),
+                    patterned(300_000, 3),
+                ],
+                vec![patterned(OWN_BUFFER_FRAME_BYTES - 1, 4), b"".to_vec()],
+            ];
+            // What one encoder writes frame after frame into one buffer: the
+            // bytes the writer must put on the wire, whichever way it sends a
+            // payload (in v3, encrypted where it lies or in the buffer).
+            let expected = stream_of(version, &batches.concat(), nonces);
+            let (writer, mut reader) = tokio::io::duplex(1 << 16);
+            let encoder = encoder_of(
+                version,
+                nonces,
+                crate::log::frame::DEFAULT_MAX_PAYLOAD_BYTES,
+            );
+            let mut writer = FramedWriter::new(writer, encoder, "peer".into());
+            let sending = tokio::spawn(async move {
+                for batch in &mut batches {
+                    writer.send_all(7, batch).await.unwrap();
+                }
+            });
+            let mut wire = Vec::new();
+            reader.read_to_end(&mut wire).await.unwrap();
+            sending.await.unwrap();
+            assert_eq!(wire.len(), expected.len());
+            assert!(wire == expected, "{version}: the wire bytes differ");
+        }
     })
     .await
 }
@@ -924,16 +991,19 @@ async fn a_writer_sends_large_payloads_from_where_they_lie_byte_for_byte() {
 #[tokio::test]
 async fn a_batch_with_a_refused_payload_sends_nothing() {
     bounded(async {
-        let nonce = ConnectionNonce::generate();
         let (writer, mut reader) = tokio::io::duplex(1 << 16);
-        let encoder = v2_encoder(nonce, OWN_BUFFER_FRAME_BYTES as u32 * 2);
+        let encoder = encoder_of(
+            WireVersion::LATEST,
+            fresh_nonces(),
+            OWN_BUFFER_FRAME_BYTES as u32 * 2,
+        );
         let mut writer = FramedWriter::new(writer, encoder, "peer".into());
-        let batch = vec![
+        let mut batch = vec![
             patterned(OWN_BUFFER_FRAME_BYTES, 1),
             patterned(OWN_BUFFER_FRAME_BYTES * 2 + 1, 2),
         ];
         assert!(matches!(
-            writer.send_all(7, &batch).await,
+            writer.send_all(7, &mut batch).await,
             Err(LinkError::Frame {
                 source: FrameError::TooLarge { .. },
                 ..

@@ -397,7 +397,7 @@ async fn a_certificate_without_the_members_name_is_refused_by_the_connector() {
 async fn tls_links_fall_back_to_v1_with_the_previous_build_both_ways() {
     use crate::log::frame::WireVersion;
     use crate::log::tcp::connect_version;
-    use crate::log::tcp::tests::serve_as_previous_build;
+    use crate::log::tcp::tests::serve_as_older_build;
     use std::sync::atomic::AtomicU64;
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
@@ -425,7 +425,7 @@ async fn tls_links_fall_back_to_v1_with_the_previous_build_both_ways() {
                     (payload_tx.clone(), task_refused.clone(), task_tls.clone());
                 connections.spawn(async move {
                     if let Ok(stream) = accept(stream, &tls).await {
-                        serve_as_previous_build(stream, refused, payload_tx).await;
+                        serve_as_older_build(stream, WireVersion::V1, refused, payload_tx).await;
                     }
                 });
             }
@@ -441,7 +441,8 @@ async fn tls_links_fall_back_to_v1_with_the_previous_build_both_ways() {
         for i in 0..3u8 {
             assert_eq!(payloads.recv().await.unwrap(), [b't', i]);
         }
-        assert_eq!(load(&refused), 1);
+        // v3 and v2 refused, then v1.
+        assert_eq!(load(&refused), 2);
         assert_eq!(load(&counters.v1_fallbacks), 1);
         assert_eq!(load(&counters.connects), 1);
         drop(sender);
@@ -457,7 +458,10 @@ async fn tls_links_fall_back_to_v1_with_the_previous_build_both_ways() {
             .await
             .unwrap();
         assert_eq!(writer.version(), WireVersion::V1);
-        writer.send_all(0, &[b"from-old".to_vec()]).await.unwrap();
+        writer
+            .send_all(0, &mut [b"from-old".to_vec()])
+            .await
+            .unwrap();
         let frame = acceptor_new.inbound.recv().await.unwrap();
         assert_eq!(
             (frame.sender.as_str(), frame.payload.as_ref()),
