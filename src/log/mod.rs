@@ -64,6 +64,7 @@
 //! [`Node::begin`], [`Node::end`], [`Node::counters`] (refused messages: non-members,
 //! other log ids).
 
+pub mod buffers;
 pub mod coordinator;
 pub mod driver;
 pub mod durable;

@@ -480,7 +480,9 @@ impl<R: AsyncRead + Unpin> FramedReader<R> {
     /// that buffer, so it is neither moved as a shared buffer grows nor copied
     /// out of it, and the log values decoded from it can share it in turn.
     async fn read_large_frame(&mut self, total: usize) -> Result<Frame, LinkError> {
-        let mut frame = Vec::with_capacity(total);
+        // Its pages faulted in at once: the whole frame is about to be written.
+        // Only a peer that proved the token gets here with a large length.
+        let mut frame = crate::log::buffers::with_capacity_populated(total);
         frame.extend_from_slice(&self.buffer[self.consumed..]);
         self.buffer.clear();
         self.consumed = 0;
