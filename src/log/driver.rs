@@ -355,6 +355,7 @@ impl Driver {
             Input::Tick => {
                 self.node.tick();
                 self.send_owed_notices();
+                super::buffers::release_idle_spares();
             }
             Input::Frame(frame) => self.step_frame(frame),
             Input::Command(Command::Stop) => return false,

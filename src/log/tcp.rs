@@ -1154,14 +1154,14 @@ async fn run_peer(
                     counters
                         .frames_sent
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    batch.clear();
+                    batch.drain(..).for_each(crate::log::buffers::give_back);
                 }
                 Err(error) => {
                     // Whether the peer got them is unknown; Paxos retries what matters.
                     counters
                         .dropped_in_flight
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    batch.clear();
+                    batch.drain(..).for_each(crate::log::buffers::give_back);
                     tracing::debug!(%remote, %error, "replica link: write failed, reconnecting");
                     break;
                 }

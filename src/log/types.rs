@@ -206,7 +206,7 @@ impl SplitMix64 {
 /// nothing) leaves one copy and no slack. Same bytes as `to_allocvec`.
 pub(crate) fn encode_exact<T: Serialize + ?Sized>(value: &T) -> postcard::Result<Vec<u8>> {
     let size = postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())?;
-    let mut out = super::buffers::with_capacity_populated(size);
+    let mut out = super::buffers::for_message(size);
     postcard::serialize_with_flavor(value, ExactVec(&mut out))?;
     Ok(out)
 }
