@@ -15,7 +15,6 @@
 //! at 379 and 436 MB/s against 355 and 319 without (same binary, runs
 //! alternating, a noisy disk). The pages are still first-touched, on the guest
 //! and the host: only keeping fewer values in memory would remove that cost.
-
 //!
 //! A leader serving a catch-up encodes one answer after another, each freed once
 //! sent, and the allocator hands such memory back to the kernel as it goes. The
@@ -38,81 +37,99 @@ pub const MAX_SPARES: usize = 4;
 /// Spares not taken or given back for this long are released.
 pub const SPARE_IDLE: Duration = Duration::from_secs(1);
 
+/// Sent buffers kept for the next large message (see the module documentation).
+struct SparePool {
+    spares: Mutex<Option<Spares>>,
+}
+
 struct Spares {
     buffers: Vec<Vec<u8>>,
     last_used: Instant,
 }
 
-static SPARES: Mutex<Option<Spares>> = Mutex::new(None);
+/// The process's pool: every link hands its sent buffers back here.
+static SPARES: SparePool = SparePool::new();
 
 /// A buffer for an encoded message of `size` bytes: a spare of the right size if
 /// one was given back, else a new one ([`with_capacity_populated`]).
 pub fn for_message(size: usize) -> Vec<u8> {
-    if size >= POPULATE_MIN_BYTES {
-        let mut spares = SPARES.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(spares) = spares.as_mut() {
-            spares.last_used = Instant::now();
-            // At most twice the size: a spare much larger would hold memory the
-            // message does not use.
-            if let Some(index) = spares
-                .buffers
-                .iter()
-                .position(|b| b.capacity() >= size && b.capacity() / 2 <= size)
-            {
-                let mut buffer = spares.buffers.swap_remove(index);
-                buffer.clear();
-                return buffer;
-            }
-        }
-    }
-    with_capacity_populated(size)
+    SPARES.take(size)
 }
 
 /// Takes back a buffer whose message was sent, as a spare if it is large and
 /// there is room.
 pub fn give_back(buffer: Vec<u8>) {
-    if buffer.capacity() < POPULATE_MIN_BYTES {
-        return;
-    }
-    let mut spares = SPARES.lock().unwrap_or_else(PoisonError::into_inner);
-    let spares = spares.get_or_insert_with(|| Spares {
-        buffers: Vec::new(),
-        last_used: Instant::now(),
-    });
-    spares.last_used = Instant::now();
-    if spares.buffers.len() < MAX_SPARES {
-        spares.buffers.push(buffer);
-    }
+    SPARES.give_back(buffer);
 }
 
 /// Releases the spares if no large message was encoded or sent for
 /// [`SPARE_IDLE`]; cheap enough for every tick.
 pub fn release_idle_spares() {
-    release_spares_idle_for(SPARE_IDLE);
+    SPARES.release_idle_for(SPARE_IDLE);
 }
 
-fn release_spares_idle_for(idle: Duration) {
-    let Ok(mut spares) = SPARES.try_lock() else {
-        // In use right now: not idle.
-        return;
-    };
-    if spares
-        .as_ref()
-        .is_some_and(|spares| spares.last_used.elapsed() >= idle)
-    {
-        *spares = None;
+impl SparePool {
+    const fn new() -> SparePool {
+        SparePool {
+            spares: Mutex::new(None),
+        }
     }
-}
 
-/// The spares held now: how many, and their bytes in all.
-pub fn spares_held() -> (usize, usize) {
-    let spares = SPARES.lock().unwrap_or_else(PoisonError::into_inner);
-    spares.as_ref().map_or((0, 0), |spares| {
-        (
-            spares.buffers.len(),
-            spares.buffers.iter().map(Vec::capacity).sum(),
-        )
-    })
+    fn take(&self, size: usize) -> Vec<u8> {
+        if size >= POPULATE_MIN_BYTES {
+            let mut spares = self.spares.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(spares) = spares.as_mut() {
+                spares.last_used = Instant::now();
+                // At most twice the size: a spare much larger would hold memory
+                // the message does not use.
+                if let Some(index) = spares
+                    .buffers
+                    .iter()
+                    .position(|b| b.capacity() >= size && b.capacity() / 2 <= size)
+                {
+                    let mut buffer = spares.buffers.swap_remove(index);
+                    buffer.clear();
+                    return buffer;
+                }
+            }
+        }
+        with_capacity_populated(size)
+    }
+
+    fn give_back(&self, buffer: Vec<u8>) {
+        if buffer.capacity() < POPULATE_MIN_BYTES {
+            return;
+        }
+        let mut spares = self.spares.lock().unwrap_or_else(PoisonError::into_inner);
+        let spares = spares.get_or_insert_with(|| Spares {
+            buffers: Vec::new(),
+            last_used: Instant::now(),
+        });
+        spares.last_used = Instant::now();
+        if spares.buffers.len() < MAX_SPARES {
+            spares.buffers.push(buffer);
+        }
+    }
+
+    fn release_idle_for(&self, idle: Duration) {
+        let Ok(mut spares) = self.spares.try_lock() else {
+            // In use right now: not idle.
+            return;
+        };
+        if spares
+            .as_ref()
+            .is_some_and(|spares| spares.last_used.elapsed() >= idle)
+        {
+            *spares = None;
+        }
+    }
+
+    /// How many spares the pool holds.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        let spares = self.spares.lock().unwrap_or_else(PoisonError::into_inner);
+        spares.as_ref().map_or(0, |spares| spares.buffers.len())
+    }
 }
 
 /// An empty buffer with room for `capacity` bytes. From [`POPULATE_MIN_BYTES`]
@@ -201,45 +218,39 @@ mod tests {
         assert!(buffer == plain);
     }
 
-    /// The spares are one pool per process: the tests that use it take turns.
-    static POOL_TESTS: Mutex<()> = Mutex::new(());
-
     #[test]
     fn a_buffer_given_back_serves_the_next_message_of_its_size_until_idle() {
-        let _turn = POOL_TESTS.lock().unwrap_or_else(PoisonError::into_inner);
-        release_spares_idle_for(Duration::ZERO);
+        let pool = SparePool::new();
         let size = 4 << 20;
-        let mut sent = for_message(size);
+        let mut sent = pool.take(size);
         sent.resize(size, 1);
         let address = sent.as_ptr();
-        give_back(sent);
-        assert_eq!(spares_held().0, 1);
+        pool.give_back(sent);
+        assert_eq!(pool.held(), 1);
         // Too large for a small message, and a small buffer is never kept.
-        let small = for_message(POPULATE_MIN_BYTES);
+        let small = pool.take(POPULATE_MIN_BYTES);
         assert!(small.as_ptr() != address);
-        assert_eq!(spares_held().0, 1);
-        give_back(vec![0; 1024]);
-        assert_eq!(spares_held().0, 1);
-        let reused = for_message(size - 100);
+        assert_eq!(pool.held(), 1);
+        pool.give_back(vec![0; 1024]);
+        assert_eq!(pool.held(), 1);
+        let reused = pool.take(size - 100);
         assert_eq!(reused.as_ptr(), address, "the spare is reused");
         assert!(reused.is_empty(), "and handed out empty");
-        give_back(reused);
+        pool.give_back(reused);
         // Not idle yet: kept; idle: released.
-        release_idle_spares();
-        assert_eq!(spares_held().0, 1);
-        release_spares_idle_for(Duration::ZERO);
-        assert_eq!(spares_held(), (0, 0));
+        pool.release_idle_for(SPARE_IDLE);
+        assert_eq!(pool.held(), 1);
+        pool.release_idle_for(Duration::ZERO);
+        assert_eq!(pool.held(), 0);
     }
 
     #[test]
     fn at_most_a_few_spares_are_kept() {
-        let _turn = POOL_TESTS.lock().unwrap_or_else(PoisonError::into_inner);
-        release_spares_idle_for(Duration::ZERO);
+        let pool = SparePool::new();
         for _ in 0..MAX_SPARES + 3 {
-            give_back(Vec::with_capacity(POPULATE_MIN_BYTES));
+            pool.give_back(Vec::with_capacity(POPULATE_MIN_BYTES));
         }
-        assert_eq!(spares_held().0, MAX_SPARES);
-        release_spares_idle_for(Duration::ZERO);
+        assert_eq!(pool.held(), MAX_SPARES);
     }
 
     #[test]

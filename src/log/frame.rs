@@ -337,8 +337,11 @@ impl FrameKey {
         nonces: ConnectionNonces,
     ) -> Result<ConnectionAuth, FrameError> {
         match version {
-            WireVersion::V1 | WireVersion::V2 => Ok(ConnectionAuth::Mac {
-                version,
+            WireVersion::V1 => Ok(ConnectionAuth::HmacV1 {
+                key: self.clone(),
+                nonce: nonces.acceptor,
+            }),
+            WireVersion::V2 => Ok(ConnectionAuth::Blake3V2 {
                 key: self.clone(),
                 nonce: nonces.acceptor,
             }),
@@ -352,7 +355,7 @@ impl FrameKey {
                 derive.update(&connector.0);
                 let key = UnboundKey::new(&AES_256_GCM, derive.finalize().as_bytes())
                     .expect("a BLAKE3 output is a valid AES-256 key (32 bytes)");
-                Ok(ConnectionAuth::Aead(LessSafeKey::new(key)))
+                Ok(ConnectionAuth::AesGcmV3(LessSafeKey::new(key)))
             }
         }
     }
@@ -412,15 +415,18 @@ impl AsRef<[u8]> for FrameTag {
 enum ConnectionAuth {
     /// v1 and v2: a MAC under the ensemble's key over the context, the
     /// acceptor's nonce and the frame; the payload travels in clear.
-    Mac {
-        version: WireVersion,
+    HmacV1 {
+        key: FrameKey,
+        nonce: ConnectionNonce,
+    },
+    Blake3V2 {
         key: FrameKey,
         nonce: ConnectionNonce,
     },
     /// v3: AES-256-GCM under the connection's own key, the frame's sequence
     /// number as the GCM nonce; the header and sender are authenticated data,
     /// the payload is encrypted.
-    Aead(LessSafeKey),
+    AesGcmV3(LessSafeKey),
 }
 
 impl std::fmt::Debug for ConnectionAuth {
@@ -439,18 +445,24 @@ fn gcm_nonce(sequence: u64) -> Nonce {
 }
 
 impl ConnectionAuth {
+    fn version(&self) -> WireVersion {
+        match self {
+            ConnectionAuth::HmacV1 { .. } => WireVersion::V1,
+            ConnectionAuth::Blake3V2 { .. } => WireVersion::V2,
+            ConnectionAuth::AesGcmV3(_) => WireVersion::V3,
+        }
+    }
+
     /// The tag of the frame `head` + `payload`; v3 encrypts `payload` in place.
     fn seal(&self, sequence: u64, head: &[u8], payload: &mut [u8]) -> FrameTag {
         match self {
-            ConnectionAuth::Mac {
-                version: WireVersion::V1,
-                key,
-                nonce,
-            } => FrameTag::new(&key.hmac_v1(nonce, head, payload).finalize().into_bytes()),
-            ConnectionAuth::Mac { key, nonce, .. } => {
+            ConnectionAuth::HmacV1 { key, nonce } => {
+                FrameTag::new(&key.hmac_v1(nonce, head, payload).finalize().into_bytes())
+            }
+            ConnectionAuth::Blake3V2 { key, nonce } => {
                 FrameTag::new(key.blake3_v2(nonce, head, payload).as_bytes())
             }
-            ConnectionAuth::Aead(key) => {
+            ConnectionAuth::AesGcmV3(key) => {
                 // Sealing fails only past GCM's limit of 64 GiB per message; a
                 // payload is at most a u32 length (checked before this).
                 let tag = key
@@ -475,15 +487,11 @@ impl ConnectionAuth {
         tag: &[u8],
     ) -> Result<(), FrameError> {
         match self {
-            ConnectionAuth::Mac {
-                version: WireVersion::V1,
-                key,
-                nonce,
-            } => key
+            ConnectionAuth::HmacV1 { key, nonce } => key
                 .hmac_v1(nonce, head, payload)
                 .verify_slice(tag)
                 .map_err(|_| FrameError::BadMac),
-            ConnectionAuth::Mac { key, nonce, .. } => {
+            ConnectionAuth::Blake3V2 { key, nonce } => {
                 let tag: [u8; MAC_BYTES] = tag.try_into().map_err(|_| FrameError::BadMac)?;
                 // Both sides are `Hash`, never byte slices, so the constant-time
                 // `==` is the one used.
@@ -493,7 +501,7 @@ impl ConnectionAuth {
                     Err(FrameError::BadMac)
                 }
             }
-            ConnectionAuth::Aead(key) => {
+            ConnectionAuth::AesGcmV3(key) => {
                 let tag = Tag::try_from(tag).map_err(|_| FrameError::BadMac)?;
                 key.open_in_place_separate_tag(
                     gcm_nonce(sequence),
@@ -610,7 +618,6 @@ pub fn check_preamble(bytes: &[u8]) -> Result<WireVersion, FrameError> {
 /// Builds the frames of one connection: assigns sequence numbers and tags.
 #[derive(Debug, Clone)]
 pub struct FrameEncoder {
-    version: WireVersion,
     auth: ConnectionAuth,
     sender: String,
     next_sequence: u64,
@@ -633,7 +640,6 @@ impl FrameEncoder {
             });
         }
         Ok(FrameEncoder {
-            version,
             auth: key.connection_auth(version, nonces.into())?,
             sender,
             next_sequence: 0,
@@ -642,7 +648,7 @@ impl FrameEncoder {
     }
 
     pub fn version(&self) -> WireVersion {
-        self.version
+        self.auth.version()
     }
 
     /// Appends one frame to `out`.
@@ -655,7 +661,7 @@ impl FrameEncoder {
         self.check_payload(payload)?;
         let start = out.len();
         out.reserve(
-            FRAME_HEADER_BYTES + self.sender.len() + payload.len() + self.version.tag_bytes(),
+            FRAME_HEADER_BYTES + self.sender.len() + payload.len() + self.version().tag_bytes(),
         );
         self.push_head(log_id, payload, out);
         let head_bytes = out.len() - start;
@@ -700,7 +706,7 @@ impl FrameEncoder {
     /// The fixed header and the sender, for a checked payload.
     fn push_head(&self, log_id: u64, payload: &[u8], out: &mut Vec<u8>) {
         out.extend_from_slice(&FRAME_MAGIC);
-        out.push(self.version.byte());
+        out.push(self.version().byte());
         out.push(0);
         // Both lengths were bounded above (sender at construction).
         out.extend_from_slice(&(self.sender.len() as u16).to_be_bytes());
@@ -742,7 +748,6 @@ struct FrameLayout {
 /// the sequence.
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
-    version: WireVersion,
     auth: ConnectionAuth,
     next_sequence: u64,
     max_payload_bytes: u32,
@@ -759,7 +764,6 @@ impl FrameDecoder {
         max_payload_bytes: u32,
     ) -> Result<FrameDecoder, FrameError> {
         Ok(FrameDecoder {
-            version,
             auth: key.connection_auth(version, nonces.into())?,
             next_sequence: 0,
             max_payload_bytes,
@@ -767,7 +771,7 @@ impl FrameDecoder {
     }
 
     pub fn version(&self) -> WireVersion {
-        self.version
+        self.auth.version()
     }
 
     /// Frames that passed the tag check so far (each one advances the sequence).
@@ -798,9 +802,9 @@ impl FrameDecoder {
         if magic != FRAME_MAGIC {
             return Err(FrameError::BadMagic { found: magic });
         }
-        if header[4] != self.version.byte() {
+        if header[4] != self.version().byte() {
             return Err(FrameError::WrongFrameVersion {
-                connection: self.version,
+                connection: self.version(),
                 found: header[4],
             });
         }
@@ -823,7 +827,7 @@ impl FrameDecoder {
         Ok(Some(FrameLayout {
             head_bytes,
             tag_start,
-            total: tag_start + self.version.tag_bytes(),
+            total: tag_start + self.version().tag_bytes(),
         }))
     }
 
@@ -881,7 +885,7 @@ impl FrameDecoder {
                 available: buf.len(),
             }),
             None => Err(FrameError::Truncated {
-                needed: FRAME_HEADER_BYTES + self.version.tag_bytes(),
+                needed: FRAME_HEADER_BYTES + self.version().tag_bytes(),
                 available: buf.len(),
             }),
         }
@@ -1135,8 +1139,11 @@ mod tests {
         for version in WireVersion::ALL {
             let payload = vec![0x3c; 100_000];
             let wire = one_frame(version, &payload);
-            let frame = decoder(version).decode_in_place(wire.clone()).unwrap();
+            let buffer = wire.clone();
+            let payload_at = buffer[FRAME_HEADER_BYTES + "10.0.0.1:5050".len()..].as_ptr();
+            let frame = decoder(version).decode_in_place(buffer).unwrap();
             assert_eq!(frame.payload, payload);
+            assert_eq!(frame.payload.as_ptr(), payload_at, "{version}: not a copy");
             assert_eq!(frame.sender, "10.0.0.1:5050");
             let mut longer = wire;
             longer.push(0);
