@@ -954,11 +954,15 @@ fn op_strategy() -> impl Strategy<Value = WalOp> {
         1 => proptest::collection::vec(any::<u8>(), 0..40).prop_map(WalOp::Meta),
         6 => (0..40u64, proptest::collection::vec(any::<u8>(), 0..300))
             .prop_map(|(position, bytes)| WalOp::Put { position, bytes }),
-        // Any split of a payload, including empty pieces, is the same record.
+        // Any split of a payload, including empty pieces, is the same record;
+        // values from 4 KiB are written from where they lie (`gather`).
         2 => (
             0..40u64,
             proptest::collection::vec(any::<u8>(), 0..20),
-            proptest::collection::vec(any::<u8>(), 0..300),
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..300),
+                proptest::collection::vec(any::<u8>(), 4090..4200),
+            ],
             proptest::collection::vec(any::<u8>(), 0..4),
         )
             .prop_map(|(position, head, value, tail)| WalOp::PutParts {
@@ -1188,6 +1192,19 @@ fn in_memory_replay_and_encoding_match_the_store_on_disk() {
         WriteBatch::new()
             .put(2, b"two".to_vec())
             .put(3, b"three".to_vec()),
+        // Large values are written from their own buffers (`gather`), more of
+        // them than one pwritev call takes, between copied heads and tails.
+        (0..1500u64).fold(WriteBatch::new(), |batch, i| {
+            batch.put_parts(
+                10 + i,
+                RecordParts {
+                    head: vec![1, 2, i as u8],
+                    value: vec![i as u8; 4096 + (i as usize % 3)].into(),
+                    tail: if i % 2 == 0 { vec![9] } else { Vec::new() },
+                },
+            )
+        }),
+        // Last: the torn tail below cuts into this one.
         WriteBatch::new().truncate_below(2).meta(b"m2".to_vec()),
     ];
     {
