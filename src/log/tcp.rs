@@ -480,28 +480,27 @@ impl<R: AsyncRead + Unpin> FramedReader<R> {
     /// that buffer, so it is neither moved as a shared buffer grows nor copied
     /// out of it, and the log values decoded from it can share it in turn.
     async fn read_large_frame(&mut self, total: usize) -> Result<Frame, LinkError> {
-        // Its pages faulted in at once: the whole frame is about to be written.
-        // Only a peer that proved the token gets here with a large length.
-        let mut frame = crate::log::buffers::with_capacity_populated(total);
+        // Its pages faulted in already (ahead, by the stock's helper, when large
+        // frames come in a run) or at once: the whole frame is about to be
+        // written. Only a peer that proved the token gets here with a large length.
+        let mut frame = crate::log::buffers::for_incoming(total);
         frame.extend_from_slice(&self.buffer[self.consumed..]);
         self.buffer.clear();
         self.consumed = 0;
         self.give_back_room();
-        while frame.len() < total {
-            // At most the spare capacity, `total - len`: never a byte of the next frame.
-            let read = self
-                .reader
-                .read_buf(&mut frame)
-                .await
-                .map_err(|source| LinkError::Io {
-                    peer: self.peer.clone(),
-                    source,
-                })?;
-            if read == 0 {
+        match read_until_len(&mut self.reader, &mut frame, total).await {
+            Ok(true) => {}
+            Ok(false) => {
                 return Err(LinkError::TruncatedFrame {
                     peer: self.peer.clone(),
                     buffered_bytes: frame.len(),
-                });
+                })
+            }
+            Err(source) => {
+                return Err(LinkError::Io {
+                    peer: self.peer.clone(),
+                    source,
+                })
             }
         }
         self.decoder
@@ -511,6 +510,25 @@ impl<R: AsyncRead + Unpin> FramedReader<R> {
                 source,
             })
     }
+}
+
+/// Reads from `reader` into `buffer` until it holds `len` bytes, and not one byte
+/// more: the buffer may have more room than that (a stocked buffer, see
+/// `buffers::for_incoming`), and the bytes after are the next frame's. False if
+/// the stream ends first.
+async fn read_until_len<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buffer: &mut Vec<u8>,
+    len: usize,
+) -> io::Result<bool> {
+    use bytes::BufMut;
+    while buffer.len() < len {
+        let mut room = buffer.limit(len - buffer.len());
+        if reader.read_buf(&mut room).await? == 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Writes frames to one connection.

@@ -916,6 +916,34 @@ async fn large_frames_read_into_their_own_buffer_arrive_whole_and_in_order() {
 }
 
 #[tokio::test]
+async fn a_large_frame_read_into_a_roomier_buffer_takes_none_of_the_next_frame() {
+    let stream: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    // The frame's first bytes came with the header's read.
+    let mut frame = Vec::with_capacity(stream.len());
+    frame.extend_from_slice(&stream[..10]);
+    let mut reader = &stream[10..];
+    // (Room for all of it, as a stocked buffer may have.)
+    assert!(read_until_len(&mut reader, &mut frame, 6_000)
+        .await
+        .unwrap());
+    assert!(frame == stream[..6_000]);
+    assert!(
+        reader == &stream[6_000..],
+        "the next frame's bytes stay unread"
+    );
+    // Already there: reads nothing.
+    assert!(read_until_len(&mut reader, &mut frame, 6_000)
+        .await
+        .unwrap());
+    assert_eq!(reader.len(), 4_000);
+    // The stream ends first.
+    assert!(!read_until_len(&mut reader, &mut frame, 20_000)
+        .await
+        .unwrap());
+    assert!(frame == stream[..]);
+}
+
+#[tokio::test]
 async fn a_large_frame_cut_short_or_tampered_with_is_refused() {
     bounded(async {
         for version in WireVersion::ALL {
