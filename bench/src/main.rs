@@ -362,9 +362,9 @@ fn direct_write_mb_s(dir: &Path, mb: usize) -> Result<Option<f64>> {
         }
         Err(err) => return Err(err).with_context(|| format!("opening {}", path.display())),
     };
-    let mut backing = vec![0xa5u8; CHUNK + ALIGN];
+    let backing = vec![0xa5u8; CHUNK + ALIGN];
     let skip = backing.as_ptr().align_offset(ALIGN);
-    let chunk = &mut backing[skip..skip + CHUNK];
+    let chunk = &backing[skip..skip + CHUNK];
     let chunks = (mb << 20).div_ceil(CHUNK);
     let start = Instant::now();
     let mut written = 0;
