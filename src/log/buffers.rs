@@ -32,7 +32,7 @@
 //! read ([`for_incoming`]): the zeroing moves to the other core.
 
 use std::mem::MaybeUninit;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Buffers at least this large are populated when allocated; below it a buffer
@@ -85,7 +85,7 @@ impl SparePool {
 
     fn take(&self, size: usize) -> Vec<u8> {
         if size >= POPULATE_MIN_BYTES {
-            let mut spares = self.spares.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut spares = lock(&self.spares);
             if let Some(spares) = spares.as_mut() {
                 spares.last_used = Instant::now();
                 // At most twice the size: a spare much larger would hold memory
@@ -108,7 +108,7 @@ impl SparePool {
         if buffer.capacity() < POPULATE_MIN_BYTES {
             return;
         }
-        let mut spares = self.spares.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut spares = lock(&self.spares);
         let spares = spares.get_or_insert_with(|| Spares {
             buffers: Vec::new(),
             last_used: Instant::now(),
@@ -135,9 +135,15 @@ impl SparePool {
     /// How many spares the pool holds.
     #[cfg(test)]
     fn held(&self) -> usize {
-        let spares = self.spares.lock().unwrap_or_else(PoisonError::into_inner);
+        let spares = lock(&self.spares);
         spares.as_ref().map_or(0, |spares| spares.buffers.len())
     }
+}
+
+/// A pool's state stays consistent at every point a holder could panic (each
+/// change is one assignment or push), so a poisoned lock is used as is.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Buffers for incoming large frames, populated ahead of need by a helper thread
@@ -150,13 +156,20 @@ struct IncomingStock {
 struct StockState {
     /// A populated buffer waiting for the next large frame.
     ready: Option<Vec<u8>>,
-    /// The size of the last large frame: what the next one is expected to be.
-    /// `None` once the stock was released for idleness.
-    latest: Option<usize>,
-    /// The helper is to populate a buffer for `latest`.
+    /// The run of large frames in progress; `None` before the first one and once
+    /// the stock was released for idleness.
+    run: Option<FrameRun>,
+    /// The helper is to populate a buffer for the run's frame size.
     pending: bool,
-    last_used: Option<Instant>,
     helper: HelperState,
+}
+
+#[derive(Clone, Copy)]
+struct FrameRun {
+    /// The size of the last large frame: what the next one is expected to be.
+    latest: usize,
+    /// When it came.
+    at: Instant,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -192,17 +205,16 @@ impl IncomingStock {
         IncomingStock {
             state: Mutex::new(StockState {
                 ready: None,
-                latest: None,
+                run: None,
                 pending: false,
-                last_used: None,
                 helper: HelperState::NotStarted,
             }),
             wanted: std::sync::Condvar::new(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, StockState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, StockState> {
+        lock(&self.state)
     }
 
     fn take(&'static self, size: usize) -> Vec<u8> {
@@ -210,8 +222,10 @@ impl IncomingStock {
             return with_capacity_populated(size);
         }
         let mut state = self.lock();
-        state.last_used = Some(Instant::now());
-        state.latest = Some(size);
+        state.run = Some(FrameRun {
+            latest: size,
+            at: Instant::now(),
+        });
         let taken = state
             .ready
             .take()
@@ -241,7 +255,7 @@ impl IncomingStock {
     fn run_helper(&self) {
         let mut state = self.lock();
         loop {
-            let (true, Some(size)) = (state.pending, state.latest) else {
+            let (true, Some(FrameRun { latest: size, .. })) = (state.pending, state.run) else {
                 state = self
                     .wanted
                     .wait(state)
@@ -253,8 +267,8 @@ impl IncomingStock {
             // A little headroom: the next frame of a run may be a few bytes larger.
             let buffer = with_capacity_populated(size + size / 32);
             state = self.lock();
-            match state.latest {
-                Some(latest) if stock_fits(buffer.capacity(), latest) => {
+            match state.run {
+                Some(run) if stock_fits(buffer.capacity(), run.latest) => {
                     state.ready = Some(buffer);
                 }
                 Some(_) => state.pending = true,
@@ -269,11 +283,10 @@ impl IncomingStock {
             // In use right now: not idle.
             return;
         };
-        if state.last_used.is_some_and(|used| used.elapsed() >= idle) {
+        if state.run.is_some_and(|run| run.at.elapsed() >= idle) {
             state.ready = None;
-            state.latest = None;
+            state.run = None;
             state.pending = false;
-            state.last_used = None;
         }
     }
 
@@ -476,6 +489,6 @@ mod tests {
         assert!(stock.stocked().is_none());
         // Small frames never touch it.
         assert_eq!(stock.take(1024).capacity(), 1024);
-        assert!(stock.stocked().is_none() && stock.lock().latest.is_none());
+        assert!(stock.stocked().is_none() && stock.lock().run.is_none());
     }
 }
