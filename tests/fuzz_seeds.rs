@@ -276,6 +276,7 @@ fn persisted_batches() -> Vec<WriteBatch> {
         log_id: Some(LogId(9)),
         promised: Some(proposal(3)),
         begin: 0,
+        learned_below: 0,
     };
     let mut batches = vec![WriteBatch::new().meta(postcard(&metadata))];
     for position in 1..=4 {
@@ -283,6 +284,7 @@ fn persisted_batches() -> Vec<WriteBatch> {
     }
     let truncated = Metadata {
         begin: 2,
+        learned_below: 4,
         ..metadata
     };
     batches.push(
@@ -386,6 +388,12 @@ fn the_storage_seed_replays_to_the_state_written() {
     )
     .expect("a valid persisted state");
     assert_eq!(state.metadata.begin, 2);
-    let expected: Vec<Entry> = (2..=5).map(entry).collect();
+    // The learned prefix (below 4) marks the entries under it.
+    let expected: Vec<Entry> = (2..=5)
+        .map(|position| Entry {
+            learned: entry(position).learned || position < 4,
+            ..entry(position)
+        })
+        .collect();
     assert_eq!(state.entries, expected);
 }

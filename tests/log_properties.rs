@@ -174,6 +174,7 @@ fn durable(status: ReplicaStatus, n: u64) -> DurableState {
             },
             promised: None,
             begin: 0,
+            learned_below: 0,
         },
         entries: (0..n)
             .map(|p| Entry {

@@ -108,3 +108,20 @@ fn the_checker_catches_a_wiped_replica_voting_without_recovery() {
         "a wiped replica voting at once must be caught by some seed"
     );
 }
+
+#[test]
+fn the_checker_catches_a_learned_prefix_over_another_value() {
+    // When written, 3 of these 60 seeds caught it (disagreement at the prefix).
+    let mut caught = 0;
+    for seed in 0..60 {
+        let mut cfg = SimConfig::new(3, seed);
+        cfg.planted_prefix_over_any_value = true;
+        if !run(&cfg).violations.is_empty() {
+            caught += 1;
+        }
+    }
+    assert!(
+        caught > 0,
+        "a learned prefix over a value never accepted must be caught by some seed"
+    );
+}

@@ -6,6 +6,12 @@
 //! not decode, or an entry filed under another position than it names, is
 //! corruption: [`WalStorage::open`] refuses it (the master then refuses to vote)
 //! rather than serve it.
+//!
+//! An entry's record is written when it is accepted (or learned from a peer) and
+//! not again when this replica learns that very value: the metadata's learned
+//! prefix ([`Metadata::learned_below`]) marks it, and [`decode_state`] applies the
+//! prefix to the entries it reads. Writing each learned value twice had made a
+//! follower write every appended byte twice and compact the copies away.
 
 use std::path::{Path, PathBuf};
 
@@ -98,12 +104,10 @@ pub fn decode_state(
 ) -> Result<DurableState, DurableError> {
     let metadata = match meta {
         None => Metadata::default(),
-        Some(bytes) => {
-            postcard::from_bytes::<Metadata>(&bytes).map_err(|e| DurableError::BadMetadata {
-                dir: dir.to_path_buf(),
-                reason: e.to_string(),
-            })?
-        }
+        Some(bytes) => decode_metadata(&bytes).map_err(|e| DurableError::BadMetadata {
+            dir: dir.to_path_buf(),
+            reason: e.to_string(),
+        })?,
     };
     let mut entries = Vec::with_capacity(positions.len());
     for (filed, bytes) in positions {
@@ -121,7 +125,35 @@ pub fn decode_state(
         }
         entries.push(entry);
     }
-    Ok(DurableState { metadata, entries })
+    let mut state = DurableState { metadata, entries };
+    state.mark_learned_prefix(0);
+    Ok(state)
+}
+
+/// The metadata record as this master writes it or, failing that, as masters
+/// before [`Metadata::learned_below`] wrote it (the same fields without the last
+/// one, which then reads as 0: no prefix marked).
+fn decode_metadata(bytes: &[u8]) -> Result<Metadata, postcard::Error> {
+    #[derive(serde::Deserialize)]
+    struct MetadataBeforeLearnedBelow {
+        status: super::types::ReplicaStatus,
+        log_id: Option<super::types::LogId>,
+        promised: Option<super::types::Proposal>,
+        begin: u64,
+    }
+    match postcard::from_bytes::<Metadata>(bytes) {
+        Err(postcard::Error::DeserializeUnexpectedEnd) => {
+            let old = postcard::from_bytes::<MetadataBeforeLearnedBelow>(bytes)?;
+            Ok(Metadata {
+                status: old.status,
+                log_id: old.log_id,
+                promised: old.promised,
+                begin: old.begin,
+                learned_below: 0,
+            })
+        }
+        decoded => decoded,
+    }
 }
 
 fn encode(ops: &[PersistOp]) -> Result<WriteBatch, StorageError> {
@@ -300,6 +332,7 @@ mod tests {
             log_id: Some(LogId(7)),
             promised: None,
             begin: 3,
+            learned_below: 2,
         };
         let bytes = to_bytes(&metadata).expect("encode");
         assert_eq!(bytes, postcard::to_allocvec(&metadata).expect("encode"));
@@ -362,6 +395,58 @@ mod tests {
         }
     }
 
+    /// Metadata as masters before the learned prefix wrote it (and read it).
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct MetadataBeforeLearnedBelow {
+        status: ReplicaStatus,
+        log_id: Option<LogId>,
+        promised: Option<Proposal>,
+        begin: u64,
+    }
+
+    /// A store written by an older master opens with no learned prefix, and an
+    /// older master reads this one's metadata (ignoring the prefix), so a rollback
+    /// in either direction keeps the promise, the status and the truncation point.
+    #[test]
+    fn metadata_reads_across_the_learned_prefix_in_both_directions() {
+        let promised = Some(Proposal {
+            round: 12,
+            proposer: MemberId::new("127.0.0.2:5050"),
+        });
+        let old = MetadataBeforeLearnedBelow {
+            status: ReplicaStatus::Voting,
+            log_id: Some(LogId(u64::MAX - 3)),
+            promised: promised.clone(),
+            begin: 1 << 35,
+        };
+        let decoded = decode_metadata(&postcard::to_allocvec(&old).expect("encode"))
+            .expect("older metadata decodes");
+        let new = Metadata {
+            status: ReplicaStatus::Voting,
+            log_id: Some(LogId(u64::MAX - 3)),
+            promised,
+            begin: 1 << 35,
+            learned_below: (1 << 35) + 700,
+        };
+        assert_eq!(
+            decoded,
+            Metadata {
+                learned_below: 0,
+                ..new.clone()
+            }
+        );
+        assert_eq!(
+            decode_metadata(&to_bytes(&new).expect("encode")).expect("decodes"),
+            new
+        );
+        let read_by_older: MetadataBeforeLearnedBelow =
+            postcard::from_bytes(&to_bytes(&new).expect("encode")).expect("older master reads it");
+        assert_eq!(read_by_older, old);
+        // Cut short of its older fields, it is still corruption.
+        let bytes = postcard::to_allocvec(&old).expect("encode");
+        assert!(decode_metadata(&bytes[..bytes.len() - 1]).is_err());
+    }
+
     #[tokio::test]
     async fn async_apply_is_durable_across_reopen() {
         let root = tempfile::tempdir().expect("tempdir");
@@ -371,6 +456,7 @@ mod tests {
             log_id: Some(LogId(42)),
             promised: None,
             begin: 0,
+            learned_below: 0,
         };
         {
             let opened = reopen(&dir);

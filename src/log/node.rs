@@ -77,6 +77,10 @@ pub struct NodeConfig {
     /// recovering (a bug).
     #[doc(hidden)]
     pub planted_recovery_without_fill: bool,
+    /// Hidden knob for the simulator's self-test: the learned prefix covers a
+    /// lazily learned position whatever value the replica holds there (a bug).
+    #[doc(hidden)]
+    pub planted_prefix_over_any_value: bool,
 }
 
 impl NodeConfig {
@@ -94,6 +98,7 @@ impl NodeConfig {
             status_retry_ticks: DEFAULT_STATUS_RETRY_TICKS,
             planted_minority_learn: false,
             planted_recovery_without_fill: false,
+            planted_prefix_over_any_value: false,
         }
     }
 
@@ -288,7 +293,8 @@ impl Node {
         cfg.validate()?;
         let mut rng = SplitMix64::new(cfg.seed);
         let incarnation = rng.next_u64();
-        let replica = Replica::from_durable(durable);
+        let mut replica = Replica::from_durable(durable);
+        replica.planted_prefix_over_any_value = cfg.planted_prefix_over_any_value;
         let applied = replica.begin();
         let highest_round_seen = replica.promised().map_or(0, |p| p.round);
         let mut node = Node {
@@ -1374,11 +1380,17 @@ mod tests {
             }]
         );
         assert_eq!(r.learned, vec![(0, Action::Append(b"x".to_vec().into()))]);
-        // Durable state before anything leaves: the learned entry is in `persist`.
-        assert!(r
-            .persist
-            .iter()
-            .any(|op| matches!(op, PersistOp::PutEntry(e) if e.learned)));
+        // Durable state before anything leaves: the entry and the learned prefix
+        // covering it are in `persist`.
+        let mut durable = DurableState::default();
+        for op in &r.persist {
+            durable.apply(op);
+        }
+        assert!(
+            matches!(durable.entries.as_slice(), [e] if e.learned && e.action == Action::Append(b"x".to_vec().into())),
+            "{:?}",
+            r.persist
+        );
     }
 
     #[test]

@@ -22,11 +22,31 @@ pub struct Replica {
     /// Positions learned by [`Replica::learn_lazily`] whose learned mark is not
     /// handed to the driver yet: it rides with the next batch that has to be
     /// written anyway (or the next tick), instead of costing an fsync of its own.
-    lazy_learned: Vec<Position>,
+    lazy_learned: Vec<LazyMark>,
+    /// The highest position given a [`LazyMark::Covered`] since this replica
+    /// started: while the learned prefix on disk is below it, a mark is waiting
+    /// for the prefix to reach it.
+    highest_covered: Option<Position>,
     /// Positions below this are all learned (or truncated): the learned prefix.
     learned_end: Position,
     /// Learned values that contradicted a learned position (a broken peer).
     pub conflicting_learns: u64,
+    /// The simulator's self-test: a lazy mark counts as covered by the learned
+    /// prefix whatever value is on disk (a bug).
+    #[doc(hidden)]
+    pub planted_prefix_over_any_value: bool,
+}
+
+/// How a lazily learned position's mark reaches the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LazyMark {
+    /// The entry on disk (or ahead of the mark in the queue) already holds the
+    /// learned value: [`Metadata::learned_below`] covers it once the learned
+    /// prefix reaches it, and the value is not written again.
+    Covered(Position),
+    /// The learned value is not what this replica accepted there (or it accepted
+    /// nothing): the whole entry is written.
+    Whole(Position),
 }
 
 /// Why a replica refused to vote.
@@ -44,8 +64,10 @@ impl Replica {
             entries: state.entries.into_iter().map(|e| (e.position, e)).collect(),
             pending: Vec::new(),
             lazy_learned: Vec::new(),
+            highest_covered: None,
             learned_end: 0,
             conflicting_learns: 0,
+            planted_prefix_over_any_value: false,
         };
         r.learned_end = r.meta.begin;
         r.advance_learned_end();
@@ -98,13 +120,34 @@ impl Replica {
     }
 
     /// Hands every lazy learned mark to the next batch (the driver's tick calls
-    /// this, so an idle log writes them within one tick).
+    /// this, so an idle log writes them within one tick): the entries whose
+    /// learned value is not on disk, then the learned prefix as
+    /// [`Metadata::learned_below`]. The prefix goes last, once every value under
+    /// it is on disk or ahead of it in this batch or an earlier one. A covered
+    /// mark above a gap waits for the gap to be learned, then goes with the next
+    /// batch or tick (losing it in a crash loses nothing, as for every lazy mark).
+    /// Without lazy marks, waiting or new, nothing is written: what was learned
+    /// eagerly (a recovering replica's catch-up) carries its own mark.
     pub fn flush_lazy_learned(&mut self) {
-        for position in std::mem::take(&mut self.lazy_learned) {
+        let marks_waiting = self
+            .highest_covered
+            .is_some_and(|position| position >= self.meta.learned_below);
+        if self.lazy_learned.is_empty() && !marks_waiting {
+            return;
+        }
+        for mark in std::mem::take(&mut self.lazy_learned) {
+            let LazyMark::Whole(position) = mark else {
+                continue;
+            };
             // Truncated since: nothing to write (the truncation is in `pending`).
             if let Some(e) = self.entries.get(&position).filter(|e| e.learned) {
                 self.pending.push(PersistOp::PutEntry(e.clone()));
             }
+        }
+        if self.learned_end > self.meta.learned_below {
+            let mut m = self.meta.clone();
+            m.learned_below = self.learned_end;
+            self.set_meta(m);
         }
     }
 
@@ -300,8 +343,17 @@ impl Replica {
             learned: true,
         };
         if lazily {
+            let covered = self
+                .entries
+                .get(&position)
+                .is_some_and(|held| held.action == e.action || self.planted_prefix_over_any_value);
+            self.lazy_learned.push(if covered {
+                self.highest_covered = self.highest_covered.max(Some(position));
+                LazyMark::Covered(position)
+            } else {
+                LazyMark::Whole(position)
+            });
             self.entries.insert(position, e);
-            self.lazy_learned.push(position);
         } else {
             self.entries.insert(position, e.clone());
             self.pending.push(PersistOp::PutEntry(e));
@@ -406,8 +458,26 @@ mod tests {
         assert_eq!(r.accept(&p(2, "b"), 0, &Action::Nop), Ok(true));
     }
 
+    /// The learned prefix a batch writes, if it writes one.
+    fn learned_below_in(batch: &[PersistOp]) -> Option<Position> {
+        batch.iter().rev().find_map(|op| match op {
+            PersistOp::SetMetadata(m) => Some(m.learned_below),
+            _ => None,
+        })
+    }
+
+    fn learned_puts(batch: &[PersistOp]) -> Vec<Position> {
+        batch
+            .iter()
+            .filter_map(|op| match op {
+                PersistOp::PutEntry(e) if e.learned => Some(e.position),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
-    fn a_lazy_learned_mark_rides_after_the_next_batch_and_never_below_a_truncation() {
+    fn a_lazy_learned_mark_rides_after_the_next_batch_as_the_learned_prefix() {
         let mut r = voting();
         let _ = r.take_pending();
         let a = Action::Append(b"a".to_vec().into());
@@ -425,27 +495,75 @@ mod tests {
         assert_eq!(r.learned_end(), 2);
         assert!(!r.has_pending());
         assert!(r.take_pending().is_empty());
-        // The next batch carries the marks after its own operations, and drops
-        // those a truncation in it removed.
+        // The next batch carries the marks after its own operations: the values
+        // accepted are the values learned, so only the prefix is written, last.
         assert_eq!(r.accept(&p(1, "a"), 2, &a), Ok(true));
         r.truncate_below(1);
         let batch = r.take_pending();
-        let learned: Vec<Position> = batch
-            .iter()
-            .filter_map(|op| match op {
-                PersistOp::PutEntry(e) if e.learned => Some(e.position),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(learned, vec![1]);
-        assert!(matches!(batch.last(), Some(PersistOp::PutEntry(e)) if e.learned));
+        assert_eq!(learned_puts(&batch), Vec::<Position>::new(), "{batch:?}");
+        assert!(
+            matches!(batch.last(), Some(PersistOp::SetMetadata(m)) if m.learned_below == 2 && m.begin == 1),
+            "{batch:?}"
+        );
         // An idle replica writes them when flushed (each tick).
         r.learn_lazily(2, &a, &p(1, "a"));
         r.flush_lazy_learned();
         assert!(r.has_pending());
-        assert!(
-            matches!(r.take_pending().as_slice(), [PersistOp::PutEntry(e)] if e.learned && e.position == 2)
-        );
+        assert_eq!(learned_below_in(&r.take_pending()), Some(3));
+        // Nothing new learned: a tick writes nothing.
+        r.flush_lazy_learned();
+        assert!(!r.has_pending());
+    }
+
+    #[test]
+    fn a_lazily_learned_value_not_accepted_here_is_written_whole_before_the_prefix() {
+        let a = Action::Append(b"a".to_vec().into());
+        let b = Action::Append(b"b".to_vec().into());
+        let mut storage = DurableState::default();
+        let mut r = voting();
+        assert_eq!(r.accept(&p(1, "a"), 0, &a), Ok(true));
+        assert_eq!(r.accept(&p(1, "a"), 1, &a), Ok(true));
+        for op in r.take_pending() {
+            storage.apply(&op);
+        }
+        // 0 as accepted; 1 chosen with another value than this replica accepted;
+        // 2 never accepted here; 4 above a gap at 3.
+        r.learn_announced(0, &a);
+        r.learn_announced(1, &b);
+        r.learn_announced(2, &a);
+        assert_eq!(r.accept(&p(1, "a"), 4, &a), Ok(true));
+        r.learn_announced(4, &a);
+        let batch = r.take_pending();
+        assert_eq!(learned_puts(&batch), vec![1, 2], "{batch:?}");
+        assert_eq!(learned_below_in(&batch), Some(3));
+        assert!(matches!(batch.last(), Some(PersistOp::SetMetadata(_))));
+        for op in &batch {
+            storage.apply(op);
+        }
+        // What a restart reads is what was learned: 4's mark waited for the gap.
+        let reloaded = Replica::from_durable(storage.clone());
+        assert_eq!(reloaded.learned_end(), 3);
+        for (position, action) in [(0, &a), (1, &b), (2, &a)] {
+            assert!(reloaded.is_learned(position));
+            assert_eq!(&reloaded.entry(position).expect("held").action, action);
+        }
+        assert!(!reloaded.is_learned(4));
+        // Once the gap is learned (eagerly: its entry carries its own mark), the
+        // next batch's prefix covers the waiting mark at 4 as well.
+        r.learn(3, &a, None);
+        let batch = r.take_pending();
+        assert_eq!(learned_puts(&batch), vec![3]);
+        assert_eq!(learned_below_in(&batch), Some(5));
+        for op in &batch {
+            storage.apply(op);
+        }
+        // No mark waits any more: a tick writes nothing.
+        r.flush_lazy_learned();
+        assert!(!r.has_pending());
+        for op in &batch {
+            storage.apply(op);
+        }
+        assert_eq!(Replica::from_durable(storage).learned_end(), 5);
     }
 
     #[test]
@@ -463,8 +581,8 @@ mod tests {
         assert_eq!(r.accept(&p(1, "a"), 1, &a), Ok(true));
         let batch = r.take_pending();
         assert!(
-            matches!(batch.as_slice(), [PersistOp::PutEntry(e1), PersistOp::PutEntry(e0)]
-                if e1.position == 1 && !e1.learned && e0.position == 0 && e0.learned),
+            matches!(batch.as_slice(), [PersistOp::PutEntry(e1), PersistOp::SetMetadata(m)]
+                if e1.position == 1 && !e1.learned && m.learned_below == 1),
             "{batch:?}"
         );
 
@@ -475,7 +593,7 @@ mod tests {
         assert_eq!(r.learned_end(), 1);
         assert!(
             matches!(r.take_pending().as_slice(), [PersistOp::PutEntry(e)] if e.learned),
-            "a recovering replica writes what it learns before anything else"
+            "a recovering replica writes what it learns, with its mark, before anything else"
         );
     }
 

@@ -42,6 +42,8 @@ pub struct SimConfig {
     pub planted_minority_learn: bool,
     /// Plants "a wiped replica votes without recovering".
     pub planted_recovery_without_fill: bool,
+    /// Plants "the learned prefix covers a value the replica never held".
+    pub planted_prefix_over_any_value: bool,
     /// `None`: drawn from the seed.
     pub scenario: Option<Scenario>,
 }
@@ -54,6 +56,7 @@ impl SimConfig {
             steps: DEFAULT_STEPS,
             planted_minority_learn: false,
             planted_recovery_without_fill: false,
+            planted_prefix_over_any_value: false,
             scenario: None,
         }
     }
@@ -134,6 +137,7 @@ impl Sim {
         );
         c.planted_minority_learn = self.cfg.planted_minority_learn;
         c.planted_recovery_without_fill = self.cfg.planted_recovery_without_fill;
+        c.planted_prefix_over_any_value = self.cfg.planted_prefix_over_any_value;
         c
     }
 
@@ -191,7 +195,11 @@ impl Sim {
                     }
                 }
             }
+            let marked_from = self.members[i].storage.state.metadata.learned_below;
             let _ = self.members[i].storage.apply(&ready.persist[..keep]);
+            if !foreign {
+                self.check_learned_prefix(i, marked_from);
+            }
             // An initialization counts once its Voting status is durable.
             let init_durable = ready.persist[..keep].iter().any(
                 |op| matches!(op, PersistOp::SetMetadata(m) if m.status == ReplicaStatus::Voting),
@@ -214,8 +222,12 @@ impl Sim {
                 }
             }
         }
+        let marked_from = self.members[i].storage.state.metadata.learned_below;
         if let Err(e) = self.members[i].storage.apply(&ready.persist) {
             self.violation(format!("persist failed: {e}"));
+        }
+        if !foreign {
+            self.check_learned_prefix(i, marked_from);
         }
         for env in ready.messages {
             self.send_checked(i, status_before, env);
@@ -314,6 +326,21 @@ impl Sim {
                 NodeEvent::BecameLeader(_) => self.report.elections += 1,
                 _ => {}
             }
+        }
+    }
+
+    /// A raised learned prefix marks every entry under it learned at once: each
+    /// must be the chosen value, as for an entry written with its mark.
+    fn check_learned_prefix(&mut self, i: usize, from: Position) {
+        let state = &self.members[i].storage.state;
+        let marked: Vec<Entry> = state
+            .entries
+            .iter()
+            .filter(|e| e.position >= from && state.in_learned_prefix(e.position))
+            .cloned()
+            .collect();
+        for e in &marked {
+            self.check_learned(i, e);
         }
     }
 
@@ -521,6 +548,7 @@ impl Sim {
                 log_id: Some(LogId(self.rng.next_u64())),
                 promised: None,
                 begin: 0,
+                learned_below: 0,
             },
             entries: Vec::new(),
         };
@@ -885,6 +913,7 @@ pub fn run(cfg: &SimConfig) -> SimReport {
                     proposer: proposer.clone(),
                 }),
                 begin: 0,
+                learned_below: 0,
             },
             entries: Vec::new(),
         };

@@ -72,6 +72,7 @@ pub fn storage_contract_tests<S: Storage>(
         log_id: Some(super::types::LogId(7)),
         promised: Some(p(3)),
         begin: 0,
+        learned_below: 0,
     };
     let e = |pos, round, learned| Entry {
         position: pos,
@@ -108,6 +109,26 @@ pub fn storage_contract_tests<S: Storage>(
     check(
         s.load().map_err(io)?.entries.len() == 1,
         "empty batch changed state",
+    )?;
+
+    // A learned prefix marks every entry under it learned, and none above.
+    let mut s = s;
+    let marked = Metadata {
+        learned_below: 4,
+        ..meta.clone()
+    };
+    s.apply(&[
+        PersistOp::PutEntry(e(3, 3, false)),
+        PersistOp::PutEntry(e(5, 3, false)),
+        PersistOp::SetMetadata(marked.clone()),
+    ])
+    .map_err(io)?;
+    let s = reopen(s);
+    let st = s.load().map_err(io)?;
+    check(st.metadata == marked, "learned prefix not kept")?;
+    check(
+        st.entries == vec![e(2, 3, true), e(3, 3, true), e(5, 3, false)],
+        "learned prefix does not mark exactly the entries under it",
     )?;
     Ok(())
 }

@@ -113,6 +113,14 @@ pub struct Metadata {
     pub promised: Option<Proposal>,
     /// Every position below `begin` has been truncated away.
     pub begin: Position,
+    /// Every entry held below this position is learned, whatever its own flag
+    /// says: the learned marks of a whole prefix in one small record, instead of
+    /// every learned entry written a second time with its value. Only ever raised,
+    /// and only over entries whose value on disk is the chosen one. Last, so an
+    /// older master decoding this record reads the fields before it and ignores
+    /// it (its entries then read as accepted, not learned: safe, learned again by
+    /// catch-up); `0` in records older masters wrote.
+    pub learned_below: Position,
 }
 
 impl Default for Metadata {
@@ -122,6 +130,7 @@ impl Default for Metadata {
             log_id: None,
             promised: None,
             begin: 0,
+            learned_below: 0,
         }
     }
 }
@@ -148,19 +157,48 @@ pub struct DurableState {
 
 impl DurableState {
     /// Applies one operation to an in-memory image (used by storage impls and tests).
+    /// Entries below [`Metadata::learned_below`] read as learned, so the image
+    /// matches what [`DurableState::mark_learned_prefix`] makes of replayed records.
     pub fn apply(&mut self, op: &PersistOp) {
         match op {
-            PersistOp::SetMetadata(m) => self.metadata = m.clone(),
+            PersistOp::SetMetadata(m) => {
+                let from = self.metadata.learned_below;
+                self.metadata = m.clone();
+                self.mark_learned_prefix(from);
+            }
             PersistOp::PutEntry(e) => {
+                let mut e = e.clone();
+                e.learned |= self.in_learned_prefix(e.position);
                 match self
                     .entries
                     .binary_search_by_key(&e.position, |x| x.position)
                 {
-                    Ok(i) => self.entries[i] = e.clone(),
-                    Err(i) => self.entries.insert(i, e.clone()),
+                    Ok(i) => self.entries[i] = e,
+                    Err(i) => self.entries.insert(i, e),
                 }
             }
             PersistOp::TruncateBelow(to) => self.entries.retain(|e| e.position >= *to),
+        }
+    }
+
+    /// Whether the learned prefix covers `position`: held (not truncated away)
+    /// and below [`Metadata::learned_below`]. An entry below `begin` whose
+    /// truncation is not applied yet is not held, so the prefix says nothing of it.
+    pub fn in_learned_prefix(&self, position: Position) -> bool {
+        (self.metadata.begin..self.metadata.learned_below).contains(&position)
+    }
+
+    /// Sets the learned flag of every held entry from `from` to
+    /// `metadata.learned_below`.
+    pub fn mark_learned_prefix(&mut self, from: Position) {
+        let below = self.metadata.learned_below;
+        let from = from.max(self.metadata.begin);
+        let start = self.entries.partition_point(|e| e.position < from);
+        for e in self.entries[start..]
+            .iter_mut()
+            .take_while(|e| e.position < below)
+        {
+            e.learned = true;
         }
     }
 }
