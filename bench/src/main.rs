@@ -1027,12 +1027,33 @@ where
     bail!("filling {mb} MiB: {acknowledged} of {writes} writes acknowledged")
 }
 
-/// MB/s at which a wiped follower caught up, from its restart to learning the
-/// leader's learned position (as it stood at the restart).
-async fn catchup_ours(ours: &mut Ours, mb: usize, prior_bytes: u64) -> Result<(f64, String)> {
+/// What one system's catch-up phase measured.
+struct CatchUp {
+    /// MB/s of acknowledged fill writes (`FILL_WRITERS` writers of
+    /// `FILL_VALUE_BYTES` values): large-value write throughput.
+    fill_mb_s: f64,
+    /// MB/s at which the emptied member caught up.
+    catchup_mb_s: f64,
+    note: String,
+}
+
+/// Times `fill`: MB/s of acknowledged writes.
+async fn timed_fill<F, Fut>(mb: usize, op: F) -> Result<f64>
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let start = Instant::now();
+    fill(mb, op).await?;
+    Ok(mb as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Fills the log, then the MB/s at which a wiped follower caught up, from its
+/// restart to learning the leader's learned position (as it stood at the restart).
+async fn catchup_ours(ours: &mut Ours, mb: usize, prior_bytes: u64) -> Result<CatchUp> {
     let leader = ours.wait_leader().await?;
     let append = FollowingAppend::new(ours, leader, Bytes::from(vec![0x43u8; FILL_VALUE_BYTES]));
-    fill(mb, move |_, _| append.send()).await?;
+    let fill_mb_s = timed_fill(mb, move |_, _| append.send()).await?;
     let leader = ours.wait_leader().await?;
     let follower = (leader + 1) % ours.members.len();
     ours.procs[follower].kill();
@@ -1051,19 +1072,20 @@ async fn catchup_ours(ours: &mut Ours, mb: usize, prior_bytes: u64) -> Result<(f
     }
     let took = start.elapsed();
     let total_mb = (prior_bytes as f64 / (1 << 20) as f64) + mb as f64;
-    Ok((
-        total_mb / took.as_secs_f64(),
-        format!("ours: {total_mb:.0} MiB, {target} positions, {took:.1?}"),
-    ))
+    Ok(CatchUp {
+        fill_mb_s,
+        catchup_mb_s: total_mb / took.as_secs_f64(),
+        note: format!("ours: {total_mb:.0} MiB, {target} positions, {took:.1?}"),
+    })
 }
 
 /// The same for etcd: remove a follower, re-add it with an empty data dir, time
 /// from its start to reporting the leader's revision.
-async fn catchup_etcd(etcd: &mut Etcd, mb: usize, prior_bytes: u64) -> Result<(f64, String)> {
+async fn catchup_etcd(etcd: &mut Etcd, mb: usize, prior_bytes: u64) -> Result<CatchUp> {
     let leader = etcd.wait_leader().await?;
     let client = etcd_connect(leader).await?;
     let value = vec![0x43u8; FILL_VALUE_BYTES];
-    fill(mb, move |writer, seq| {
+    let fill_mb_s = timed_fill(mb, move |writer, seq| {
         let mut client = client.clone();
         let value = value.clone();
         async move {
@@ -1114,10 +1136,11 @@ async fn catchup_etcd(etcd: &mut Etcd, mb: usize, prior_bytes: u64) -> Result<(f
     }
     let took = start.elapsed();
     let total_mb = (prior_bytes as f64 / (1 << 20) as f64) + mb as f64;
-    Ok((
-        total_mb / took.as_secs_f64(),
-        format!("etcd: {total_mb:.0} MiB, revision {target}, {took:.1?}"),
-    ))
+    Ok(CatchUp {
+        fill_mb_s,
+        catchup_mb_s: total_mb / took.as_secs_f64(),
+        note: format!("etcd: {total_mb:.0} MiB, revision {target}, {took:.1?}"),
+    })
 }
 
 // ---------------------------------------------------------------------------------
@@ -1675,11 +1698,23 @@ async fn main() -> Result<()> {
         };
         let note = [&ours_catchup, &etcd_catchup]
             .iter()
-            .filter_map(|c| c.as_ref().map(|(_, n)| n.clone()))
+            .filter_map(|c| c.as_ref().map(|c| c.note.clone()))
             .collect::<Vec<_>>()
             .join("; ");
-        let (ours_catchup, etcd_catchup) =
-            (ours_catchup.map(|(v, _)| v), etcd_catchup.map(|(v, _)| v));
+        report.row(
+            &format!(
+                "fill: {} KiB writes, {FILL_WRITERS} writers",
+                FILL_VALUE_BYTES / 1024
+            ),
+            "MB/s",
+            ours_catchup.as_ref().map(|c| c.fill_mb_s),
+            etcd_catchup.as_ref().map(|c| c.fill_mb_s),
+            "",
+        );
+        let (ours_catchup, etcd_catchup) = (
+            ours_catchup.map(|c| c.catchup_mb_s),
+            etcd_catchup.map(|c| c.catchup_mb_s),
+        );
         report.row(
             &format!("catch-up of the whole log ({} MiB fill)", plan.catchup_mb),
             "MB/s",
