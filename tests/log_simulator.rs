@@ -75,17 +75,23 @@ fn one_to_three_without_a_wipe_waits_safely() {
     }
 }
 
+/// How many of `seeds` (3 members) report a violation with `plant` applied.
+fn seeds_catching(seeds: std::ops::Range<u64>, plant: impl Fn(&mut SimConfig)) -> usize {
+    seeds
+        .filter(|&seed| {
+            let mut cfg = SimConfig::new(3, seed);
+            plant(&mut cfg);
+            !run(&cfg).violations.is_empty()
+        })
+        .count()
+}
+
 #[test]
 fn the_checker_catches_a_planted_minority_learn_bug() {
-    let mut caught = 0;
-    for seed in 0..40 {
-        let mut cfg = SimConfig::new(3, seed);
+    let caught = seeds_catching(0..40, |cfg| {
         cfg.planted_minority_learn = true;
         cfg.scenario = Some(Scenario::Fresh);
-        if !run(&cfg).violations.is_empty() {
-            caught += 1;
-        }
-    }
+    });
     assert!(
         caught > 0,
         "learning on a single ack must be caught by some seed"
@@ -94,15 +100,10 @@ fn the_checker_catches_a_planted_minority_learn_bug() {
 
 #[test]
 fn the_checker_catches_a_wiped_replica_voting_without_recovery() {
-    let mut caught = 0;
-    for seed in 0..60 {
-        let mut cfg = SimConfig::new(3, seed);
+    let caught = seeds_catching(0..60, |cfg| {
         cfg.planted_recovery_without_fill = true;
         cfg.scenario = Some(Scenario::Fresh);
-        if !run(&cfg).violations.is_empty() {
-            caught += 1;
-        }
-    }
+    });
     assert!(
         caught > 0,
         "a wiped replica voting at once must be caught by some seed"
@@ -112,14 +113,7 @@ fn the_checker_catches_a_wiped_replica_voting_without_recovery() {
 #[test]
 fn the_checker_catches_a_learned_prefix_over_another_value() {
     // When written, 3 of these 60 seeds caught it (disagreement at the prefix).
-    let mut caught = 0;
-    for seed in 0..60 {
-        let mut cfg = SimConfig::new(3, seed);
-        cfg.planted_prefix_over_any_value = true;
-        if !run(&cfg).violations.is_empty() {
-            caught += 1;
-        }
-    }
+    let caught = seeds_catching(0..60, |cfg| cfg.planted_prefix_over_any_value = true);
     assert!(
         caught > 0,
         "a learned prefix over a value never accepted must be caught by some seed"
