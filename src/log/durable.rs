@@ -447,6 +447,115 @@ mod tests {
         assert!(decode_metadata(&bytes[..bytes.len() - 1]).is_err());
     }
 
+    /// One batch a replica hands the store, in the shapes a replica makes them.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// Accepted (or learned) entries; values on both sides of the split size.
+        Puts(Vec<(u64, u64, usize, bool)>),
+        /// Metadata raising `begin`, then the truncation, as `Replica::truncate_below`.
+        Truncate(u64),
+        /// The learned prefix raised, after an entry or two, as a lazy flush.
+        Prefix(Vec<(u64, u64, usize, bool)>, u64),
+        /// The master restarts: the store is reopened from its files.
+        Reopen,
+    }
+
+    fn puts() -> impl proptest::strategy::Strategy<Value = Vec<(u64, u64, usize, bool)>> {
+        use proptest::prelude::*;
+        let len = prop_oneof![
+            0..64usize,
+            SHARED_VALUE_MIN_BYTES..3 * SHARED_VALUE_MIN_BYTES
+        ];
+        proptest::collection::vec((0..24u64, 1..4u64, len, any::<bool>()), 1..4)
+    }
+
+    fn steps() -> impl proptest::strategy::Strategy<Value = Vec<Step>> {
+        use proptest::prelude::*;
+        let step = prop_oneof![
+            5 => puts().prop_map(Step::Puts),
+            1 => (0..24u64).prop_map(Step::Truncate),
+            3 => (puts(), 0..26u64).prop_map(|(p, below)| Step::Prefix(p, below)),
+            1 => Just(Step::Reopen),
+        ];
+        proptest::collection::vec(step, 1..40)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// The store on disk reads back, after any restart, what the in-memory
+        /// image holds: learned prefixes included, across truncations, segment
+        /// rolls and compaction (segments of 8 KiB).
+        #[test]
+        fn the_wal_reads_back_what_the_in_memory_image_holds(steps in steps()) {
+            let root = tempfile::tempdir().expect("tempdir");
+            let dir = root.path().join("log");
+            let options = WalOptions {
+                segment_size_bytes: 8 * 1024,
+                ..WalOptions::default()
+            };
+            let open = |dir: &Path| match WalStorage::open(dir, options.clone()) {
+                Ok(opened) => opened,
+                Err(e) => panic!("open {}: {e}", dir.display()),
+            };
+            let mut store = open(&dir).storage;
+            let mut image = crate::log::storage::MemStorage::new();
+            let mut meta = Metadata {
+                status: ReplicaStatus::Voting,
+                log_id: Some(LogId(5)),
+                ..Metadata::default()
+            };
+            let mut first = vec![PersistOp::SetMetadata(meta.clone())];
+            let entry_ops = |meta: &Metadata, puts: &[(u64, u64, usize, bool)]| -> Vec<PersistOp> {
+                puts.iter()
+                    // A replica never writes below its truncation point.
+                    .filter(|(position, ..)| *position >= meta.begin)
+                    .map(|&(position, round, len, learned)| {
+                        PersistOp::PutEntry(Entry {
+                            position,
+                            accepted: Proposal {
+                                round,
+                                proposer: MemberId::new("127.0.0.1:5050"),
+                            },
+                            action: Action::Append(vec![position as u8 ^ round as u8; len].into()),
+                            learned,
+                        })
+                    })
+                    .collect()
+            };
+            for step in steps {
+                let mut ops = std::mem::take(&mut first);
+                match step {
+                    Step::Puts(puts) => ops.extend(entry_ops(&meta, &puts)),
+                    Step::Truncate(to) if to > meta.begin => {
+                        meta.begin = to;
+                        ops.push(PersistOp::SetMetadata(meta.clone()));
+                        ops.push(PersistOp::TruncateBelow(to));
+                    }
+                    Step::Truncate(_) => {}
+                    Step::Prefix(puts, below) => {
+                        ops.extend(entry_ops(&meta, &puts));
+                        if below > meta.learned_below {
+                            meta.learned_below = below;
+                            ops.push(PersistOp::SetMetadata(meta.clone()));
+                        }
+                    }
+                    Step::Reopen => {
+                        let dir = store.wal().dir().to_path_buf();
+                        drop(store);
+                        let reopened = open(&dir);
+                        proptest::prop_assert_eq!(&reopened.state, &image.state);
+                        store = reopened.storage;
+                    }
+                }
+                store.apply(&ops).expect("apply");
+                image.apply(&ops).expect("apply");
+            }
+            drop(store);
+            proptest::prop_assert_eq!(&open(&dir).state, &image.state);
+        }
+    }
+
     #[tokio::test]
     async fn async_apply_is_durable_across_reopen() {
         let root = tempfile::tempdir().expect("tempdir");
