@@ -198,7 +198,7 @@ impl Sim {
             let marked_from = self.members[i].storage.state.metadata.learned_below;
             let _ = self.members[i].storage.apply(&ready.persist[..keep]);
             if !foreign {
-                self.check_learned_prefix(i, marked_from);
+                self.check_learned_prefix(i, marked_from, &ready.persist[..keep]);
             }
             // An initialization counts once its Voting status is durable.
             let init_durable = ready.persist[..keep].iter().any(
@@ -227,7 +227,7 @@ impl Sim {
             self.violation(format!("persist failed: {e}"));
         }
         if !foreign {
-            self.check_learned_prefix(i, marked_from);
+            self.check_learned_prefix(i, marked_from, &ready.persist);
         }
         for env in ready.messages {
             self.send_checked(i, status_before, env);
@@ -329,14 +329,26 @@ impl Sim {
         }
     }
 
-    /// A raised learned prefix marks every entry under it learned at once: each
-    /// must be the chosen value, as for an entry written with its mark.
-    fn check_learned_prefix(&mut self, i: usize, from: Position) {
+    /// A raised learned prefix marks every entry under it learned at once, and an
+    /// entry written under the prefix is learned whatever its flag: each must be
+    /// the chosen value, as for an entry written with its mark. `from` is the
+    /// prefix before `batch` was applied.
+    fn check_learned_prefix(&mut self, i: usize, from: Position, batch: &[PersistOp]) {
+        let written: BTreeSet<Position> = batch
+            .iter()
+            .filter_map(|op| match op {
+                PersistOp::PutEntry(e) => Some(e.position),
+                _ => None,
+            })
+            .collect();
         let state = &self.members[i].storage.state;
         let marked: Vec<Entry> = state
             .entries
             .iter()
-            .filter(|e| e.position >= from && state.in_learned_prefix(e.position))
+            .filter(|e| {
+                (e.position >= from || written.contains(&e.position))
+                    && state.in_learned_prefix(e.position)
+            })
             .cloned()
             .collect();
         for e in &marked {
