@@ -130,17 +130,19 @@ pub fn decode_state(
     Ok(state)
 }
 
+/// Metadata as masters before [`Metadata::learned_below`] wrote (and read) it.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct MetadataBeforeLearnedBelow {
+    status: super::types::ReplicaStatus,
+    log_id: Option<super::types::LogId>,
+    promised: Option<super::types::Proposal>,
+    begin: u64,
+}
+
 /// The metadata record as this master writes it or, failing that, as masters
 /// before [`Metadata::learned_below`] wrote it (the same fields without the last
 /// one, which then reads as 0: no prefix marked).
 fn decode_metadata(bytes: &[u8]) -> Result<Metadata, postcard::Error> {
-    #[derive(serde::Deserialize)]
-    struct MetadataBeforeLearnedBelow {
-        status: super::types::ReplicaStatus,
-        log_id: Option<super::types::LogId>,
-        promised: Option<super::types::Proposal>,
-        begin: u64,
-    }
     match postcard::from_bytes::<Metadata>(bytes) {
         Err(postcard::Error::DeserializeUnexpectedEnd) => {
             let old = postcard::from_bytes::<MetadataBeforeLearnedBelow>(bytes)?;
@@ -393,15 +395,6 @@ mod tests {
             };
             assert_eq!(entry_parts(&entry).expect("encode"), None);
         }
-    }
-
-    /// Metadata as masters before the learned prefix wrote it (and read it).
-    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-    struct MetadataBeforeLearnedBelow {
-        status: ReplicaStatus,
-        log_id: Option<LogId>,
-        promised: Option<Proposal>,
-        begin: u64,
     }
 
     /// A store written by an older master opens with no learned prefix, and an
