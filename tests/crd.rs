@@ -1,7 +1,7 @@
 //! The generated CRD: current in `crds/`, and carrying the rules `kubectl apply`
 //! enforces.
 
-use mesos_operator::operator::crd::crd_yaml;
+use mesos_operator::operator::api::crd_yaml;
 
 const CRD_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/mesosmastercluster.yaml");
 

@@ -20,12 +20,12 @@ use kube::api::Api;
 use kube::ResourceExt;
 use mesos_operator::master::api::{LogStatus, ReplicaStatus};
 use mesos_operator::master::registry::Registry;
-use mesos_operator::operator::crd::{
+use mesos_operator::operator::api::{
     MemberStatus, MesosMasterCluster, MesosMasterClusterSpec, MesosMasterClusterStatus, Phase,
+    ANNOTATION_RESTART_MEMBER,
 };
 use mesos_operator::operator::day2::backup::{canonical_registry_bytes, sha256_hex, EXPORT_FORMAT};
 use mesos_operator::operator::day2::plugin;
-use mesos_operator::operator::day2::restart::ANNOTATION_RESTART_MEMBER;
 use mesos_operator::operator::day2::status::{render_status, StatusSource};
 
 const OPERATOR: &str = env!("CARGO_BIN_EXE_mesos-operator");

@@ -6,10 +6,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mesos_operator::operator::crd::{MesosMasterClusterSpec, SingleMasterExit};
+use mesos_operator::operator::api::{
+    MesosMasterClusterSpec, Ordinal, PlannerMemory, RegistryTransfer, SingleMasterExit,
+};
 use mesos_operator::operator::planner::{
-    decide, MemberConfig, Observed, ObservedMember, Ordinal, PlannerMemory, PodView,
-    RegistryTransfer, ReplicaStatus, ReplicaView, Step, VolumeState,
+    decide, MemberConfig, Observed, ObservedMember, PodView, ReplicaStatus, ReplicaView, Step,
+    VolumeState,
 };
 use proptest::prelude::*;
 

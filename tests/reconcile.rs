@@ -13,10 +13,11 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, Patch, PatchParams};
 use kube::ResourceExt;
-use mesos_operator::operator::crd::{
-    condition_types, MesosMasterClusterStatus, Phase, SingleMasterExit, StepState, VolumeReclaim,
+use mesos_operator::operator::api::{
+    condition_types, MesosMasterClusterStatus, Phase, RegistryTransfer, SingleMasterExit,
+    StepState, VolumeReclaim,
 };
-use mesos_operator::operator::planner::{MemberConfig, RegistryTransfer};
+use mesos_operator::operator::planner::MemberConfig;
 use mesos_operator::operator::reconcile;
 use reconcile_common::{pod_env, spec, World, NAME, NAMESPACE};
 
@@ -122,7 +123,7 @@ async fn assert_settled(world: &World, replicas: u32) {
 }
 
 fn assert_transition(
-    world_status: &mesos_operator::operator::crd::MesosMasterClusterStatus,
+    world_status: &mesos_operator::operator::api::MesosMasterClusterStatus,
     from: i32,
     to: i32,
 ) {
@@ -912,7 +913,7 @@ async fn the_cluster_role_grants_exactly_the_verbs_the_operator_calls() {
     world.reconcile_once().await;
     world.reconcile_once().await;
     let unset = serde_json::json!({ "spec": { "backup": null } });
-    Api::<mesos_operator::operator::crd::MesosMasterCluster>::namespaced(
+    Api::<mesos_operator::operator::api::MesosMasterCluster>::namespaced(
         world.client.clone(),
         NAMESPACE,
     )

@@ -9,10 +9,9 @@ mod reconcile_common;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, Patch, PatchParams};
 use kube::ResourceExt;
-use mesos_operator::operator::crd::{condition_types, MesosMasterCluster, Phase};
-use mesos_operator::operator::day2::recovery::{
-    log_id_hex, RecoveryPhase, ANNOTATION_RECOVER_FROM,
-};
+use mesos_operator::operator::api::recovery::{RecoveryPhase, ANNOTATION_RECOVER_FROM};
+use mesos_operator::operator::api::{condition_types, MesosMasterCluster, Phase};
+use mesos_operator::operator::day2::recovery::log_id_hex;
 use reconcile_common::{log_id_of, spec, World, DOWN, MAX_ROUNDS, NAME, NAMESPACE};
 
 async fn annotate_cluster(world: &World, value: Option<&str>) {
@@ -204,10 +203,10 @@ async fn a_lost_majority_is_held_requests_are_checked_and_recovery_fences_and_im
         .any(|c| c.type_ == condition_types::RECOVERED && c.status == "True"));
 }
 
-async fn fake_api(status: mesos_operator::operator::crd::MesosMasterClusterStatus) -> kube::Client {
+async fn fake_api(status: mesos_operator::operator::api::MesosMasterClusterStatus) -> kube::Client {
     let mut cluster = MesosMasterCluster::new(
         "prod",
-        mesos_operator::operator::crd::MesosMasterClusterSpec::with_replicas(3),
+        mesos_operator::operator::api::MesosMasterClusterSpec::with_replicas(3),
     );
     cluster.metadata.namespace = Some("db".into());
     cluster.status = Some(status);
@@ -232,7 +231,7 @@ async fn kubectl_mmc_recover_writes_the_annotation_only_for_a_survivor_the_statu
             Default::default(),
         ),
     };
-    let status = mesos_operator::operator::crd::MesosMasterClusterStatus {
+    let status = mesos_operator::operator::api::MesosMasterClusterStatus {
         phase: Some(Phase::QuorumLost),
         conditions: vec![lost],
         ..Default::default()

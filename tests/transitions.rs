@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use local_common::{
     assert_no_write_lost, find_leader, learned, log_status, Load, Operator, Sampler,
 };
-use mesos_operator::operator::crd::Phase;
+use mesos_operator::operator::api::Phase;
 
 #[test]
 fn three_to_five_to_seven_to_five_to_three_loses_no_write() {

@@ -14,13 +14,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use mesos_operator::operator::api::{self, SingleMasterExit};
 use mesos_operator::operator::context::Context as OperatorContext;
-use mesos_operator::operator::crd::{self, SingleMasterExit};
-use mesos_operator::operator::local;
 use mesos_operator::operator::metrics::Metrics;
 use mesos_operator::operator::observe::HttpMasterClient;
 use mesos_operator::operator::serve::{self, Readiness};
-use mesos_operator::operator::{planner, reconcile};
+use mesos_operator::operator::{local, planner, reconcile};
 
 /// Runs Mesos master ensembles safely, one quorum-procedure step at a time.
 #[derive(Debug, Parser)]
@@ -65,7 +64,7 @@ enum Command {
         #[arg(long, default_value = "./mesos-local")]
         state_dir: PathBuf,
         /// Member i listens on 127.0.0.(i+1):BASE_PORT.
-        #[arg(long, default_value_t = crd::DEFAULT_PORT)]
+        #[arg(long, default_value_t = api::DEFAULT_PORT)]
         base_port: u16,
         /// The mesos-master binary (default: next to this executable).
         #[arg(long)]
@@ -174,7 +173,7 @@ fn run(command: Command) -> anyhow::Result<()> {
     // Written, not printed: a closed pipe (`| head`) is an error to report, not a panic.
     let mut stdout = std::io::stdout().lock();
     match command {
-        Command::Crd => write!(stdout, "{}", crd::crd_yaml().context("rendering the CRD")?)?,
+        Command::Crd => write!(stdout, "{}", api::crd_yaml().context("rendering the CRD")?)?,
         Command::Plan {
             from,
             to,

@@ -1,8 +1,8 @@
 //! The operator: the `MesosMasterCluster` CRD, the quorum-procedure planner, the
 //! reconcile loop and the local runtime.
 
+pub mod api;
 pub mod context;
-pub mod crd;
 pub mod day2;
 pub mod local;
 pub mod metrics;

@@ -37,13 +37,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::operator::crd::{MesosMasterClusterSpec, SingleMasterExit, MAX_REPLICAS};
-
-/// A member's stable ordinal: member `i` of cluster `prod` is `prod-i`, as in a StatefulSet.
-pub type Ordinal = u32;
+use crate::operator::api::{
+    MesosMasterClusterSpec, Ordinal, PlannerMemory, RegistryTransfer, SingleMasterExit,
+    MAX_REPLICAS,
+};
 
 /// How far (in log positions) a member's log end may trail the leader's and still
 /// count as caught up. Small enough that a member that just restarted is not
@@ -151,37 +150,6 @@ impl ObservedMember {
     fn exists(&self) -> bool {
         self.pod.is_some() || self.volume != VolumeState::Absent
     }
-}
-
-/// Where a single-master exit stands with the registry; see [`PlannerMemory`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub enum RegistryTransfer {
-    /// No export is relied on.
-    #[default]
-    None,
-    /// An export of the single master's registry is durable (recorded after success).
-    Exported,
-    /// The log was (or is being) wiped after an export: the export is the only copy
-    /// until it is imported (recorded before the wipe).
-    Wiped,
-    /// The export was imported into the new log (recorded after success).
-    Imported,
-}
-
-/// The little the planner cannot observe, persisted by the reconcile loop in
-/// `status.plannerMemory` and handed back in [`Observed::memory`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PlannerMemory {
-    /// Members whose removal (pod and volume) has begun. A fenced member is never
-    /// started again with its old volume: its removal is finished first, even if the
-    /// target changes back. Written before the removal starts; dropped once the
-    /// member is observed gone.
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub removing: BTreeSet<Ordinal>,
-    /// Registry transfer of a `Preserve` single-master exit.
-    #[serde(default)]
-    pub registry: RegistryTransfer,
 }
 
 impl PlannerMemory {
@@ -1063,9 +1031,9 @@ const PREVIEW_MAX_STEPS: usize = 200;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PreviewError {
     #[error("from: {0}")]
-    From(crate::operator::crd::SpecError),
+    From(crate::operator::api::SpecError),
     #[error("to: {0}")]
-    To(crate::operator::crd::SpecError),
+    To(crate::operator::api::SpecError),
     #[error(
         "the planner did not finish {from} to {to} within {PREVIEW_MAX_STEPS} steps (last: {last})"
     )]
@@ -1081,8 +1049,8 @@ pub fn preview(
     to: i32,
     exit_mode: SingleMasterExit,
 ) -> Result<Vec<StepDescription>, PreviewError> {
-    crate::operator::crd::validate_replicas(from).map_err(PreviewError::From)?;
-    crate::operator::crd::validate_replicas(to).map_err(PreviewError::To)?;
+    crate::operator::api::validate_replicas(from).map_err(PreviewError::From)?;
+    crate::operator::api::validate_replicas(to).map_err(PreviewError::To)?;
     let mut spec = MesosMasterClusterSpec::with_replicas(to);
     spec.single_master_exit = exit_mode;
     let mut world = IdealWorld::healthy(cluster_name, from as u32);
@@ -1138,8 +1106,8 @@ pub fn transition_status(
     steps: &[StepDescription],
     last_applied: Option<&Step>,
     current: &Step,
-) -> crate::operator::crd::TransitionStatus {
-    use crate::operator::crd::{StepState, TransitionStatus, TransitionStep};
+) -> crate::operator::api::TransitionStatus {
+    use crate::operator::api::{StepState, TransitionStatus, TransitionStep};
     let position = |step: &Step| steps.iter().position(|described| described.step == *step);
     let (running, waiting_for) = match current {
         Step::Wait { reason } => (last_applied.and_then(position), Some(reason.clone())),
@@ -1181,8 +1149,8 @@ pub fn transition_status(
 pub fn render_preview(from: i32, to: i32, steps: &[StepDescription]) -> String {
     let mut text = format!(
         "{from} -> {to} masters (quorum {} -> {}): {} step{}\n",
-        crate::operator::crd::quorum_for(from),
-        crate::operator::crd::quorum_for(to),
+        crate::operator::api::quorum_for(from),
+        crate::operator::api::quorum_for(to),
         steps.len(),
         if steps.len() == 1 { "" } else { "s" }
     );
@@ -1385,7 +1353,7 @@ mod tests {
 
     #[test]
     fn transition_status_marks_done_running_and_pending_steps() {
-        use crate::operator::crd::StepState;
+        use crate::operator::api::StepState;
         let steps = preview("prod", 3, 5, SingleMasterExit::Preserve).expect("preview");
         let wait = Step::Wait {
             reason: "waiting for prod-2 to be Voting".into(),

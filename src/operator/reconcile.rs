@@ -29,19 +29,19 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::operator::context::Context;
-use crate::operator::crd::{
-    condition_types, MemberStatus, MesosMasterCluster, MesosMasterClusterStatus, Phase, StepState,
-    TransitionStatus, TransitionStep, VolumeReclaim,
+use crate::operator::api::{
+    condition_types, MemberStatus, MesosMasterCluster, MesosMasterClusterStatus, Ordinal, Phase,
+    PlannerMemory, RegistryTransfer, StepState, TransitionStatus, TransitionStep, VolumeReclaim,
+    ANNOTATION_IMPORT_SKIPPED, LABEL_LEADER,
 };
+use crate::operator::context::Context;
 use crate::operator::observe::{member_target, observe, pod_config, Observation};
 use crate::operator::planner::{
-    self, member_name, MemberConfig, Ordinal, PlannerMemory, RegistryFate, RegistryTransfer,
-    ReplicaStatus, Step,
+    self, member_name, MemberConfig, RegistryFate, ReplicaStatus, Step,
 };
 use crate::operator::resources::{
-    self, config_from_annotations, member_address, Names, ResourceError, ANNOTATION_IMPORT_SKIPPED,
-    FIELD_MANAGER, LABEL_LEADER, REGISTRY_EXPORT_KEY, TOKEN_BYTES,
+    self, config_from_annotations, member_address, Names, ResourceError, FIELD_MANAGER,
+    REGISTRY_EXPORT_KEY, TOKEN_BYTES,
 };
 use crate::operator::transfer::{
     check_export_document, ImportOutcome, RegistryCallError, REGISTRY_EXPORT_MAX_BYTES,
@@ -419,7 +419,7 @@ async fn ensure_member_services(
     }
     let needed: BTreeSet<Ordinal> = needed
         .into_iter()
-        .filter(|ordinal| *ordinal < crate::operator::crd::MAX_REPLICAS as Ordinal)
+        .filter(|ordinal| *ordinal < crate::operator::api::MAX_REPLICAS as Ordinal)
         .collect();
 
     for ordinal in &needed {
@@ -1477,8 +1477,10 @@ pub async fn run_controller(
     };
     clusters.list(&ListParams::default().limit(1)).await?;
     readiness.set_ready();
-    let owned = watcher::Config::default()
-        .labels(&format!("{}={FIELD_MANAGER}", resources::LABEL_MANAGED_BY));
+    let owned = watcher::Config::default().labels(&format!(
+        "{}={FIELD_MANAGER}",
+        crate::operator::api::LABEL_MANAGED_BY
+    ));
     Controller::new(clusters, watcher::Config::default().any_semantic())
         .owns(statefulsets, owned)
         .shutdown_on_signal()

@@ -50,28 +50,16 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 use kube::Resource;
 
-use crate::operator::crd::{ExternalServiceType, MesosMasterCluster};
-use crate::operator::planner::{MemberConfig, Ordinal};
+use crate::operator::api::{
+    ExternalServiceType, MesosMasterCluster, Ordinal, ANNOTATION_IMPORT_SKIPPED, ANNOTATION_QUORUM,
+    ANNOTATION_WHITELIST, LABEL_INSTANCE, LABEL_LEADER, LABEL_MANAGED_BY, LABEL_MEMBER, LABEL_NAME,
+};
+use crate::operator::planner::MemberConfig;
 
 /// The field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "mesos-operator";
-/// Label with the cluster's name on every object.
-pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
-pub const LABEL_NAME: &str = "app.kubernetes.io/name";
-pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// `app.kubernetes.io/name` of the masters' pods and volumes.
 pub const MASTER_APP_NAME: &str = "mesos-master";
-/// The member's ordinal, on its StatefulSet, pod template, volume and Services.
-pub const LABEL_MEMBER: &str = "mesos.operator.dev/member";
-/// `"true"` on the leader's pod only; the leader Service selects it.
-pub const LABEL_LEADER: &str = "mesos.operator.dev/leader";
-/// `--quorum` of the pod's configuration (same source as `MESOS_QUORUM`).
-pub const ANNOTATION_QUORUM: &str = "mesos.operator.dev/quorum";
-/// `--masters` of the pod's configuration, as ordinals (`0,1,2`).
-pub const ANNOTATION_WHITELIST: &str = "mesos.operator.dev/whitelist";
-/// Set (to any value) on a member's volume claim by an administrator whose data is
-/// known lost: the member is fenced and replaced.
-pub const ANNOTATION_VOLUME_LOST: &str = "mesos.operator.dev/volume-lost";
 /// The StatefulSet pod label the member Service selects on.
 const LABEL_POD_NAME: &str = "statefulset.kubernetes.io/pod-name";
 /// `app.kubernetes.io/name` of the operator's own pods (allowed by the NetworkPolicy).
@@ -757,7 +745,7 @@ pub fn network_policy(
                     NetworkPolicyPeer {
                         pod_selector: Some(LabelSelector {
                             match_labels: Some(BTreeMap::from([(
-                                crate::operator::day2::jobs::LABEL_REGISTRY_CLIENT.to_string(),
+                                crate::operator::api::LABEL_REGISTRY_CLIENT.to_string(),
                                 names.cluster.clone(),
                             )])),
                             ..LabelSelector::default()
@@ -798,11 +786,6 @@ pub fn token_secret(
 /// The key of the export document in the registry export ConfigMap's `binaryData`.
 pub const REGISTRY_EXPORT_KEY: &str = "registry-export.json";
 
-/// On the registry export ConfigMap once an import found the new registry already
-/// holding data (HTTP 409): the export was not replayed and is kept for the user,
-/// who deletes it when it is no longer needed.
-pub const ANNOTATION_IMPORT_SKIPPED: &str = "mesos.operator.dev/import-skipped";
-
 /// The ConfigMap holding a `Preserve` exit's registry export (`binaryData`: the
 /// document is opaque bytes to the operator). Owned by the cluster, so deleting the
 /// cluster deletes it; `import_skipped` carries the reason an import left it unused.
@@ -837,7 +820,7 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operator::crd::MesosMasterClusterSpec;
+    use crate::operator::api::MesosMasterClusterSpec;
 
     fn cluster() -> MesosMasterCluster {
         let mut cluster = MesosMasterCluster::new("prod", MesosMasterClusterSpec::with_replicas(3));
@@ -870,7 +853,7 @@ mod tests {
         let plain = member_statefulset(&cluster, &names, 1, &config, &ips(3)).expect("builds");
         assert_eq!(env_value(&plain, "MESOS_PEER_TLS"), None);
 
-        cluster.spec.tls = Some(crate::operator::crd::TlsSpec {
+        cluster.spec.tls = Some(crate::operator::api::TlsSpec {
             secret_name: "prod-members-tls".into(),
         });
         let sts = member_statefulset(&cluster, &names, 1, &config, &ips(3)).expect("builds");

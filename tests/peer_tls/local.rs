@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use mesos_operator::master::api::LogStatus;
 use mesos_operator::master::raw_log::{Appended, RawEntry};
-use mesos_operator::operator::crd::{MesosMasterClusterStatus, Phase};
+use mesos_operator::operator::api::{MesosMasterClusterStatus, Phase};
 use mesos_operator::operator::local::http;
 use mesos_operator::operator::local::members::member_address;
 

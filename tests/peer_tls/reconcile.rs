@@ -4,7 +4,7 @@
 //! whitelisted member's certificate must carry.
 
 use crate::reconcile_common::{self, pod_env, spec, World};
-use mesos_operator::operator::crd::TlsSpec;
+use mesos_operator::operator::api::TlsSpec;
 
 #[tokio::test]
 async fn a_cluster_with_tls_runs_every_member_with_the_secret_mounted() {

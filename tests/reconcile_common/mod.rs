@@ -27,13 +27,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use mesos_operator::master::api::{LogStatus, ReplicaStatus};
+use mesos_operator::operator::api::{
+    MesosMasterCluster, MesosMasterClusterSpec, Ordinal, LABEL_MEMBER, LABEL_NAME,
+};
 use mesos_operator::operator::context::Context;
-use mesos_operator::operator::crd::{MesosMasterCluster, MesosMasterClusterSpec};
 use mesos_operator::operator::metrics::Metrics;
 use mesos_operator::operator::observe::{MasterStatusSource, MemberTarget, StatusError};
-use mesos_operator::operator::planner::{MemberConfig, Ordinal};
+use mesos_operator::operator::planner::MemberConfig;
 use mesos_operator::operator::reconcile;
-use mesos_operator::operator::resources::{LABEL_MEMBER, LABEL_NAME, MASTER_APP_NAME};
+use mesos_operator::operator::resources::MASTER_APP_NAME;
 use mesos_operator::operator::transfer::{
     ImportOutcome, MasterClient, RegistryCallError, EXPORT_FORMAT,
 };
@@ -469,7 +471,7 @@ impl World {
                 && configs
                     .values()
                     .all(|config| *config == MemberConfig::ensemble(replicas));
-            if settled && status.phase == Some(mesos_operator::operator::crd::Phase::Running) {
+            if settled && status.phase == Some(mesos_operator::operator::api::Phase::Running) {
                 return lines;
             }
             self.tick().await;

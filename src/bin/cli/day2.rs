@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use mesos_operator::operator::day2::{backup, plugin, schedule};
+use mesos_operator::operator::api::backup::MAX_KEEP;
+use mesos_operator::operator::day2::{backup, plugin};
 use mesos_operator::operator::local::HttpMasterClient;
 
 /// Where the masters are: a running ensemble's addresses or a local runtime.
@@ -51,7 +52,7 @@ pub struct BackupArgs {
     pub out: Option<PathBuf>,
     /// After the backup, delete the backups of the same log id in the directory
     /// beyond the N at the highest positions (other logs' backups stay).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(schedule::MAX_KEEP)))]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_KEEP)))]
     pub keep: Option<u32>,
 }
 
@@ -77,7 +78,7 @@ pub fn run_backup(args: &BackupArgs, out: &mut dyn Write) -> anyhow::Result<()> 
     writeln!(out, "{}", path.display())?;
     if let Some(keep) = args.keep {
         let verified = backup::read_backup(&path)?;
-        for removed in schedule::prune_backups(&dir, verified.log_id, keep)? {
+        for removed in backup::prune_backups(&dir, verified.log_id, keep)? {
             writeln!(out, "deleted {}", removed.display())?;
         }
     }
@@ -256,7 +257,7 @@ pub async fn run_kube_plugin(
             writeln!(
                 out,
                 "asked the operator to restart {member} (annotation {} on mesosmastercluster {namespace}/{cluster})",
-                mesos_operator::operator::day2::restart::ANNOTATION_RESTART_MEMBER
+                mesos_operator::operator::api::ANNOTATION_RESTART_MEMBER
             )?;
         }
         PluginCommand::Backup { name, .. } => {
@@ -274,7 +275,7 @@ pub async fn run_kube_plugin(
             writeln!(
                 out,
                 "asked the operator to recover {namespace}/{cluster} from {member} (annotation {}={value}): it exports what {member} learned, deletes every member's pod and volume (the old log is fenced), starts them on a new log and imports the export; follow it with `kubectl mmc status {cluster} -n {namespace}`",
-                mesos_operator::operator::day2::recovery::ANNOTATION_RECOVER_FROM
+                mesos_operator::operator::api::recovery::ANNOTATION_RECOVER_FROM
             )?;
         }
     }

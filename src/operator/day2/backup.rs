@@ -29,6 +29,7 @@ use sha2::{Digest, Sha256};
 
 use crate::master::api::LogStatus;
 use crate::master::registry::Registry;
+use crate::operator::api::backup::parse_backup_name;
 use crate::operator::local::members::MemberFlags;
 use crate::operator::local::{MasterClient, RegistryCallError};
 
@@ -402,6 +403,37 @@ pub fn parse_masters(list: &str) -> Result<Vec<SocketAddr>, String> {
         .collect()
 }
 
+/// Deletes the backups of log `log_id` in `dir` beyond the `keep` at the highest
+/// positions, and answers the files deleted. Only files named as backups of that
+/// log are touched: other logs' backups (an older ensemble's) and anything a user
+/// put there stay.
+pub fn prune_backups(dir: &Path, log_id: u64, keep: u32) -> Result<Vec<PathBuf>, BackupError> {
+    let read_error = |error| BackupError::Read {
+        path: dir.to_owned(),
+        error,
+    };
+    let mut backups: Vec<(u64, PathBuf)> = Vec::new();
+    for entry in fs::read_dir(dir).map_err(read_error)? {
+        let entry = entry.map_err(read_error)?;
+        let name = entry.file_name();
+        if let Some((id, position)) = name.to_str().and_then(parse_backup_name) {
+            if id == log_id {
+                backups.push((position, entry.path()));
+            }
+        }
+    }
+    backups.sort_by_key(|backup| std::cmp::Reverse(backup.0));
+    let mut removed = Vec::new();
+    for (_, path) in backups.into_iter().skip(keep.max(1) as usize) {
+        fs::remove_file(&path).map_err(|error| BackupError::Write {
+            path: path.clone(),
+            error,
+        })?;
+        removed.push(path);
+    }
+    Ok(removed)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -738,5 +770,48 @@ pub(crate) mod tests {
         assert!(parse_masters("127.0.0.1:1,nohost")
             .expect_err("bad")
             .contains("\"nohost\""));
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_of_one_log_and_touches_nothing_else() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in [
+            "registry-7-10.json",
+            "registry-7-200.json",
+            "registry-7-30.json",
+            "registry-7-4.json",
+            "registry-8-1.json",
+            "notes.txt",
+            "registry-7-x.json",
+        ] {
+            fs::write(dir.path().join(name), b"{}").expect("write");
+        }
+        let removed = prune_backups(dir.path(), 7, 2).expect("pruned");
+        let names = |paths: Vec<PathBuf>| -> Vec<String> {
+            let mut names: Vec<String> = paths
+                .iter()
+                .filter_map(|path| Some(path.file_name()?.to_str()?.to_owned()))
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(
+            names(removed),
+            vec!["registry-7-10.json", "registry-7-4.json"]
+        );
+        let left = fs::read_dir(dir.path())
+            .expect("dir")
+            .filter_map(|entry| Some(entry.ok()?.path()))
+            .collect();
+        assert_eq!(
+            names(left),
+            vec![
+                "notes.txt",
+                "registry-7-200.json",
+                "registry-7-30.json",
+                "registry-7-x.json",
+                "registry-8-1.json"
+            ]
+        );
     }
 }

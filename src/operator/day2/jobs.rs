@@ -39,18 +39,18 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::Resource;
 
-use crate::operator::context::Context;
-use crate::operator::crd::{MesosMasterCluster, MesosMasterClusterStatus};
-use crate::operator::day2::schedule::{
+use crate::operator::api::backup::{
     self, BackupStatus, LastBackup, RestoreFrom, RestoreState, RestoreStatus,
 };
+use crate::operator::api::{
+    MesosMasterCluster, MesosMasterClusterStatus, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME,
+    LABEL_REGISTRY_CLIENT,
+};
+use crate::operator::context::Context;
 use crate::operator::observe::Observation;
 use crate::operator::planner::Step;
 use crate::operator::reconcile::Error;
-use crate::operator::resources::{
-    member_address, Names, ResourceError, FIELD_MANAGER, LABEL_INSTANCE, LABEL_MANAGED_BY,
-    LABEL_NAME,
-};
+use crate::operator::resources::{member_address, Names, ResourceError, FIELD_MANAGER};
 
 /// The operator binary in the cluster's image (next to `mesos-master`).
 pub const OPERATOR_COMMAND: &str = "/usr/local/bin/mesos-operator";
@@ -58,9 +58,6 @@ pub const OPERATOR_COMMAND: &str = "/usr/local/bin/mesos-operator";
 pub const BACKUPS_DIR: &str = "/backups";
 /// `app.kubernetes.io/name` of the backups PVC and of the backup/restore pods.
 pub const BACKUP_APP_NAME: &str = "mesos-registry-backup";
-/// On the backup and restore pods: the cluster whose masters they may reach
-/// (the NetworkPolicy admits pods with this label, `resources::network_policy`).
-pub const LABEL_REGISTRY_CLIENT: &str = "mesos.operator.dev/registry-client";
 /// The image's non-root user (distroless `nonroot`), owner of the backups.
 const BACKUP_UID: i64 = 65532;
 /// A backup or restore that has not finished in this long is stopped: an export
@@ -241,7 +238,7 @@ pub fn backup_cron_job(
         .backup
         .as_ref()
         .ok_or("spec.backup is not set")?;
-    let cron = schedule::parse_schedule(&backup.schedule)?.cron()?;
+    let cron = backup::parse_schedule(&backup.schedule)?.cron()?;
     let owner = owner(cluster).map_err(|error| error.to_string())?;
     let args = vec![
         "backup".into(),
@@ -561,8 +558,8 @@ async fn failure_message(names: &Names, ctx: &Context) -> Result<String, Error> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operator::crd::MesosMasterClusterSpec;
-    use crate::operator::day2::schedule::{BackupSpec, BackupVolume};
+    use crate::operator::api::backup::{BackupSpec, BackupVolume};
+    use crate::operator::api::MesosMasterClusterSpec;
 
     fn cluster(schedule: &str) -> (MesosMasterCluster, Names) {
         let mut spec = MesosMasterClusterSpec::with_replicas(3);

@@ -12,5 +12,4 @@ pub mod plugin;
 pub mod recovery;
 pub mod restart;
 pub mod restarts;
-pub mod schedule;
 pub mod status;

@@ -8,9 +8,11 @@ use std::path::Path;
 use kube::api::{Api, Patch, PatchParams};
 use kube::ResourceExt;
 
-use crate::operator::crd::{MesosMasterCluster, MesosMasterClusterSpec, MesosMasterClusterStatus};
+use crate::operator::api::{
+    MesosMasterCluster, MesosMasterClusterSpec, MesosMasterClusterStatus, ANNOTATION_RESTART_MEMBER,
+};
 use crate::operator::day2::recovery;
-use crate::operator::day2::restart::{check_restart, RestartRefused, ANNOTATION_RESTART_MEMBER};
+use crate::operator::day2::restart::{check_restart, RestartRefused};
 use crate::operator::day2::status::{render_status, StatusSource};
 use crate::operator::local::{parse_cluster, DEFAULT_CLUSTER_NAME};
 use crate::operator::planner::{self, PreviewError};
@@ -100,7 +102,7 @@ fn plan_from(
         if transition
             .steps
             .iter()
-            .any(|step| step.state != crate::operator::crd::StepState::Done)
+            .any(|step| step.state != crate::operator::api::StepState::Done)
         {
             text.push_str(&format!(
                 "note: a transition {} -> {} is in progress; this preview starts from {from} settled masters\n",
@@ -290,7 +292,7 @@ pub async fn request_recovery(
         &cluster,
         namespace,
         name,
-        recovery::ANNOTATION_RECOVER_FROM,
+        crate::operator::api::recovery::ANNOTATION_RECOVER_FROM,
         &value,
     )
     .await?;

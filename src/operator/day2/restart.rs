@@ -6,11 +6,7 @@
 //! The guard is advisory (the status may be a few seconds old): the reconcile loop
 //! must check again against what it observes before acting.
 
-use crate::operator::crd::{MesosMasterClusterStatus, Phase, StepState};
-
-/// `<cluster>-<ordinal>` of the member the user asks to restart. Removed by the
-/// operator once the member is back, Voting and caught up.
-pub const ANNOTATION_RESTART_MEMBER: &str = "mesos.operator.dev/restart-member";
+use crate::operator::api::{MesosMasterClusterStatus, Phase, StepState};
 
 /// Why a restart request was not written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -121,7 +117,7 @@ pub fn check_restart(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operator::crd::MemberStatus;
+    use crate::operator::api::MemberStatus;
 
     fn steady(ready: [bool; 3]) -> MesosMasterClusterStatus {
         MesosMasterClusterStatus {

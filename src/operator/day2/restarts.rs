@@ -24,16 +24,16 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event, EventType};
 use kube::ResourceExt;
 
+use crate::operator::api::condition_types::MEMBER_RESTART;
+use crate::operator::api::{
+    MesosMasterCluster, MesosMasterClusterStatus, Ordinal, ANNOTATION_RESTART_MEMBER,
+    ANNOTATION_RESTART_POD_UID,
+};
 use crate::operator::context::Context;
-use crate::operator::crd::{MesosMasterCluster, MesosMasterClusterStatus};
-use crate::operator::day2::restart::{check_restart, RestartRefused, ANNOTATION_RESTART_MEMBER};
-use crate::operator::local::restart::MEMBER_RESTART;
-use crate::operator::planner::{Ordinal, Step};
+use crate::operator::day2::restart::{check_restart, RestartRefused};
+use crate::operator::planner::Step;
 use crate::operator::reconcile::{condition, publish, Error};
 use crate::operator::resources::Names;
-
-/// The UID of the pod the operator deleted for the pending restart request.
-pub const ANNOTATION_RESTART_POD_UID: &str = "mesos.operator.dev/restart-pod-uid";
 
 /// What the reconcile does about a restart request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -342,7 +342,7 @@ async fn patch_annotations(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operator::crd::{MemberStatus, Phase};
+    use crate::operator::api::{MemberStatus, Phase};
 
     fn names() -> Names {
         Names {

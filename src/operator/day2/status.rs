@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use crate::operator::crd::{MesosMasterClusterStatus, StepState};
+use crate::operator::api::{MesosMasterClusterStatus, StepState};
 
 /// Where the status came from, for the header line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +42,7 @@ pub fn render_status(source: &StatusSource<'_>, status: &MesosMasterClusterStatu
         status.leader.as_deref().unwrap_or("none"),
     );
     let quorum_lost = status.conditions.iter().find(|condition| {
-        condition.type_ == crate::operator::crd::condition_types::QUORUM_LOST
+        condition.type_ == crate::operator::api::condition_types::QUORUM_LOST
             && condition.status == "True"
     });
     if let Some(reason) = &status.reason {
@@ -197,7 +197,9 @@ fn render_day2(out: &mut String, status: &MesosMasterClusterStatus) {
     if let Some(restart) = status
         .conditions
         .iter()
-        .filter(|condition| condition.type_ == crate::operator::local::restart::MEMBER_RESTART)
+        .filter(|condition| {
+            condition.type_ == crate::operator::api::condition_types::MEMBER_RESTART
+        })
         .find(|condition| condition.status == "True" || condition.reason == "RestartRefused")
     {
         let _ = writeln!(out, "restart: {}", restart.message);
@@ -207,7 +209,7 @@ fn render_day2(out: &mut String, status: &MesosMasterClusterStatus) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::operator::crd::{MemberStatus, Phase, TransitionStatus, TransitionStep};
+    use crate::operator::api::{MemberStatus, Phase, TransitionStatus, TransitionStep};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
     fn member(ordinal: u32, quorum: i32, replica: &str, end: u64, ready: bool) -> MemberStatus {
@@ -312,9 +314,7 @@ conditions: Available=True Progressing=True
 
     #[test]
     fn backups_the_restore_and_a_refused_restart_get_a_line_each() {
-        use crate::operator::day2::schedule::{
-            BackupStatus, LastBackup, RestoreState, RestoreStatus,
-        };
+        use crate::operator::api::backup::{BackupStatus, LastBackup, RestoreState, RestoreStatus};
         let mut status = MesosMasterClusterStatus {
             backup: Some(BackupStatus {
                 schedule: Some("1h".into()),
@@ -378,7 +378,7 @@ no transition
     #[test]
     fn quorum_loss_gets_its_own_screen_and_a_recovery_its_record() {
         let message = "quorum lost for 400s: 1 of quorum 2 voting; lost: prod-1 (not answering); survivors: prod-0 (log 0000000000000007, VOTING, learned up to position 40, holds up to 41); most advanced: prod-0 (log 0000000000000007); the operator does nothing on its own; to give the lost members up and rebuild from the most advanced survivor: kubectl mmc recover prod-0 --log-id 0000000000000007";
-        let mut lost = condition(crate::operator::crd::condition_types::QUORUM_LOST, "True");
+        let mut lost = condition(crate::operator::api::condition_types::QUORUM_LOST, "True");
         lost.message = message.into();
         let status = MesosMasterClusterStatus {
             phase: Some(Phase::QuorumLost),
@@ -413,7 +413,7 @@ no transition
             },
         };
         let request = loss.suggested_request();
-        let record = crate::operator::day2::recovery::RecoveryRecord::start(
+        let record = crate::operator::api::recovery::RecoveryRecord::start(
             &request,
             &loss,
             &["prod-0".into()],

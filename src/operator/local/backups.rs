@@ -14,10 +14,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::operator::day2::backup::{self, BackupError};
-use crate::operator::day2::schedule::{
-    self, BackupStatus, LastBackup, RestoreState, RestoreStatus, Schedule,
+use crate::operator::api::backup::{
+    parse_schedule, BackupStatus, LastBackup, RestoreState, RestoreStatus, Schedule,
 };
+use crate::operator::day2::backup::{self, BackupError};
 use crate::operator::local::{LocalRuntime, MasterClient};
 use crate::operator::planner::{Observed, Step};
 
@@ -53,7 +53,7 @@ impl<C: MasterClient> LocalRuntime<C> {
         };
         let status = self.backup_status.get_or_insert_with(BackupStatus::default);
         status.schedule = Some(spec.schedule.clone());
-        let every = match schedule::parse_schedule(&spec.schedule) {
+        let every = match parse_schedule(&spec.schedule) {
             Ok(Schedule::Every(every)) => every,
             Ok(Schedule::Cron(_)) => {
                 status.error = Some(format!(
@@ -75,7 +75,7 @@ impl<C: MasterClient> LocalRuntime<C> {
         let dir = self.backups_dir();
         let outcome = backup::take_backup(&self.client, &members, &dir).and_then(|path| {
             let verified = backup::read_backup(&path)?;
-            let pruned = schedule::prune_backups(&dir, verified.log_id, spec.keep)?;
+            let pruned = backup::prune_backups(&dir, verified.log_id, spec.keep)?;
             Ok((verified, pruned))
         });
         let status = self.backup_status.get_or_insert_with(BackupStatus::default);

@@ -181,7 +181,7 @@ pub fn local_tls_flags(state_dir: &Path) -> Result<Vec<String>, CertError> {
     };
     if !(files.cert.exists() && files.key.exists() && files.ca.exists()) {
         let ca = CertAuthority::generate("mesos-operator local members CA")?;
-        let names: Vec<String> = (0..crate::operator::crd::MAX_REPLICAS as u32)
+        let names: Vec<String> = (0..crate::operator::api::MAX_REPLICAS as u32)
             .map(|ordinal| super::members::member_address(0, ordinal).ip().to_string())
             .collect();
         write_member_files(&dir, &ca.issue(&names)?, &ca.cert_pem())?;

@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::operator::planner::{MemberConfig, Ordinal};
+use crate::operator::api::Ordinal;
+use crate::operator::planner::MemberConfig;
 
 /// Marker written in a work dir the runtime created.
 pub const VOLUME_MARKER: &str = ".mesos-local-volume";
@@ -235,7 +236,7 @@ impl Supervisor {
     /// `mesos-master` on this member's work dir is killed (its flags are stale).
     pub fn adopt_or_kill_stale(&mut self) -> Vec<String> {
         let mut notes = Vec::new();
-        for ordinal in 0..crate::operator::crd::MAX_REPLICAS as Ordinal {
+        for ordinal in 0..crate::operator::api::MAX_REPLICAS as Ordinal {
             let pid_file = self.layout.pid_file(ordinal);
             let Ok(text) = fs::read_to_string(&pid_file) else {
                 continue;

@@ -41,13 +41,13 @@ use anyhow::Context;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::master::api::{self, LogStatus};
-use crate::operator::crd::{
+use crate::operator::api::{
     condition_types, MemberStatus, MesosMasterCluster, MesosMasterClusterSpec,
-    MesosMasterClusterStatus, Phase, TransitionStatus, MAX_REPLICAS,
+    MesosMasterClusterStatus, Ordinal, Phase, PlannerMemory, TransitionStatus, MAX_REPLICAS,
 };
 use crate::operator::planner::{
-    self, Decision, MemberConfig, Observed, ObservedMember, Ordinal, PlannerMemory, PodView,
-    ReplicaStatus, ReplicaView, Step, StepDescription, VolumeState,
+    self, Decision, MemberConfig, Observed, ObservedMember, PodView, ReplicaStatus, ReplicaView,
+    Step, StepDescription, VolumeState,
 };
 use members::{write_atomically, Layout, MemberFlags, Supervisor, STOP_GRACE};
 
@@ -367,9 +367,9 @@ pub struct LocalRuntime<C: MasterClient = HttpMasterClient> {
     /// it; backups and the restore at creation (see `restart`, `backups`).
     restart: Option<restart::RestartInProgress>,
     restart_report: restart::RestartReport,
-    backup_status: Option<crate::operator::day2::schedule::BackupStatus>,
+    backup_status: Option<crate::operator::api::backup::BackupStatus>,
     next_backup_at: Option<Instant>,
-    restore_status: Option<crate::operator::day2::schedule::RestoreStatus>,
+    restore_status: Option<crate::operator::api::backup::RestoreStatus>,
     recovery: recovery::RecoveryState,
     /// Held (locked) for the runtime's life.
     _lock: fs::File,
@@ -1064,7 +1064,7 @@ impl<C: MasterClient> LocalRuntime<C> {
             self.condition(
                 condition_types::AVAILABLE,
                 observed.leader.is_some()
-                    && ready >= crate::operator::crd::quorum_for(spec.replicas).min(ready.max(1)),
+                    && ready >= crate::operator::api::quorum_for(spec.replicas).min(ready.max(1)),
                 if observed.leader.is_some() {
                     "LeaderElected"
                 } else {

@@ -19,12 +19,13 @@ use anyhow::Context;
 use super::members::{write_atomically, STOP_GRACE};
 use super::{now_ms, LocalRuntime, MasterClient};
 use crate::master::transfer;
-use crate::operator::crd::{condition_types, MesosMasterClusterStatus, Phase};
+use crate::operator::api::recovery::{RecoveryPhase, RecoveryRecord};
+use crate::operator::api::{condition_types, MesosMasterClusterStatus, Ordinal, Phase};
 use crate::operator::day2::recovery::{
     self, assess, import_step, lost_since, parse_request, validate, Assessment, ImportStep,
-    MemberObservation, RecoveryPhase, RecoveryRecord,
+    MemberObservation,
 };
-use crate::operator::planner::{self, Observed, Ordinal};
+use crate::operator::planner::{self, Observed};
 
 /// The request file `kubectl mmc recover --state-dir` writes.
 pub const REQUEST_FILE: &str = "recover-request";

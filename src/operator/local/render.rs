@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::master::api::LogStatus;
-use crate::operator::crd::{MesosMasterClusterStatus, StepState};
-use crate::operator::planner::{member_name, MemberConfig, Ordinal};
+use crate::operator::api::{MesosMasterClusterStatus, Ordinal, StepState};
+use crate::operator::planner::{member_name, MemberConfig};
 
 pub struct MemberRow {
     pub ordinal: Ordinal,

@@ -9,15 +9,15 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::operator::api::condition_types::MEMBER_RESTART;
+use crate::operator::api::Ordinal;
 use crate::operator::day2::restart::{check_restart, RestartRefused};
 use crate::operator::local::members::{write_atomically, STOP_GRACE};
 use crate::operator::local::{LocalRuntime, MasterClient};
-use crate::operator::planner::{self, Observed, Ordinal, Step};
+use crate::operator::planner::{self, Observed, Step};
 
 /// The request file, in the state dir.
 pub const RESTART_REQUEST_FILE: &str = "restart-request";
-/// The condition type that reports a restart request (also used by the reconcile).
-pub const MEMBER_RESTART: &str = "MemberRestart";
 
 /// A restart under way: which member, and the process it replaces.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +64,7 @@ pub fn pending_request(state_dir: &Path) -> Result<Option<String>, LocalRequestE
 pub fn write_request(
     state_dir: &Path,
     cluster: &str,
-    status: &crate::operator::crd::MesosMasterClusterStatus,
+    status: &crate::operator::api::MesosMasterClusterStatus,
     member: &str,
 ) -> Result<(), LocalRequestError> {
     let pending = pending_request(state_dir)?;
@@ -215,10 +215,10 @@ mod tests {
     #[test]
     fn a_request_is_written_once_and_refused_while_one_is_pending() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let status = crate::operator::crd::MesosMasterClusterStatus {
+        let status = crate::operator::api::MesosMasterClusterStatus {
             quorum: Some(2),
             members: (0..3)
-                .map(|ordinal| crate::operator::crd::MemberStatus {
+                .map(|ordinal| crate::operator::api::MemberStatus {
                     name: format!("e2e-{ordinal}"),
                     address: None,
                     quorum: Some(2),

@@ -22,14 +22,16 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::ResourceExt;
 
 use super::{apply_object, next_status, remove_member, Error};
+use crate::operator::api::recovery::{RecoveryPhase, RecoveryRecord, ANNOTATION_RECOVER_FROM};
+use crate::operator::api::{
+    condition_types, MesosMasterCluster, MesosMasterClusterStatus, Ordinal, Phase,
+};
 use crate::operator::context::Context;
-use crate::operator::crd::{condition_types, MesosMasterCluster, MesosMasterClusterStatus, Phase};
 use crate::operator::day2::recovery::{
     self, assess, import_step, parse_request, validate, Assessment, ImportStep, MemberObservation,
-    RecoveryPhase, RecoveryRecord, ANNOTATION_RECOVER_FROM,
 };
 use crate::operator::observe::{member_target, Observation};
-use crate::operator::planner::{Ordinal, Step};
+use crate::operator::planner::Step;
 use crate::operator::resources::{self, Names};
 use crate::operator::transfer::{check_export_document, ImportOutcome};
 

@@ -1,5 +1,8 @@
 //! The `MesosMasterCluster` custom resource: what a user asks for (spec) and where
-//! the operator stands (status).
+//! the operator stands (status), with every type, condition type, label and
+//! annotation the operator writes into Kubernetes objects, in one place (as
+//! CloudNativePG keeps `api/v1/cluster_types.go`). Everything else in the operator
+//! reads these; nothing here imports from the rest of the operator.
 //!
 //! The schema carries the same rules as [`MesosMasterClusterSpec::validate`], as
 //! bounds and CEL `x-kubernetes-validations`, so that `kubectl apply` refuses a bad
@@ -13,6 +16,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+pub mod backup;
+pub mod recovery;
 
 /// The API group of every resource this operator defines.
 pub const API_GROUP: &str = "mesos.operator.dev";
@@ -105,12 +112,12 @@ pub struct MesosMasterClusterSpec {
 
     /// Scheduled registry backups onto a volume (see `day2::schedule`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backup: Option<crate::operator::day2::schedule::BackupSpec>,
+    pub backup: Option<crate::operator::api::backup::BackupSpec>,
 
     /// A new ensemble starts with the registry of this backup (imported once it
     /// has a leader, only if its registry is empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restore_from: Option<crate::operator::day2::schedule::RestoreFrom>,
+    pub restore_from: Option<crate::operator::api::backup::RestoreFrom>,
 
     /// Guarded recovery after quorum loss (see `kubectl mmc recover`).
     #[serde(default)]
@@ -135,7 +142,7 @@ pub struct RecoverySpec {
 }
 
 fn default_quorum_loss_seconds() -> u64 {
-    crate::operator::day2::recovery::DEFAULT_QUORUM_LOSS_SECONDS
+    crate::operator::api::recovery::DEFAULT_QUORUM_LOSS_SECONDS
 }
 
 impl Default for RecoverySpec {
@@ -313,7 +320,7 @@ impl MesosMasterClusterSpec {
                 }
             }
         }
-        crate::operator::day2::schedule::validate(self.backup.as_ref(), self.restore_from.as_ref())
+        crate::operator::api::backup::validate(self.backup.as_ref(), self.restore_from.as_ref())
             .map_err(SpecError::Backup)?;
         Ok(())
     }
@@ -427,20 +434,84 @@ pub struct MesosMasterClusterStatus {
     pub transition: Option<TransitionStatus>,
     /// What the planner must remember across operator restarts (see `planner::PlannerMemory`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub planner_memory: Option<crate::operator::planner::PlannerMemory>,
+    pub planner_memory: Option<crate::operator::api::PlannerMemory>,
     /// `Available`, `Progressing`, `Degraded`, `QuorumSafe`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Scheduled backups: where they are taken and the last one, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backup: Option<crate::operator::day2::schedule::BackupStatus>,
+    pub backup: Option<crate::operator::api::backup::BackupStatus>,
     /// The restore `spec.restoreFrom` asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restore: Option<crate::operator::day2::schedule::RestoreStatus>,
+    pub restore: Option<crate::operator::api::backup::RestoreStatus>,
     /// The last guarded recovery after quorum loss: from which member, at which
     /// position of which (now fenced) log, what may have been lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recovery: Option<crate::operator::day2::recovery::RecoveryRecord>,
+    pub recovery: Option<crate::operator::api::recovery::RecoveryRecord>,
+}
+
+// Labels and annotations: every one the operator reads or writes.
+
+/// Label with the cluster's name on every object.
+pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
+pub const LABEL_NAME: &str = "app.kubernetes.io/name";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// The member's ordinal, on its StatefulSet, pod template, volume and Services.
+pub const LABEL_MEMBER: &str = "mesos.operator.dev/member";
+/// `"true"` on the leader's pod only; the leader Service selects it.
+pub const LABEL_LEADER: &str = "mesos.operator.dev/leader";
+/// On the backup and restore pods: the cluster whose masters they may reach
+/// (the NetworkPolicy admits pods with this label, `resources::network_policy`).
+pub const LABEL_REGISTRY_CLIENT: &str = "mesos.operator.dev/registry-client";
+/// `--quorum` of the pod's configuration (same source as `MESOS_QUORUM`).
+pub const ANNOTATION_QUORUM: &str = "mesos.operator.dev/quorum";
+/// `--masters` of the pod's configuration, as ordinals (`0,1,2`).
+pub const ANNOTATION_WHITELIST: &str = "mesos.operator.dev/whitelist";
+/// Set (to any value) on a member's volume claim by an administrator whose data is
+/// known lost: the member is fenced and replaced.
+pub const ANNOTATION_VOLUME_LOST: &str = "mesos.operator.dev/volume-lost";
+/// On the registry export ConfigMap once an import found the new registry already
+/// holding data (HTTP 409): the export was not replayed and is kept for the user,
+/// who deletes it when it is no longer needed.
+pub const ANNOTATION_IMPORT_SKIPPED: &str = "mesos.operator.dev/import-skipped";
+/// `<cluster>-<ordinal>` of the member the user asks to restart. Removed by the
+/// operator once the member is back, Voting and caught up.
+pub const ANNOTATION_RESTART_MEMBER: &str = "mesos.operator.dev/restart-member";
+/// The UID of the pod the operator deleted for the pending restart request.
+pub const ANNOTATION_RESTART_POD_UID: &str = "mesos.operator.dev/restart-pod-uid";
+
+/// A member's stable ordinal: member `i` of cluster `prod` is `prod-i`, as in a StatefulSet.
+pub type Ordinal = u32;
+
+/// Where a single-master exit stands with the registry; see [`PlannerMemory`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RegistryTransfer {
+    /// No export is relied on.
+    #[default]
+    None,
+    /// An export of the single master's registry is durable (recorded after success).
+    Exported,
+    /// The log was (or is being) wiped after an export: the export is the only copy
+    /// until it is imported (recorded before the wipe).
+    Wiped,
+    /// The export was imported into the new log (recorded after success).
+    Imported,
+}
+
+/// The little the planner cannot observe, persisted by the reconcile loop in
+/// `status.plannerMemory` and handed back in [`Observed::memory`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannerMemory {
+    /// Members whose removal (pod and volume) has begun. A fenced member is never
+    /// started again with its old volume: its removal is finished first, even if the
+    /// target changes back. Written before the removal starts; dropped once the
+    /// member is observed gone.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub removing: BTreeSet<Ordinal>,
+    /// Registry transfer of a `Preserve` single-master exit.
+    #[serde(default)]
+    pub registry: RegistryTransfer,
 }
 
 /// The condition types this operator sets.
@@ -464,6 +535,9 @@ pub mod condition_types {
     pub const QUORUM_LOST: &str = "QuorumLost";
     /// Present once a guarded recovery ran: its record in words.
     pub const RECOVERED: &str = "Recovered";
+    /// Reports a `kubectl mmc restart` request: pending, refused for now (why),
+    /// or in progress.
+    pub const MEMBER_RESTART: &str = "MemberRestart";
 }
 
 /// Coarse state of the cluster.

@@ -1,7 +1,7 @@
 //! `spec.backup` and `spec.restoreFrom` (issue #11): the fields, the schedule
 //! they carry, and what the status says of them. Pure, shared by the Kubernetes
-//! reconcile (a CronJob, see `day2::jobs`) and the local runtime (its own timer,
-//! see `local::day2`).
+//! reconcile (a CronJob, see `kubernetes::jobs`) and the local runtime (its own
+//! timer, see `local::backups`).
 //!
 //! A schedule is an interval (`30s`, `15m`, `6h`, `1d`) or a five-field cron
 //! expression (`0 3 * * *`, or `@daily`). Kubernetes runs both through a CronJob
@@ -9,16 +9,12 @@
 //! when none does); the local runtime runs intervals only, because a cron parser
 //! is a dependency it would carry for a test tool.
 
-use std::fs;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-
-use crate::operator::day2::backup::BackupError;
 
 /// Backups kept per log when `keep` is not given: a week of daily backups.
 pub const DEFAULT_KEEP: u32 = 7;
@@ -263,7 +259,7 @@ pub fn validate(
                 backup.keep
             ));
         }
-        crate::operator::crd::parse_quantity_bytes(&backup.volume.size.0).map_err(|why| {
+        crate::operator::api::parse_quantity_bytes(&backup.volume.size.0).map_err(|why| {
             format!(
                 "backup.volume.size {:?} is not a positive quantity such as 1Gi: {why}",
                 backup.volume.size.0
@@ -285,37 +281,6 @@ pub fn parse_backup_name(file_name: &str) -> Option<(u64, u64)> {
         .strip_suffix(".json")?
         .split_once('-')?;
     Some((log_id.parse().ok()?, position.parse().ok()?))
-}
-
-/// Deletes the backups of log `log_id` in `dir` beyond the `keep` at the highest
-/// positions, and answers the files deleted. Only files named as backups of that
-/// log are touched: other logs' backups (an older ensemble's) and anything a user
-/// put there stay.
-pub fn prune_backups(dir: &Path, log_id: u64, keep: u32) -> Result<Vec<PathBuf>, BackupError> {
-    let read_error = |error| BackupError::Read {
-        path: dir.to_owned(),
-        error,
-    };
-    let mut backups: Vec<(u64, PathBuf)> = Vec::new();
-    for entry in fs::read_dir(dir).map_err(read_error)? {
-        let entry = entry.map_err(read_error)?;
-        let name = entry.file_name();
-        if let Some((id, position)) = name.to_str().and_then(parse_backup_name) {
-            if id == log_id {
-                backups.push((position, entry.path()));
-            }
-        }
-    }
-    backups.sort_by_key(|backup| std::cmp::Reverse(backup.0));
-    let mut removed = Vec::new();
-    for (_, path) in backups.into_iter().skip(keep.max(1) as usize) {
-        fs::remove_file(&path).map_err(|error| BackupError::Write {
-            path: path.clone(),
-            error,
-        })?;
-        removed.push(path);
-    }
-    Ok(removed)
 }
 
 #[cfg(test)]
@@ -390,49 +355,6 @@ mod tests {
         let backup: BackupSpec = serde_json::from_str(r#"{"schedule": "1h"}"#).expect("parses");
         assert_eq!(backup.keep, DEFAULT_KEEP);
         assert_eq!(backup.volume, BackupVolume::default());
-    }
-
-    #[test]
-    fn pruning_keeps_the_newest_of_one_log_and_touches_nothing_else() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        for name in [
-            "registry-7-10.json",
-            "registry-7-200.json",
-            "registry-7-30.json",
-            "registry-7-4.json",
-            "registry-8-1.json",
-            "notes.txt",
-            "registry-7-x.json",
-        ] {
-            fs::write(dir.path().join(name), b"{}").expect("write");
-        }
-        let removed = prune_backups(dir.path(), 7, 2).expect("pruned");
-        let names = |paths: Vec<PathBuf>| -> Vec<String> {
-            let mut names: Vec<String> = paths
-                .iter()
-                .filter_map(|path| Some(path.file_name()?.to_str()?.to_owned()))
-                .collect();
-            names.sort();
-            names
-        };
-        assert_eq!(
-            names(removed),
-            vec!["registry-7-10.json", "registry-7-4.json"]
-        );
-        let left = fs::read_dir(dir.path())
-            .expect("dir")
-            .filter_map(|entry| Some(entry.ok()?.path()))
-            .collect();
-        assert_eq!(
-            names(left),
-            vec![
-                "notes.txt",
-                "registry-7-200.json",
-                "registry-7-30.json",
-                "registry-7-x.json",
-                "registry-8-1.json"
-            ]
-        );
     }
 
     #[test]
