@@ -10,3 +10,6 @@ pub mod log;
 pub mod master;
 #[cfg(feature = "operator")]
 pub mod operator;
+
+#[cfg(all(test, feature = "operator"))]
+mod architecture;

@@ -24,9 +24,9 @@ use mesos_operator::operator::api::{
     MemberStatus, MesosMasterCluster, MesosMasterClusterSpec, MesosMasterClusterStatus, Phase,
     ANNOTATION_RESTART_MEMBER,
 };
-use mesos_operator::operator::day2::backup::{canonical_registry_bytes, sha256_hex, EXPORT_FORMAT};
-use mesos_operator::operator::day2::plugin;
-use mesos_operator::operator::day2::status::{render_status, StatusSource};
+use mesos_operator::operator::backup::{canonical_registry_bytes, sha256_hex, EXPORT_FORMAT};
+use mesos_operator::operator::cli::plugin;
+use mesos_operator::operator::cli::screen::{render_status, StatusSource};
 
 const OPERATOR: &str = env!("CARGO_BIN_EXE_mesos-operator");
 const MASTER: &str = env!("CARGO_BIN_EXE_mesos-master");

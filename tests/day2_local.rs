@@ -21,7 +21,7 @@ use local_common::{find_leader, signal, Load, Operator, OPERATOR, TRANSITION_BOU
 use mesos_operator::operator::api::backup::{parse_backup_name, RestoreState};
 use mesos_operator::operator::api::condition_types::MEMBER_RESTART;
 use mesos_operator::operator::api::MesosMasterClusterStatus;
-use mesos_operator::operator::day2::backup::read_backup;
+use mesos_operator::operator::backup::read_backup;
 use mesos_operator::operator::local::http;
 use mesos_operator::operator::local::restart::request_file;
 

@@ -17,8 +17,8 @@ use mesos_operator::operator::api::{
     condition_types, MesosMasterClusterStatus, Phase, RegistryTransfer, SingleMasterExit,
     StepState, VolumeReclaim,
 };
+use mesos_operator::operator::kubernetes::reconcile;
 use mesos_operator::operator::planner::MemberConfig;
-use mesos_operator::operator::reconcile;
 use reconcile_common::{pod_env, spec, World, NAME, NAMESPACE};
 
 /// Every pod runs `ensemble(replicas)`, in its environment, with exactly the member

@@ -11,7 +11,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::ResourceExt;
 use mesos_operator::operator::api::recovery::{RecoveryPhase, ANNOTATION_RECOVER_FROM};
 use mesos_operator::operator::api::{condition_types, MesosMasterCluster, Phase};
-use mesos_operator::operator::day2::recovery::log_id_hex;
+use mesos_operator::operator::recovery::log_id_hex;
 use reconcile_common::{log_id_of, spec, World, DOWN, MAX_ROUNDS, NAME, NAMESPACE};
 
 async fn annotate_cluster(world: &World, value: Option<&str>) {
@@ -220,7 +220,7 @@ async fn fake_api(status: mesos_operator::operator::api::MesosMasterClusterStatu
 
 #[tokio::test]
 async fn kubectl_mmc_recover_writes_the_annotation_only_for_a_survivor_the_status_names() {
-    use mesos_operator::operator::day2::plugin;
+    use mesos_operator::operator::cli::plugin;
     let lost = k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
         type_: condition_types::QUORUM_LOST.into(),
         status: "True".into(),

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use local_common::{find_leader, log_status, signal, tail, Operator, OPERATOR};
 use mesos_operator::operator::api::recovery::RecoveryPhase;
 use mesos_operator::operator::api::{condition_types, Phase};
-use mesos_operator::operator::day2::recovery::log_id_hex;
 use mesos_operator::operator::local::http;
 use mesos_operator::operator::local::members::{MemberFlags, VOLUME_MARKER};
+use mesos_operator::operator::recovery::log_id_hex;
 
 const IO: Duration = Duration::from_secs(5);
 const AGENTS: usize = 20;

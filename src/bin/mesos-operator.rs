@@ -15,11 +15,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use mesos_operator::operator::api::{self, SingleMasterExit};
-use mesos_operator::operator::context::Context as OperatorContext;
-use mesos_operator::operator::metrics::Metrics;
-use mesos_operator::operator::observe::HttpMasterClient;
-use mesos_operator::operator::serve::{self, Readiness};
-use mesos_operator::operator::{local, planner, reconcile};
+use mesos_operator::operator::kubernetes::context::Context as OperatorContext;
+use mesos_operator::operator::kubernetes::metrics::Metrics;
+use mesos_operator::operator::kubernetes::observe::HttpMasterClient;
+use mesos_operator::operator::kubernetes::reconcile;
+use mesos_operator::operator::kubernetes::serve::{self, Readiness};
+use mesos_operator::operator::{local, planner};
 
 /// Runs Mesos master ensembles safely, one quorum-procedure step at a time.
 #[derive(Debug, Parser)]

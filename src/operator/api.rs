@@ -110,7 +110,7 @@ pub struct MesosMasterClusterSpec {
     #[serde(default)]
     pub paused: bool,
 
-    /// Scheduled registry backups onto a volume (see `day2::schedule`).
+    /// Scheduled registry backups onto a volume (see `api::backup`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<crate::operator::api::backup::BackupSpec>,
 
@@ -611,6 +611,91 @@ pub enum StepState {
     Running,
     Done,
     Failed,
+}
+
+/// Statuses the tests of several modules read (the plugin's screen, the restart
+/// guard), built in one place.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    pub(crate) fn member(
+        ordinal: u32,
+        quorum: i32,
+        replica: &str,
+        end: u64,
+        ready: bool,
+    ) -> MemberStatus {
+        MemberStatus {
+            name: format!("prod-{ordinal}"),
+            address: Some(format!("10.96.0.{}:5050", 10 + ordinal)),
+            quorum: Some(quorum),
+            replica_status: Some(replica.into()),
+            log_end_position: Some(end),
+            ready,
+        }
+    }
+
+    pub(crate) fn condition(type_: &str, status: &str) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: "Test".into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: Time(Default::default()),
+        }
+    }
+
+    /// prod in the middle of 3 -> 5: prod-0 restarted with quorum 3, prod-1 catching up.
+    pub(crate) fn transitioning() -> MesosMasterClusterStatus {
+        MesosMasterClusterStatus {
+            observed_generation: Some(2),
+            phase: Some(Phase::Transitioning),
+            reason: Some("prod-1 is RECOVERING".into()),
+            replicas: 3,
+            ready_replicas: 2,
+            quorum: Some(2),
+            target_quorum: Some(3),
+            leader: Some("prod-0".into()),
+            current_step: Some("2/5 restart prod-1 with --quorum=3".into()),
+            members: vec![
+                member(0, 3, "VOTING", 120, true),
+                member(1, 3, "RECOVERING", 97, false),
+                member(2, 2, "VOTING", 120, true),
+            ],
+            transition: Some(TransitionStatus {
+                from: 3,
+                to: 5,
+                steps: vec![
+                    TransitionStep {
+                        number: 1,
+                        description: "restart prod-0 with --quorum=3".into(),
+                        state: StepState::Done,
+                    },
+                    TransitionStep {
+                        number: 2,
+                        description: "restart prod-1 with --quorum=3".into(),
+                        state: StepState::Running,
+                    },
+                    TransitionStep {
+                        number: 3,
+                        description: "restart prod-2 with --quorum=3".into(),
+                        state: StepState::Pending,
+                    },
+                ],
+                current_step: Some(2),
+                waiting_for: Some("prod-1 to be VOTING and caught up".into()),
+            }),
+            planner_memory: None,
+            conditions: vec![
+                condition("Available", "True"),
+                condition("Progressing", "True"),
+            ],
+            ..Default::default()
+        }
+    }
 }
 
 #[cfg(test)]

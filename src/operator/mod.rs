@@ -1,14 +1,23 @@
-//! The operator: the `MesosMasterCluster` CRD, the quorum-procedure planner, the
-//! reconcile loop and the local runtime.
+//! The operator, in layers; each uses only the ones above it in this list (see
+//! `ARCHITECTURE.md`):
+//!
+//! 1. [`api`]: every type, condition, label and annotation written into
+//!    Kubernetes objects (the `MesosMasterCluster` CRD and its status).
+//! 2. Pure decisions, no client and no clock: [`planner`] (the next step of a
+//!    quorum procedure), [`restart`] (may a member be restarted now),
+//!    [`recovery`] (quorum loss: what survives, which request to take).
+//! 3. Procedures over a master's HTTP API and files: [`backup`] (registry
+//!    backups and restores), [`transfer`] (the registry calls).
+//! 4. Front ends that observe, ask layer 2, apply one step and record:
+//!    [`kubernetes`] (the reconcile loop), [`local`] (`mesos-operator local`),
+//!    [`cli`] (the `kubectl mmc` plugin).
 
 pub mod api;
-pub mod context;
-pub mod day2;
+pub mod backup;
+pub mod cli;
+pub mod kubernetes;
 pub mod local;
-pub mod metrics;
-pub mod observe;
 pub mod planner;
-pub mod reconcile;
-pub mod resources;
-pub mod serve;
+pub mod recovery;
+pub mod restart;
 pub mod transfer;

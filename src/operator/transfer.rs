@@ -23,7 +23,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::StatusCode;
 
-use crate::operator::observe::{HttpMasterClient, MasterStatusSource, MemberTarget};
+use crate::operator::kubernetes::observe::{HttpMasterClient, MasterStatusSource, MemberTarget};
 
 /// The `format` of an export document this operator knows how to store and replay.
 pub const EXPORT_FORMAT: &str = "mesos-operator/registry-export/v1";

@@ -30,12 +30,14 @@ use mesos_operator::master::api::{LogStatus, ReplicaStatus};
 use mesos_operator::operator::api::{
     MesosMasterCluster, MesosMasterClusterSpec, Ordinal, LABEL_MEMBER, LABEL_NAME,
 };
-use mesos_operator::operator::context::Context;
-use mesos_operator::operator::metrics::Metrics;
-use mesos_operator::operator::observe::{MasterStatusSource, MemberTarget, StatusError};
+use mesos_operator::operator::kubernetes::context::Context;
+use mesos_operator::operator::kubernetes::metrics::Metrics;
+use mesos_operator::operator::kubernetes::observe::{
+    MasterStatusSource, MemberTarget, StatusError,
+};
+use mesos_operator::operator::kubernetes::reconcile;
+use mesos_operator::operator::kubernetes::resources::MASTER_APP_NAME;
 use mesos_operator::operator::planner::MemberConfig;
-use mesos_operator::operator::reconcile;
-use mesos_operator::operator::resources::MASTER_APP_NAME;
 use mesos_operator::operator::transfer::{
     ImportOutcome, MasterClient, RegistryCallError, EXPORT_FORMAT,
 };

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use mesos_operator::operator::api::backup::MAX_KEEP;
-use mesos_operator::operator::day2::{backup, plugin};
+use mesos_operator::operator::backup;
+use mesos_operator::operator::cli::plugin;
 use mesos_operator::operator::local::HttpMasterClient;
 
 /// Where the masters are: a running ensemble's addresses or a local runtime.
@@ -35,7 +36,9 @@ impl Ensemble {
                 anyhow::ensure!(!masters.is_empty(), "--masters: no members given");
                 Ok(masters)
             }
-            (None, Some(dir)) => Ok(backup::local_members(dir)?),
+            (None, Some(dir)) => Ok(mesos_operator::operator::local::members::local_members(
+                dir,
+            )?),
             (None, None) => anyhow::bail!("give --masters or --state-dir"),
         }
     }

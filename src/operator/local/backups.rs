@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::operator::api::backup::{
     parse_schedule, BackupStatus, LastBackup, RestoreState, RestoreStatus, Schedule,
 };
-use crate::operator::day2::backup::{self, BackupError};
+use crate::operator::backup::{self, BackupError};
 use crate::operator::local::{LocalRuntime, MasterClient};
 use crate::operator::planner::{Observed, Step};
 

@@ -1,4 +1,4 @@
-//! The local runtime's shell around [`crate::operator::day2::recovery`]: quorum-loss
+//! The local runtime's shell around [`crate::operator::recovery`]: quorum-loss
 //! detection, the recovery request (`<state-dir>/recover-request`, written by
 //! `kubectl mmc recover --state-dir`), and the recovery steps on member processes.
 //!
@@ -21,11 +21,11 @@ use super::{now_ms, LocalRuntime, MasterClient};
 use crate::master::transfer;
 use crate::operator::api::recovery::{RecoveryPhase, RecoveryRecord};
 use crate::operator::api::{condition_types, MesosMasterClusterStatus, Ordinal, Phase};
-use crate::operator::day2::recovery::{
+use crate::operator::planner::{self, Observed};
+use crate::operator::recovery::{
     self, assess, import_step, lost_since, parse_request, validate, Assessment, ImportStep,
     MemberObservation,
 };
-use crate::operator::planner::{self, Observed};
 
 /// The request file `kubectl mmc recover --state-dir` writes.
 pub const REQUEST_FILE: &str = "recover-request";

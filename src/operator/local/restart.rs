@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 
 use crate::operator::api::condition_types::MEMBER_RESTART;
 use crate::operator::api::Ordinal;
-use crate::operator::day2::restart::{check_restart, RestartRefused};
 use crate::operator::local::members::{write_atomically, STOP_GRACE};
 use crate::operator::local::{LocalRuntime, MasterClient};
 use crate::operator::planner::{self, Observed, Step};
+use crate::operator::restart::{check_restart, RestartRefused};
 
 /// The request file, in the state dir.
 pub const RESTART_REQUEST_FILE: &str = "restart-request";

@@ -4,9 +4,12 @@
 
 use std::sync::Arc;
 
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::{Event, Recorder, Reporter};
+use kube::Resource;
 
-use crate::operator::metrics::Metrics;
+use crate::operator::api::MesosMasterCluster;
+
+use crate::operator::kubernetes::metrics::Metrics;
 use crate::operator::transfer::MasterClient;
 
 /// The controller's name on Events and in `managedFields`.
@@ -38,5 +41,13 @@ impl Context {
             metrics,
             masters,
         }
+    }
+}
+
+/// Publishes one Event; best-effort: a failure to publish is logged, never stops
+/// the step.
+pub async fn publish(cluster: &MesosMasterCluster, ctx: &Context, event: Event) {
+    if let Err(error) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
+        tracing::warn!(%error, reason = %event.reason, "could not publish an event");
     }
 }

@@ -1,4 +1,4 @@
-//! The Kubernetes shell around [`crate::operator::day2::recovery`] (issue #11):
+//! The Kubernetes shell around [`crate::operator::recovery`] (issue #11):
 //! while quorum is lost the planner is held and status says what survives; the
 //! annotation `mesos.operator.dev/recover-from` starts a guarded recovery:
 //!
@@ -26,13 +26,13 @@ use crate::operator::api::recovery::{RecoveryPhase, RecoveryRecord, ANNOTATION_R
 use crate::operator::api::{
     condition_types, MesosMasterCluster, MesosMasterClusterStatus, Ordinal, Phase,
 };
-use crate::operator::context::Context;
-use crate::operator::day2::recovery::{
+use crate::operator::kubernetes::context::Context;
+use crate::operator::kubernetes::observe::{member_target, Observation};
+use crate::operator::kubernetes::resources::{self, Names};
+use crate::operator::planner::Step;
+use crate::operator::recovery::{
     self, assess, import_step, parse_request, validate, Assessment, ImportStep, MemberObservation,
 };
-use crate::operator::observe::{member_target, Observation};
-use crate::operator::planner::Step;
-use crate::operator::resources::{self, Names};
 use crate::operator::transfer::{check_export_document, ImportOutcome};
 
 /// What the hook decided.

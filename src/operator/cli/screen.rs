@@ -207,81 +207,10 @@ fn render_day2(out: &mut String, status: &MesosMasterClusterStatus) {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::operator::api::{MemberStatus, Phase, TransitionStatus, TransitionStep};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-
-    fn member(ordinal: u32, quorum: i32, replica: &str, end: u64, ready: bool) -> MemberStatus {
-        MemberStatus {
-            name: format!("prod-{ordinal}"),
-            address: Some(format!("10.96.0.{}:5050", 10 + ordinal)),
-            quorum: Some(quorum),
-            replica_status: Some(replica.into()),
-            log_end_position: Some(end),
-            ready,
-        }
-    }
-
-    fn condition(type_: &str, status: &str) -> Condition {
-        Condition {
-            type_: type_.into(),
-            status: status.into(),
-            reason: "Test".into(),
-            message: String::new(),
-            observed_generation: None,
-            last_transition_time: Time(Default::default()),
-        }
-    }
-
-    /// prod in the middle of 3 -> 5: prod-0 restarted with quorum 3, prod-1 catching up.
-    pub(crate) fn transitioning() -> MesosMasterClusterStatus {
-        MesosMasterClusterStatus {
-            observed_generation: Some(2),
-            phase: Some(Phase::Transitioning),
-            reason: Some("prod-1 is RECOVERING".into()),
-            replicas: 3,
-            ready_replicas: 2,
-            quorum: Some(2),
-            target_quorum: Some(3),
-            leader: Some("prod-0".into()),
-            current_step: Some("2/5 restart prod-1 with --quorum=3".into()),
-            members: vec![
-                member(0, 3, "VOTING", 120, true),
-                member(1, 3, "RECOVERING", 97, false),
-                member(2, 2, "VOTING", 120, true),
-            ],
-            transition: Some(TransitionStatus {
-                from: 3,
-                to: 5,
-                steps: vec![
-                    TransitionStep {
-                        number: 1,
-                        description: "restart prod-0 with --quorum=3".into(),
-                        state: StepState::Done,
-                    },
-                    TransitionStep {
-                        number: 2,
-                        description: "restart prod-1 with --quorum=3".into(),
-                        state: StepState::Running,
-                    },
-                    TransitionStep {
-                        number: 3,
-                        description: "restart prod-2 with --quorum=3".into(),
-                        state: StepState::Pending,
-                    },
-                ],
-                current_step: Some(2),
-                waiting_for: Some("prod-1 to be VOTING and caught up".into()),
-            }),
-            planner_memory: None,
-            conditions: vec![
-                condition("Available", "True"),
-                condition("Progressing", "True"),
-            ],
-            ..Default::default()
-        }
-    }
+    use crate::operator::api::fixtures::{condition, transitioning};
+    use crate::operator::api::Phase;
 
     #[test]
     fn a_transition_renders_members_steps_and_what_it_waits_for() {
@@ -399,12 +328,12 @@ no transition
             text.contains("\n  most advanced: prod-0 (log 0000000000000007)\n"),
             "{text}"
         );
-        let loss = crate::operator::day2::recovery::QuorumLoss {
+        let loss = crate::operator::recovery::QuorumLoss {
             quorum: 2,
             voting: 1,
             lost: vec![],
             survivors: vec![],
-            most_advanced: crate::operator::day2::recovery::Survivor {
+            most_advanced: crate::operator::recovery::Survivor {
                 name: "prod-0".into(),
                 log_id: 7,
                 status: crate::master::api::ReplicaStatus::Voting,

@@ -29,11 +29,12 @@ use crate::operator::api::{
     MesosMasterCluster, MesosMasterClusterStatus, Ordinal, ANNOTATION_RESTART_MEMBER,
     ANNOTATION_RESTART_POD_UID,
 };
-use crate::operator::context::Context;
-use crate::operator::day2::restart::{check_restart, RestartRefused};
+use crate::operator::kubernetes::context::{publish, Context};
+use crate::operator::kubernetes::error::Error;
+use crate::operator::kubernetes::reconcile::condition;
+use crate::operator::kubernetes::resources::Names;
 use crate::operator::planner::Step;
-use crate::operator::reconcile::{condition, publish, Error};
-use crate::operator::resources::Names;
+use crate::operator::restart::{check_restart, RestartRefused};
 
 /// What the reconcile does about a restart request.
 #[derive(Clone, Debug, PartialEq, Eq)]

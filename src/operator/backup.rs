@@ -30,7 +30,6 @@ use sha2::{Digest, Sha256};
 use crate::master::api::LogStatus;
 use crate::master::registry::Registry;
 use crate::operator::api::backup::parse_backup_name;
-use crate::operator::local::members::MemberFlags;
 use crate::operator::local::{MasterClient, RegistryCallError};
 
 /// The only export format this version reads.
@@ -340,54 +339,6 @@ pub fn restore(
         Ok(false) => Err(BackupError::RegistryNotEmpty { leader }),
         Err(error) => Err(BackupError::Import(error)),
     }
-}
-
-/// The members of a local runtime (`mesos-operator local --state-dir`), from
-/// `members/<i>/flags.json`: the `--ip` and `--port` each member runs with.
-pub fn local_members(state_dir: &Path) -> Result<Vec<SocketAddr>, BackupError> {
-    let members_dir = state_dir.join("members");
-    let state_error = |path: &Path, reason: String| BackupError::StateDir {
-        path: path.to_owned(),
-        reason,
-    };
-    let entries = fs::read_dir(&members_dir).map_err(|error| {
-        state_error(
-            &members_dir,
-            format!("{error} (is this a `mesos-operator local` state dir?)"),
-        )
-    })?;
-    let mut members = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|error| state_error(&members_dir, error.to_string()))?;
-        let flags_file = entry.path().join("flags.json");
-        let bytes = match fs::read(&flags_file) {
-            Ok(bytes) => bytes,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(error) => return Err(state_error(&flags_file, error.to_string())),
-        };
-        let flags: MemberFlags = serde_json::from_slice(&bytes)
-            .map_err(|error| state_error(&flags_file, error.to_string()))?;
-        members.push((
-            flags.ordinal,
-            member_address(&flags.args)
-                .ok_or_else(|| state_error(&flags_file, "no --ip and --port in its args".into()))?,
-        ));
-    }
-    members.sort();
-    if members.is_empty() {
-        return Err(state_error(&members_dir, "no members".into()));
-    }
-    Ok(members.into_iter().map(|(_, address)| address).collect())
-}
-
-fn member_address(args: &[String]) -> Option<SocketAddr> {
-    let flag = |name: &str| {
-        args.iter()
-            .find_map(|arg| arg.strip_prefix(name)?.strip_prefix('='))
-    };
-    format!("{}:{}", flag("--ip")?, flag("--port")?)
-        .parse()
-        .ok()
 }
 
 /// `ip:port,ip:port` as given to `--masters`.
@@ -725,38 +676,6 @@ pub(crate) mod tests {
             "{error}"
         );
         assert!(error.to_string().contains("is not empty"), "{error}");
-    }
-
-    #[test]
-    fn local_members_are_read_from_flags() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let layout = crate::operator::local::members::Layout {
-            state_dir: dir.path().to_owned(),
-            base_port: 27351,
-        };
-        for ordinal in [1, 0] {
-            let config = crate::operator::planner::MemberConfig {
-                quorum: 2,
-                whitelist: vec![0, 1, 2],
-            };
-            layout
-                .write_flags(&MemberFlags {
-                    ordinal,
-                    config: config.clone(),
-                    wipe_pending: false,
-                    args: layout.args(ordinal, &config, &[]),
-                })
-                .expect("flags");
-        }
-        assert_eq!(
-            local_members(dir.path()).expect("members"),
-            vec![
-                "127.0.0.1:27351".parse::<SocketAddr>().expect("addr"),
-                "127.0.0.2:27351".parse().expect("addr")
-            ]
-        );
-        let error = local_members(&dir.path().join("nope")).expect_err("no dir");
-        assert!(error.to_string().contains("state dir"), "{error}");
     }
 
     #[test]

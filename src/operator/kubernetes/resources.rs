@@ -741,7 +741,7 @@ pub fn network_policy(
                         }),
                         ..NetworkPolicyPeer::default()
                     },
-                    // The cluster's backup and restore Jobs (`day2::jobs`).
+                    // The cluster's backup and restore Jobs (`kubernetes::jobs`).
                     NetworkPolicyPeer {
                         pod_selector: Some(LabelSelector {
                             match_labels: Some(BTreeMap::from([(

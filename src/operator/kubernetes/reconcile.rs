@@ -34,14 +34,15 @@ use crate::operator::api::{
     PlannerMemory, RegistryTransfer, StepState, TransitionStatus, TransitionStep, VolumeReclaim,
     ANNOTATION_IMPORT_SKIPPED, LABEL_LEADER,
 };
-use crate::operator::context::Context;
-use crate::operator::observe::{member_target, observe, pod_config, Observation};
-use crate::operator::planner::{
-    self, member_name, MemberConfig, RegistryFate, ReplicaStatus, Step,
-};
-use crate::operator::resources::{
+use crate::operator::kubernetes::context::{publish, Context};
+use crate::operator::kubernetes::error::Error;
+use crate::operator::kubernetes::observe::{member_target, observe, pod_config, Observation};
+use crate::operator::kubernetes::resources::{
     self, config_from_annotations, member_address, Names, ResourceError, FIELD_MANAGER,
     REGISTRY_EXPORT_KEY, TOKEN_BYTES,
+};
+use crate::operator::planner::{
+    self, member_name, MemberConfig, RegistryFate, ReplicaStatus, Step,
 };
 use crate::operator::transfer::{
     check_export_document, ImportOutcome, RegistryCallError, REGISTRY_EXPORT_MAX_BYTES,
@@ -63,44 +64,6 @@ pub const REQUEUE_IDLE: Duration = Duration::from_secs(60);
 pub const REQUEUE_CONFLICT: Duration = Duration::from_secs(1);
 /// Any other error is retried after this back-off.
 pub const REQUEUE_ERROR: Duration = Duration::from_secs(15);
-
-/// The operator's errors; each says what it was doing.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    #[error(transparent)]
-    Resource(#[from] ResourceError),
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
-    #[error("the operating system's random generator failed: {0}")]
-    Random(String),
-}
-
-impl Error {
-    /// The label of the failure metric.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Error::Kube(_) => "kube",
-            Error::Resource(_) => "resource",
-            Error::Finalizer(_) => "finalizer",
-            Error::Random(_) => "random",
-        }
-    }
-
-    fn is_conflict(&self) -> bool {
-        match self {
-            Error::Kube(kube::Error::Api(response)) => response.code == 409,
-            Error::Finalizer(inner) => matches!(
-                inner.as_ref(),
-                kube::runtime::finalizer::Error::ApplyFailed(error)
-                    | kube::runtime::finalizer::Error::CleanupFailed(error)
-                    if error.is_conflict()
-            ),
-            _ => false,
-        }
-    }
-}
 
 /// Reconciles one cluster: through the finalizer, `apply` or `cleanup`.
 pub async fn reconcile(
@@ -312,7 +275,7 @@ async fn apply(cluster: Arc<MesosMasterCluster>, ctx: Arc<Context>) -> Result<Ac
     recovery::overlay(&latest, &mut status);
     publish_events(&cluster, &names, &previous, &status, &step, blocked, &ctx).await;
     // Issue #11: restart requests, scheduled backups, the restore at creation.
-    let (latest, restarting) = crate::operator::day2::restarts::honour(
+    let (latest, restarting) = crate::operator::kubernetes::restarts::honour(
         &api,
         latest,
         &names,
@@ -322,7 +285,7 @@ async fn apply(cluster: Arc<MesosMasterCluster>, ctx: Arc<Context>) -> Result<Ac
         &ctx,
     )
     .await?;
-    let restoring = crate::operator::day2::jobs::reconcile_backup_and_restore(
+    let restoring = crate::operator::kubernetes::jobs::reconcile_backup_and_restore(
         &cluster,
         &names,
         &observation,
@@ -908,13 +871,6 @@ async fn finish_registry_transfer(
     Ok(None)
 }
 
-/// Publishes one Event; best-effort, as in [`publish_events`].
-pub(crate) async fn publish(cluster: &MesosMasterCluster, ctx: &Context, event: Event) {
-    if let Err(error) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
-        tracing::warn!(%error, reason = %event.reason, "could not publish an event");
-    }
-}
-
 /// The leader pod carries `mesos.operator.dev/leader=true` (the leader Service
 /// selects it); no other pod does.
 async fn label_leader(
@@ -1314,7 +1270,7 @@ fn next_status(
         transition,
         planner_memory: (memory != PlannerMemory::default()).then_some(memory),
         conditions,
-        // Kept as the day-2 hooks last wrote them (`day2::jobs`, `day2::restarts`).
+        // Kept as the day-2 hooks last wrote them (`jobs`, `restarts`).
         backup: previous.backup.clone(),
         restore: previous.restore.clone(),
         recovery: previous.recovery.clone(),
@@ -1463,7 +1419,7 @@ async fn cleanup(cluster: Arc<MesosMasterCluster>, ctx: Arc<Context>) -> Result<
 pub async fn run_controller(
     ctx: Arc<Context>,
     namespace: Option<String>,
-    readiness: crate::operator::serve::Readiness,
+    readiness: crate::operator::kubernetes::serve::Readiness,
 ) -> Result<(), Error> {
     let (clusters, statefulsets) = match &namespace {
         Some(namespace) => (

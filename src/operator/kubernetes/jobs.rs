@@ -46,11 +46,11 @@ use crate::operator::api::{
     MesosMasterCluster, MesosMasterClusterStatus, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME,
     LABEL_REGISTRY_CLIENT,
 };
-use crate::operator::context::Context;
-use crate::operator::observe::Observation;
+use crate::operator::kubernetes::context::Context;
+use crate::operator::kubernetes::error::Error;
+use crate::operator::kubernetes::observe::Observation;
+use crate::operator::kubernetes::resources::{member_address, Names, ResourceError, FIELD_MANAGER};
 use crate::operator::planner::Step;
-use crate::operator::reconcile::Error;
-use crate::operator::resources::{member_address, Names, ResourceError, FIELD_MANAGER};
 
 /// The operator binary in the cluster's image (next to `mesos-master`).
 pub const OPERATOR_COMMAND: &str = "/usr/local/bin/mesos-operator";

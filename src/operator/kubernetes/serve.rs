@@ -11,7 +11,7 @@ use axum::routing::get;
 use axum::Router;
 use prometheus_client::registry::Registry;
 
-use crate::operator::metrics::render;
+use crate::operator::kubernetes::metrics::render;
 
 /// Whether the controller is watching (set once its first list succeeded).
 #[derive(Clone, Default)]

@@ -190,7 +190,7 @@ mod tests {
             check_restart("prod", &steady([true; 3]), "prod-1", Some("prod-2")),
             Err(RestartRefused::AlreadyPending { .. })
         ));
-        let transitioning = crate::operator::day2::status::tests::transitioning();
+        let transitioning = crate::operator::api::fixtures::transitioning();
         assert!(matches!(
             check_restart("prod", &transitioning, "prod-2", None),
             Err(RestartRefused::Transitioning { .. })

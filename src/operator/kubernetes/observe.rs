@@ -21,10 +21,10 @@ use kube::api::{Api, ListParams};
 
 use crate::master::api::{self, LogStatus};
 use crate::operator::api::{Ordinal, PlannerMemory, ANNOTATION_VOLUME_LOST, LABEL_MEMBER};
+use crate::operator::kubernetes::resources::{config_from_annotations, Names};
 use crate::operator::planner::{
     MemberConfig, Observed, ObservedMember, PodView, ReplicaStatus, ReplicaView, VolumeState,
 };
-use crate::operator::resources::{config_from_annotations, Names};
 
 /// A master status read takes at most this long: a hung master must not stall the
 /// reconcile of its whole cluster (it simply reports no status this round).

@@ -11,11 +11,11 @@ use kube::ResourceExt;
 use crate::operator::api::{
     MesosMasterCluster, MesosMasterClusterSpec, MesosMasterClusterStatus, ANNOTATION_RESTART_MEMBER,
 };
-use crate::operator::day2::recovery;
-use crate::operator::day2::restart::{check_restart, RestartRefused};
-use crate::operator::day2::status::{render_status, StatusSource};
+use crate::operator::cli::screen::{render_status, StatusSource};
 use crate::operator::local::{parse_cluster, DEFAULT_CLUSTER_NAME};
 use crate::operator::planner::{self, PreviewError};
+use crate::operator::recovery;
+use crate::operator::restart::{check_restart, RestartRefused};
 
 /// Why a plugin command did not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -329,7 +329,7 @@ mod tests {
     #[test]
     fn local_status_renders_status_yaml_with_the_spec_name() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let status = crate::operator::day2::status::tests::transitioning();
+        let status = crate::operator::api::fixtures::transitioning();
         fs::write(
             dir.path().join("status.yaml"),
             serde_yaml::to_string(&status).expect("yaml"),
