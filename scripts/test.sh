@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # Simulator seeds each CI run replays per ensemble size (the issue asks for >= 2,000).
 SIM_SEEDS="${SIM_SEEDS:-2000}"
 
-# The partition tests (tests/faults_partition.rs) run masters in network
+# The partition tests (tests/masters/faults_partition.rs) run masters in network
 # namespaces with `ip` and `tc`; they skip with a message where they cannot.
 if ! command -v ip >/dev/null 2>&1 || ! command -v tc >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -5,7 +5,7 @@
 //!
 //! The input is a short sequence of requests: (endpoint u8, body length u16 LE,
 //! body)*, the endpoint taken modulo the number of endpoints below; for
-//! `DeleteQuota` the body is the role. `tests/fuzz_seeds.rs` writes a valid request
+//! `DeleteQuota` the body is the role. `tests/pure/fuzz_seeds.rs` writes a valid request
 //! of each kind in this layout. After each request:
 //! no panic and no 5xx (the registry can only be corrupt through a bug); after the
 //! sequence every read endpoint still answers 200 with JSON, so no accepted write can leave the

@@ -13,7 +13,7 @@
 //!   which the decoder must refuse (never serve a frame that differs from the one
 //!   encoded). Layout after the mode byte (little endian): flip flag u8, flip bit
 //!   u32, sender length u8, sender (UTF-8, lossy), log id u64, then payloads as
-//!   (length u16, bytes)*. `tests/fuzz_seeds.rs` writes seeds in this layout.
+//!   (length u16, bytes)*. `tests/pure/fuzz_seeds.rs` writes seeds in this layout.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,9 +1,9 @@
-//! Shared code of the fault tests (`tests/faults_crash.rs`,
-//! `tests/faults_partition.rs`): the linearizability checker, real master ensembles
-//! (on loopback or in network namespaces), and the recorded client workload.
+//! Shared code of the fault tests (`masters/faults_crash.rs`,
+//! `masters/faults_partition.rs`) and of the checker's own tests
+//! (`pure/faults_checker.rs`): the linearizability checker, network namespaces for
+//! the partitions, and the recorded client workload. The ensembles are
+//! `support::ensemble`'s.
 
-pub mod cluster;
-pub mod http;
 pub mod linearizability;
 pub mod netlab;
 pub mod workload;

@@ -30,15 +30,34 @@ use mesos_operator::master::operator_api::{
 use mesos_operator::master::raw_log::RawEntry;
 use serde_json::{json, Value};
 
-use super::http::{self, CallError, HttpResponse};
 use super::linearizability::{
     check_registers, RegisterInput, RegisterOp, RegisterOutput, Verdict, DEFAULT_BUDGET,
 };
+use crate::support::http::{CallError, HttpResponse, Request};
 
 /// How long one HTTP request may take before its outcome is unknown.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long one operation keeps retrying attempts that did not take effect.
 const OP_DEADLINE: Duration = Duration::from_secs(4);
+/// How long a connection attempt may take: a partitioned member never answers.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// One request on its own connection; `json` is sent as `application/json`.
+fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+) -> Result<HttpResponse, CallError> {
+    let request = Request::new(method, path)
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT);
+    match json {
+        Some(json) => request.json(json),
+        None => request,
+    }
+    .send(addr)
+}
 
 /// A small deterministic generator (SplitMix64): seeded, so a run is reproducible
 /// as far as the scheduling of real processes allows.
@@ -202,7 +221,7 @@ fn write(
     let deadline = Instant::now() + OP_DEADLINE;
     let mut target = members[*guess];
     while Instant::now() < deadline {
-        match http::call(target, "POST", path, Some(body), REQUEST_TIMEOUT) {
+        match call(target, "POST", path, Some(body)) {
             Ok(response) if response.status == 200 => return Outcome::Ok(response),
             Ok(response) if response.status == 307 => match location(&response) {
                 Some(leader) => {
@@ -273,7 +292,7 @@ fn check_every_read() -> bool {
 /// is a registry entry.
 fn only_log_entries(member: SocketAddr, from: u64, to: u64) -> bool {
     let path = format!("/log/read?from={from}&to={to}");
-    let Ok(response) = http::call(member, "GET", &path, None, REQUEST_TIMEOUT) else {
+    let Ok(response) = call(member, "GET", &path, None) else {
         return false;
     };
     let Ok(entries) = serde_json::from_str::<Vec<RawEntry>>(&response.body) else {
@@ -381,13 +400,7 @@ fn run_client(
                 // Any member: only those that can prove freshness are checked.
                 let target = members[rng.below(members.len() as u64) as usize];
                 let invoke = clock.now();
-                let answer = http::call(
-                    target,
-                    "POST",
-                    "/api/v1",
-                    Some(r#"{"type":"GET_WEIGHTS"}"#),
-                    REQUEST_TIMEOUT,
-                );
+                let answer = call(target, "POST", "/api/v1", Some(r#"{"type":"GET_WEIGHTS"}"#));
                 let complete = clock.now();
                 match answer {
                     Ok(response) => match linearizable_weights(target, &response) {
@@ -445,15 +458,9 @@ pub fn final_checks(history: &mut History, members: &[SocketAddr], clock: Clock)
     let mut findings = Findings::default();
     let deadline = Instant::now() + Duration::from_secs(40);
     let agents_of = |member: SocketAddr| {
-        http::call(
-            member,
-            "POST",
-            "/api/v1",
-            Some(r#"{"type":"GET_AGENTS"}"#),
-            REQUEST_TIMEOUT,
-        )
-        .ok()
-        .and_then(|r| agent_ids(&r.body))
+        call(member, "POST", "/api/v1", Some(r#"{"type":"GET_AGENTS"}"#))
+            .ok()
+            .and_then(|r| agent_ids(&r.body))
     };
     // The leader's state, read under its lease, once it stopped changing: a write
     // whose client gave up may still be applied a little later.
@@ -462,13 +469,8 @@ pub fn final_checks(history: &mut History, members: &[SocketAddr], clock: Clock)
     while settled.is_none() && Instant::now() < deadline {
         for &member in members {
             let invoke = clock.now();
-            let Ok(response) = http::call(
-                member,
-                "POST",
-                "/api/v1",
-                Some(r#"{"type":"GET_WEIGHTS"}"#),
-                REQUEST_TIMEOUT,
-            ) else {
+            let Ok(response) = call(member, "POST", "/api/v1", Some(r#"{"type":"GET_WEIGHTS"}"#))
+            else {
                 continue;
             };
             let complete = clock.now();
@@ -510,13 +512,7 @@ pub fn final_checks(history: &mut History, members: &[SocketAddr], clock: Clock)
     for &member in members {
         let mut last = String::new();
         let agreed = loop {
-            match http::call(
-                member,
-                "POST",
-                "/api/v1",
-                Some(r#"{"type":"GET_WEIGHTS"}"#),
-                REQUEST_TIMEOUT,
-            ) {
+            match call(member, "POST", "/api/v1", Some(r#"{"type":"GET_WEIGHTS"}"#)) {
                 Ok(response) => {
                     let member_weights = weights(&response.body);
                     let member_agents = agents_of(member);

@@ -9,20 +9,20 @@
 //! Needs root and iproute2 (`scripts/test.sh` installs it); without them it prints
 //! a SKIP line and passes. Bounded: ~40 s of faults in CI; `FAULTS_SECONDS=<n>` runs
 //! longer, `FAULTS_SEED=<n>` replays a seed. Port 27252 in namespaces `h6f-*`,
-//! addresses 10.250.0.0/24.
-
-#[allow(dead_code)]
-mod faults_common;
+//! addresses 10.250.0.0/24 (no other test uses either).
 
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use faults_common::cluster::Cluster;
-use faults_common::netlab::NetLab;
-use faults_common::workload::{self, fault_duration, Rng, Workload};
+use crate::faults_common::netlab::NetLab;
+use crate::faults_common::workload::{self, fault_duration, Rng, Workload};
+use crate::support::ensemble::Ensemble;
 
 const PORT: u16 = 27252;
 const MEMBERS: usize = 5;
+/// A member's `/log/status` may take this long: leader polls move on past a
+/// member that hangs.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Members other than `leader`, shuffled.
 fn others(rng: &mut Rng, leader: usize) -> Vec<usize> {
@@ -47,12 +47,17 @@ fn five_masters_in_namespaces_survive_partitions_flaps_and_netem() {
     println!("{name}: seed {seed} (FAULTS_SEED={seed} to replay)");
     let mut rng = Rng::new(seed);
     // Declared after the lab, so it is dropped (its masters killed) first.
-    let cluster = Cluster::start(lab.members(PORT), Some(lab.namespaces()));
+    let cluster = Ensemble::builder()
+        .addresses(lab.members(PORT))
+        .namespaces(lab.namespaces())
+        .log_level("error")
+        .status_timeout(STATUS_TIMEOUT)
+        .spawn();
     assert!(
         cluster.leader_within(Duration::from_secs(30)).is_some(),
         "{name}: no leader at start"
     );
-    let load = Workload::start(&cluster.members, 4, seed);
+    let load = Workload::start(cluster.members(), 4, seed);
     let until = Instant::now() + fault_duration(40);
     let mut faults = 0;
     let mut netem_skipped = None;
@@ -107,6 +112,6 @@ fn five_masters_in_namespaces_survive_partitions_flaps_and_netem() {
     sleep(Duration::from_secs(2));
     let clock = load.clock;
     let mut history = load.finish();
-    let findings = workload::final_checks(&mut history, &cluster.members, clock);
+    let findings = workload::final_checks(&mut history, cluster.members(), clock);
     workload::report(name, seed, faults, &history, &findings);
 }

@@ -1,15 +1,14 @@
 //! The `mesos-master` binary at startup: each refused configuration exits 1 with a
 //! one-line reason on stderr; a good one serves and stops cleanly on SIGTERM.
 
-mod master_common;
-
 use std::fs;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use master_common::{get, request};
+use crate::support::ensemble::allocate_port;
+use crate::support::http::{get, request};
 use mesos_operator::master::api::{LogStatus, ReplicaStatus};
 
 const MASTER: &str = env!("CARGO_BIN_EXE_mesos-master");
@@ -253,12 +252,9 @@ fn help_documents_every_flag_and_its_environment_variable() {
     }
 }
 
-/// A port nobody listens on right now (the kernel's pick, released at once).
+/// A port nobody listens on right now, and no other test of the binary gets.
 fn free_port(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("free port")
+    allocate_port(&[ip.parse().expect("test ip")])
 }
 
 /// Kills the child if a test fails before stopping it, so no stray master lingers.

@@ -6,28 +6,32 @@
 //!
 //! Bounded: ~30 s of faults per ensemble in CI. `FAULTS_SECONDS=<n>` runs longer;
 //! `FAULTS_SEED=<n>` replays a seed (printed at the start and in the summary).
-//! Ports 27250-27251.
-
-#[allow(dead_code)]
-mod faults_common;
 
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use faults_common::cluster::Cluster;
-use faults_common::workload::{self, fault_duration, Rng, Workload};
+use crate::faults_common::workload::{self, fault_duration, Rng, Workload};
+use crate::support::ensemble::Ensemble;
 
-fn crash_loop(name: &str, members: usize, port: u16) {
+/// A member's `/log/status` may take this long: leader polls move on past a
+/// member that hangs.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn crash_loop(name: &str, members: usize) {
     let seed = workload::seed();
     println!("{name}: seed {seed} (FAULTS_SEED={seed} to replay)");
     let mut rng = Rng::new(seed);
-    let mut cluster = Cluster::loopback(members, port);
+    let mut cluster = Ensemble::builder()
+        .members(members)
+        .log_level("error")
+        .status_timeout(STATUS_TIMEOUT)
+        .spawn();
     assert!(
         cluster.leader_within(Duration::from_secs(30)).is_some(),
         "{name}: no leader at start"
     );
-    let load = Workload::start(&cluster.members, 4, seed);
-    let tolerated = members - cluster.quorum;
+    let load = Workload::start(cluster.members(), 4, seed);
+    let tolerated = members - cluster.quorum();
     let until = Instant::now() + fault_duration(30);
     let mut faults = 0;
     while Instant::now() < until {
@@ -58,7 +62,7 @@ fn crash_loop(name: &str, members: usize, port: u16) {
         }
         sleep(rng.millis(100, 1500));
         for &i in &victims {
-            cluster.spawn(i);
+            cluster.start(i);
         }
     }
     // Let the clients see the healed ensemble for a moment before stopping them.
@@ -66,16 +70,16 @@ fn crash_loop(name: &str, members: usize, port: u16) {
     sleep(Duration::from_secs(2));
     let clock = load.clock;
     let mut history = load.finish();
-    let findings = workload::final_checks(&mut history, &cluster.members, clock);
+    let findings = workload::final_checks(&mut history, cluster.members(), clock);
     workload::report(name, seed, faults, &history, &findings);
 }
 
 #[test]
 fn three_masters_survive_a_kill_restart_loop() {
-    crash_loop("faults_crash/3", 3, 27250);
+    crash_loop("faults_crash/3", 3);
 }
 
 #[test]
 fn five_masters_survive_a_kill_restart_loop() {
-    crash_loop("faults_crash/5", 5, 27251);
+    crash_loop("faults_crash/5", 5);
 }

@@ -1,11 +1,8 @@
-//! The linearizability checker of `tests/faults_common/linearizability.rs`, tested
+//! The linearizability checker of `faults_common/linearizability.rs`, tested
 //! on known-good and known-bad register histories and with property tests, so a
 //! "0 anomalies" from the fault tests means something.
 
-#[allow(dead_code)]
-mod faults_common;
-
-use faults_common::linearizability::{
+use crate::linearizability::{
     check, check_registers, prune_registers, Register, RegisterInput, RegisterOp, RegisterOutput,
     Verdict, DEFAULT_BUDGET,
 };

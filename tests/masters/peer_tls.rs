@@ -1,7 +1,7 @@
-//! TLS between members with real `mesos-master` processes on 127.0.0.x (ports
-//! 28200-28299): a CA rotation in the usual steps without losing the quorum, the
-//! refusal of members that cannot prove themselves (a certificate of an unknown
-//! CA, plaintext), and one-line startup refusals of bad certificate files.
+//! TLS between members with real `mesos-master` processes on 127.0.0.x: a CA
+//! rotation in the usual steps without losing the quorum, the refusal of members
+//! that cannot prove themselves (a certificate of an unknown CA, plaintext), and
+//! one-line startup refusals of bad certificate files.
 //!
 //! Certificates are generated in the test with the local runtime's CA
 //! (`mesos_operator::operator::local::certs`, rcgen). Each member's files live in
@@ -9,32 +9,22 @@
 //! -> `..<n>/tls.crt`, updated by swapping the `..data` symlink as the kubelet
 //! does for cert-manager's Secrets.
 //!
-//! One test binary for the capability (each binary links the whole crate): the
-//! local runtime's `--tls` (`peer_tls/local.rs`) and `spec.tls` through the
+//! The local runtime's `--tls` (`peer_tls/local.rs`) and `spec.tls` through the
 //! reconcile loop (`peer_tls/reconcile.rs`) are here too.
 
-mod master_common;
-mod reconcile_common;
-
-#[path = "peer_tls/local.rs"]
 mod local;
-#[path = "peer_tls/reconcile.rs"]
 mod reconcile;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use master_common::request_with_body;
-use mesos_operator::master::raw_log::{Appended, RawEntry};
 use mesos_operator::operator::local::certs::{CertAuthority, IssuedCert};
 
-const MASTER: &str = env!("CARGO_BIN_EXE_mesos-master");
-/// Bounds anything the ensemble must eventually do; not a performance claim.
-const EVENTUALLY: Duration = Duration::from_secs(30);
+use crate::support::ensemble::{allocate_port, hex, Ensemble, PeerTls, EVENTUALLY, MASTER};
 /// Every write of the rotation must be acknowledged this soon: a quorum lost
 /// during a step would leave writes waiting for longer (the election timeout is
 /// 500 ms; a member's restart takes well under a second).
@@ -80,207 +70,14 @@ impl SecretDir {
     fn file(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
-}
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Transport {
-    Tls,
-    Plaintext,
-}
-
-struct Ensemble {
-    _root: tempfile::TempDir,
-    dir: PathBuf,
-    members: Vec<SocketAddr>,
-    processes: Vec<Option<Child>>,
-    secrets: Vec<SecretDir>,
-    transport: Vec<Transport>,
-    token_file: PathBuf,
-}
-
-impl Ensemble {
-    /// Three members on 127.0.0.{1,2,3}:`port`, each with a certificate of `ca`
-    /// for its IP and the bundle `ca` alone; not started.
-    fn new(port: u16, ca: &CertAuthority) -> Ensemble {
-        let root = tempfile::tempdir().unwrap();
-        let dir = root.path().to_path_buf();
-        let token_file = dir.join("token");
-        std::fs::write(&token_file, "ensemble-secret\n").unwrap();
-        let members: Vec<SocketAddr> = (0..3)
-            .map(|i| SocketAddr::from(([127, 0, 0, 1 + i as u8], port)))
-            .collect();
-        let secrets = (0..3)
-            .map(|i| {
-                let mut secret = SecretDir::new(dir.join(format!("tls-{i}")));
-                secret.publish(&issue(ca, members[i]), &ca.cert_pem());
-                secret
-            })
-            .collect();
-        Ensemble {
-            _root: root,
-            dir,
-            members,
-            processes: (0..3).map(|_| None).collect(),
-            secrets,
-            transport: vec![Transport::Tls; 3],
-            token_file,
-        }
-    }
-
-    fn command(&self, i: usize) -> Command {
-        let masters: Vec<String> = self.members.iter().map(ToString::to_string).collect();
-        let mut command = Command::new(MASTER);
-        command
-            .arg(format!("--ip={}", self.members[i].ip()))
-            .arg(format!("--port={}", self.members[i].port()))
-            .arg("--quorum=2")
-            .arg(format!("--masters={}", masters.join(",")))
-            .arg(format!(
-                "--work_dir={}",
-                self.dir.join(format!("master-{i}")).display()
-            ))
-            .arg(format!(
-                "--ensemble_token_file={}",
-                self.token_file.display()
-            ))
-            .arg("--raw_log_api")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if self.transport[i] == Transport::Tls {
-            let secret = &self.secrets[i];
-            command
-                .arg(format!(
-                    "--peer_tls_cert_file={}",
-                    secret.file("tls.crt").display()
-                ))
-                .arg(format!(
-                    "--peer_tls_key_file={}",
-                    secret.file("tls.key").display()
-                ))
-                .arg(format!(
-                    "--peer_tls_ca_file={}",
-                    secret.file("ca.crt").display()
-                ))
-                .arg(format!(
-                    "--peer_tls_reload_interval_ms={RELOAD_INTERVAL_MS}"
-                ));
-        }
-        command
-    }
-
-    fn spawn(&mut self, i: usize) {
-        self.processes[i] = Some(self.command(i).spawn().expect("spawn mesos-master"));
-    }
-
-    fn kill(&mut self, i: usize) {
-        if let Some(mut child) = self.processes[i].take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn running(&self) -> Vec<usize> {
-        (0..3).filter(|i| self.processes[*i].is_some()).collect()
-    }
-
-    fn status(&self, i: usize) -> Option<serde_json::Value> {
-        let response = master_common::request(self.members[i], "GET", "/log/status").ok()?;
-        serde_json::from_str(&response.body).ok()
-    }
-
-    fn counter(&self, i: usize, key: &str) -> u64 {
-        let response = master_common::request(self.members[i], "GET", "/metrics/snapshot")
-            .unwrap_or_else(|error| panic!("metrics of member {i}: {error}"));
-        let snapshot: serde_json::Value = serde_json::from_str(&response.body).unwrap();
-        snapshot[key]
-            .as_f64()
-            .unwrap_or_else(|| panic!("{key} missing from member {i}'s metrics")) as u64
-    }
-
-    /// Waits until every member in `which` says it is VOTING and one leads.
-    fn wait_until_voting(&self, which: &[usize]) {
-        let deadline = Instant::now() + EVENTUALLY;
-        loop {
-            let statuses: Vec<_> = which.iter().map(|i| self.status(*i)).collect();
-            let voting = statuses
-                .iter()
-                .all(|s| s.as_ref().is_some_and(|s| s["status"] == "VOTING"));
-            let led = statuses
-                .iter()
-                .any(|s| s.as_ref().is_some_and(|s| s["elected"] == true));
-            if voting && led {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "members {which:?} not all VOTING under a leader: {statuses:?}"
-            );
-            sleep(POLL);
-        }
-    }
-
-    /// One append through whichever member leads, with how long it took; `None`
-    /// if nothing acknowledged it within `within`.
-    fn append(&self, data: &[u8], within: Duration) -> Option<(u64, Duration)> {
-        let started = Instant::now();
-        while started.elapsed() < within {
-            for i in self.running() {
-                let Ok(response) = request_with_body(self.members[i], "POST", "/log/append", data)
-                else {
-                    continue;
-                };
-                if response.status == 200 {
-                    let appended: Appended = serde_json::from_str(&response.body).unwrap();
-                    return Some((appended.position, started.elapsed()));
-                }
-            }
-            sleep(POLL);
-        }
-        None
-    }
-
-    fn learned(&self, i: usize) -> BTreeMap<u64, String> {
-        let Ok(response) =
-            master_common::request(self.members[i], "GET", "/log/read?from=0&to=100000")
-        else {
-            return BTreeMap::new();
-        };
-        if response.status != 200 {
-            return BTreeMap::new();
-        }
-        let entries: Vec<RawEntry> = serde_json::from_str(&response.body).unwrap();
-        entries
-            .into_iter()
-            .filter(|e| e.kind == "raw")
-            .map(|e| (e.position, e.data))
-            .collect()
-    }
-
-    fn assert_holds(&self, i: usize, acked: &BTreeMap<u64, String>) {
-        let deadline = Instant::now() + EVENTUALLY;
-        loop {
-            let learned = self.learned(i);
-            let missing: Vec<_> = acked
-                .iter()
-                .filter(|(p, d)| learned.get(p) != Some(d))
-                .collect();
-            if missing.is_empty() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "member {i} lacks acknowledged appends {missing:?}"
-            );
-            sleep(POLL);
-        }
-    }
-}
-
-impl Drop for Ensemble {
-    fn drop(&mut self) {
-        for i in 0..self.processes.len() {
-            self.kill(i);
+    /// The member's `--peer_tls_*` flags: the files the `..data` symlink points at.
+    fn peer_tls(&self) -> PeerTls {
+        PeerTls {
+            cert_file: self.file("tls.crt"),
+            key_file: self.file("tls.key"),
+            ca_file: self.file("ca.crt"),
+            reload_interval_ms: RELOAD_INTERVAL_MS,
         }
     }
 }
@@ -289,8 +86,38 @@ fn issue(ca: &CertAuthority, member: SocketAddr) -> IssuedCert {
     ca.issue(&[member.ip().to_string()]).unwrap()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Three members on 127.0.0.{1,2,3}, each with a certificate of `ca` for its IP
+/// and the bundle `ca` alone, in a Secret-like directory; not started.
+fn tls_ensemble(ca: &CertAuthority) -> (Ensemble, Vec<SecretDir>) {
+    let mut ensemble = Ensemble::builder().members(3).build();
+    let secrets: Vec<SecretDir> = (0..3)
+        .map(|i| {
+            let mut secret = SecretDir::new(ensemble.dir().join(format!("tls-{i}")));
+            secret.publish(&issue(ca, ensemble.member(i)), &ca.cert_pem());
+            secret
+        })
+        .collect();
+    for (i, secret) in secrets.iter().enumerate() {
+        ensemble.set_tls(i, Some(secret.peer_tls()));
+    }
+    (ensemble, secrets)
+}
+
+/// Counter `key` of member `i`'s `/metrics/snapshot`.
+fn counter(ensemble: &Ensemble, i: usize, key: &str) -> u64 {
+    ensemble
+        .metrics(i)
+        .get(key)
+        .copied()
+        .unwrap_or_else(|| panic!("{key} missing from member {i}'s metrics")) as u64
+}
+
+/// One append through whichever member leads, with how long it took; `None` if
+/// nothing acknowledged it within `within`.
+fn append(ensemble: &Ensemble, data: &[u8], within: Duration) -> Option<(u64, Duration)> {
+    let started = Instant::now();
+    let position = ensemble.append(data, within)?;
+    Some((position, started.elapsed()))
 }
 
 /// Writes `count` values, each acknowledged within [`WRITE_DEADLINE`]; returns the
@@ -304,9 +131,8 @@ fn write_some(
     let mut slowest = Duration::ZERO;
     for k in 0..count {
         let value = format!("{tag}-{k}");
-        let (position, took) = ensemble
-            .append(value.as_bytes(), WRITE_DEADLINE)
-            .unwrap_or_else(|| {
+        let (position, took) =
+            append(ensemble, value.as_bytes(), WRITE_DEADLINE).unwrap_or_else(|| {
                 panic!("append {value} was not acknowledged within {WRITE_DEADLINE:?}: quorum lost")
             });
         assert!(
@@ -322,7 +148,7 @@ fn write_some(
 /// passed `before`).
 fn wait_for_reload(ensemble: &Ensemble, i: usize, before: u64) {
     let deadline = Instant::now() + EVENTUALLY;
-    while ensemble.counter(i, "log/transport/tls_reloads") <= before {
+    while counter(ensemble, i, "log/transport/tls_reloads") <= before {
         assert!(
             Instant::now() < deadline,
             "member {i} never reloaded its certificate files"
@@ -350,9 +176,9 @@ fn a_ca_rotation_in_the_usual_steps_never_loses_the_quorum() {
     let old_ca = CertAuthority::generate("old members CA").unwrap();
     let new_ca = CertAuthority::generate("new members CA").unwrap();
     let both = format!("{}{}", old_ca.cert_pem(), new_ca.cert_pem());
-    let mut ensemble = Ensemble::new(28201, &old_ca);
+    let (mut ensemble, mut secrets) = tls_ensemble(&old_ca);
     for i in 0..3 {
-        ensemble.spawn(i);
+        ensemble.start(i);
     }
     ensemble.wait_until_voting(&[0, 1, 2]);
     for i in 0..3 {
@@ -362,7 +188,7 @@ fn a_ca_rotation_in_the_usual_steps_never_loses_the_quorum() {
     let mut acked = BTreeMap::new();
     let mut slowest = write_some(&ensemble, "old-ca", 5, &mut acked);
 
-    let members = ensemble.members.clone();
+    let members = ensemble.members().to_vec();
     let steps: [(&str, &MaterialFor); 3] = [
         ("bundle", &|i| (issue(&old_ca, members[i]), both.clone())),
         ("new-cert", &|i| (issue(&new_ca, members[i]), both.clone())),
@@ -373,8 +199,8 @@ fn a_ca_rotation_in_the_usual_steps_never_loses_the_quorum() {
     for (step, material) in steps {
         let materials: Vec<_> = (0..3).map(material).collect();
         for (i, (cert, bundle)) in materials.into_iter().enumerate() {
-            let reloads = ensemble.counter(i, "log/transport/tls_reloads");
-            ensemble.secrets[i].publish(&cert, &bundle);
+            let reloads = counter(&ensemble, i, "log/transport/tls_reloads");
+            secrets[i].publish(&cert, &bundle);
             wait_for_reload(&ensemble, i, reloads);
             slowest = slowest.max(write_some(
                 &ensemble,
@@ -389,7 +215,7 @@ fn a_ca_rotation_in_the_usual_steps_never_loses_the_quorum() {
                 3,
                 &mut acked,
             ));
-            ensemble.spawn(i);
+            ensemble.start(i);
             ensemble.wait_until_voting(&[0, 1, 2]);
             slowest = slowest.max(write_some(
                 &ensemble,
@@ -401,7 +227,10 @@ fn a_ca_rotation_in_the_usual_steps_never_loses_the_quorum() {
     }
     for i in 0..3 {
         ensemble.assert_holds(i, &acked);
-        assert_eq!(ensemble.counter(i, "log/transport/tls_reload_failures"), 0);
+        assert_eq!(
+            counter(&ensemble, i, "log/transport/tls_reload_failures"),
+            0
+        );
     }
     eprintln!(
         "rotation: {} writes acknowledged, slowest {slowest:?}, {:?} in all",
@@ -418,10 +247,10 @@ fn a_ca_rotation_in_the_usual_steps_never_loses_the_quorum() {
 fn members_without_a_trusted_certificate_cannot_join() {
     let ca = CertAuthority::generate("members CA").unwrap();
     let rogue_ca = CertAuthority::generate("rogue CA").unwrap();
-    let mut ensemble = Ensemble::new(28202, &ca);
+    let (mut ensemble, mut secrets) = tls_ensemble(&ca);
     // Auto-initialization needs every member: all start trusted.
     for i in 0..3 {
-        ensemble.spawn(i);
+        ensemble.start(i);
     }
     ensemble.wait_until_voting(&[0, 1, 2]);
     let mut acked = BTreeMap::new();
@@ -431,14 +260,14 @@ fn members_without_a_trusted_certificate_cannot_join() {
     // Member 2 comes back trusting the real CA (so its own view of the others
     // verifies) but presenting a certificate of another.
     ensemble.kill(2);
-    let rogue_cert = issue(&rogue_ca, ensemble.members[2]);
+    let rogue_cert = issue(&rogue_ca, ensemble.member(2));
     let bundle = format!("{}{}", rogue_ca.cert_pem(), ca.cert_pem());
-    ensemble.secrets[2].publish(&rogue_cert, &bundle);
-    ensemble.spawn(2);
+    secrets[2].publish(&rogue_cert, &bundle);
+    ensemble.start(2);
     let mut without = BTreeMap::new();
     write_some(&ensemble, "without-2", 5, &mut without);
     let refused =
-        |ensemble: &Ensemble, key: &str| ensemble.counter(0, key) + ensemble.counter(1, key);
+        |ensemble: &Ensemble, key: &str| counter(ensemble, 0, key) + counter(ensemble, 1, key);
     let deadline = Instant::now() + EVENTUALLY;
     while refused(&ensemble, "log/transport/refused_tls_handshake") == 0 {
         assert!(
@@ -450,7 +279,7 @@ fn members_without_a_trusted_certificate_cannot_join() {
     // Its own links out were refused too; give it a moment it could have used.
     sleep(Duration::from_secs(1));
     write_some(&ensemble, "without-2", 2, &mut without);
-    let learned = ensemble.learned(2);
+    let learned = ensemble.learned(2).unwrap_or_default();
     assert!(
         without
             .keys()
@@ -460,8 +289,8 @@ fn members_without_a_trusted_certificate_cannot_join() {
 
     // Without TLS: its links are refused as plaintext.
     ensemble.kill(2);
-    ensemble.transport[2] = Transport::Plaintext;
-    ensemble.spawn(2);
+    ensemble.set_tls(2, None);
+    ensemble.start(2);
     let deadline = Instant::now() + EVENTUALLY;
     while refused(&ensemble, "log/transport/refused_plaintext") == 0 {
         assert!(Instant::now() < deadline, "no plaintext link was refused");
@@ -479,7 +308,7 @@ fn members_without_a_trusted_certificate_cannot_join() {
         sleep(POLL);
     };
     assert_eq!(status["peer_tls"], false, "{status}");
-    let learned = ensemble.learned(2);
+    let learned = ensemble.learned(2).unwrap_or_default();
     assert!(
         without
             .keys()
@@ -498,7 +327,8 @@ fn members_without_a_trusted_certificate_cannot_join() {
 fn bad_certificate_files_are_refused_at_startup_in_one_line() {
     let root = tempfile::tempdir().unwrap();
     let ca = CertAuthority::generate("members CA").unwrap();
-    let member = SocketAddr::from(([127, 0, 0, 1], 28203));
+    let ip = [127, 0, 0, 1].into();
+    let member = SocketAddr::new(ip, allocate_port(&[ip]));
     let good = issue(&ca, member);
     let expired = ca
         .issue_between(

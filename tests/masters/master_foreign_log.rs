@@ -1,10 +1,7 @@
 //! Issue #3: a master started on the `replicated_log` of another log (a swapped or
 //! restored volume) exits non-zero with one line naming both log ids, the members
 //! that said so and what to do, while the ensemble stays available; wiping the
-//! volume as the line says lets it rejoin. Ports 27060 (127.0.0.1-3).
-
-mod hardening_common;
-mod master_common;
+//! volume as the line says lets it rejoin.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -12,9 +9,7 @@ use std::process::Stdio;
 use std::thread::sleep;
 use std::time::Instant;
 
-use hardening_common::{copy_dir, write_some, Ensemble, EVENTUALLY, POLL};
-
-const PORT: u16 = 27060;
+use crate::support::ensemble::{copy_dir, Ensemble, EVENTUALLY, POLL};
 
 fn log_id(ensemble: &Ensemble, i: usize) -> u64 {
     let deadline = Instant::now() + EVENTUALLY;
@@ -33,7 +28,7 @@ fn log_id(ensemble: &Ensemble, i: usize) -> u64 {
 #[test]
 fn a_member_on_another_logs_volume_exits_with_one_line_and_the_ensemble_stays_available() {
     // Another ensemble with the same addresses, token and whitelist makes a log.
-    let mut other = Ensemble::start(3, 2, PORT);
+    let mut other = Ensemble::builder().members(3).quorum(2).spawn();
     other.wait_for_leader();
     other.append(b"theirs", EVENTUALLY).expect("other append");
     let theirs = log_id(&other, 0);
@@ -41,17 +36,21 @@ fn a_member_on_another_logs_volume_exits_with_one_line_and_the_ensemble_stays_av
         other.kill(i);
     }
 
-    let mut ensemble = Ensemble::start(3, 2, PORT);
+    let mut ensemble = Ensemble::builder()
+        .members(3)
+        .quorum(2)
+        .port(other.port())
+        .spawn();
     let mut acked = BTreeMap::new();
     let leader = ensemble.wait_for_leader();
-    write_some(&mut ensemble, "ours", 5, &mut acked);
+    ensemble.write_some("ours", 5, &mut acked);
     let ours = log_id(&ensemble, leader);
     assert_ne!(ours, theirs);
 
     // A follower comes back on the other ensemble's volume for its address.
     let stray = (0..3).find(|i| *i != leader).expect("a follower");
     ensemble.kill(stray);
-    std::fs::remove_dir_all(ensemble.work_dir(stray)).expect("remove work_dir");
+    ensemble.wipe(stray);
     copy_dir(&other.work_dir(stray), &ensemble.work_dir(stray));
     let started = Instant::now();
     let mut child = ensemble
@@ -69,7 +68,7 @@ fn a_member_on_another_logs_volume_exits_with_one_line_and_the_ensemble_stays_av
             panic!("the member on another log's volume kept running");
         }
         // The others keep serving meanwhile.
-        write_some(&mut ensemble, "while-stray", 1, &mut acked);
+        ensemble.write_some("while-stray", 1, &mut acked);
         sleep(POLL);
     };
     eprintln!("stray member exited after {:?}", started.elapsed());
@@ -87,7 +86,7 @@ fn a_member_on_another_logs_volume_exits_with_one_line_and_the_ensemble_stays_av
         .unwrap_or_else(|| panic!("no refusal line in: {stderr}"));
     let others: Vec<String> = (0..3)
         .filter(|i| *i != stray)
-        .map(|i| ensemble.members[i].to_string())
+        .map(|i| ensemble.member(i).to_string())
         .collect();
     for expected in [
         format!("log {theirs:#x}"),
@@ -113,11 +112,11 @@ fn a_member_on_another_logs_volume_exits_with_one_line_and_the_ensemble_stays_av
             "member {i}: {metrics:?}"
         );
     }
-    write_some(&mut ensemble, "after-stray", 5, &mut acked);
+    ensemble.write_some("after-stray", 5, &mut acked);
 
     // Doing what the line says: wipe replicated_log, restart, catch up.
     std::fs::remove_dir_all(ensemble.work_dir(stray).join("replicated_log")).expect("wipe");
-    ensemble.spawn(stray);
+    ensemble.start(stray);
     ensemble.assert_holds(stray, &acked);
     let deadline = Instant::now() + EVENTUALLY;
     while ensemble
@@ -132,7 +131,7 @@ fn a_member_on_another_logs_volume_exits_with_one_line_and_the_ensemble_stays_av
     // quorum.
     let leader = ensemble.wait_for_leader();
     ensemble.kill(leader);
-    write_some(&mut ensemble, "needs-rejoined", 3, &mut acked);
+    ensemble.write_some("needs-rejoined", 3, &mut acked);
     assert!(
         ensemble.exited(stray).is_none(),
         "the rejoined member exited"

@@ -3,11 +3,7 @@
 //! leader is killed mid-load and later restarted; afterwards every member holds
 //! every acknowledged append at its acknowledged position, each writer's appends in
 //! the order it made them, and no entry twice. Prints the failover time (kill ->
-//! first acknowledgement by the next leader). Ports 27070 (3 masters) and 27071
-//! (5 masters).
-
-mod hardening_common;
-mod master_common;
+//! first acknowledgement by the next leader).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use hardening_common::{hex, Ensemble, EVENTUALLY};
-use master_common::request_with_body;
+use crate::support::ensemble::{hex, Ensemble, EVENTUALLY};
+use crate::support::http::request_with_body;
 use mesos_operator::master::raw_log::Appended;
 
 /// Concurrent writers; each has one append in flight at a time, as a client
@@ -85,18 +81,14 @@ fn writer(
     }
 }
 
-fn leader_kill_under_concurrent_load_loses_and_reorders_nothing(
-    members: usize,
-    quorum: usize,
-    port: u16,
-) {
-    let mut ensemble = Ensemble::start(members, quorum, port);
+fn leader_kill_under_concurrent_load_loses_and_reorders_nothing(members: usize, quorum: usize) {
+    let mut ensemble = Ensemble::builder().members(members).quorum(quorum).spawn();
     ensemble.wait_for_leader();
     let stop = Arc::new(AtomicBool::new(false));
     let acks = Arc::new(Mutex::new(Vec::<Ack>::new()));
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
-            let (members, stop, acks) = (ensemble.members.clone(), stop.clone(), acks.clone());
+            let (members, stop, acks) = (ensemble.members().to_vec(), stop.clone(), acks.clone());
             std::thread::spawn(move || writer(w, members, stop, acks))
         })
         .collect();
@@ -125,7 +117,7 @@ fn leader_kill_under_concurrent_load_loses_and_reorders_nothing(
         }
         sleep(Duration::from_millis(5));
     };
-    ensemble.spawn(leader);
+    ensemble.start(leader);
     sleep(LOAD_AFTER_RESTART);
     stop.store(true, Ordering::Relaxed);
     for handle in writers {
@@ -192,10 +184,10 @@ fn leader_kill_under_concurrent_load_loses_and_reorders_nothing(
 
 #[test]
 fn three_masters_lose_nothing_when_the_leader_is_killed_under_load() {
-    leader_kill_under_concurrent_load_loses_and_reorders_nothing(3, 2, 27070);
+    leader_kill_under_concurrent_load_loses_and_reorders_nothing(3, 2);
 }
 
 #[test]
 fn five_masters_lose_nothing_when_the_leader_is_killed_under_load() {
-    leader_kill_under_concurrent_load_loses_and_reorders_nothing(5, 3, 27071);
+    leader_kill_under_concurrent_load_loses_and_reorders_nothing(5, 3);
 }

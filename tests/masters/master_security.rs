@@ -3,10 +3,7 @@
 //! bytes that are not the protocol (garbage, an oversized length, a frame cut
 //! short) are each refused (the connection is closed, the log does not change) and
 //! counted by the right counter in `/metrics/snapshot` and `/metrics`. Frames are
-//! built with the project's own encoder, as a real peer would. Port 27050.
-
-mod hardening_common;
-mod master_common;
+//! built with the project's own encoder, as a real peer would.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -14,14 +11,13 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use hardening_common::{write_some, Ensemble, EVENTUALLY, POLL, TOKEN};
+use crate::support::ensemble::{Ensemble, EVENTUALLY, POLL, TOKEN};
 use mesos_operator::log::frame::{
     ConnectionNonce, ConnectionNonces, FrameEncoder, FrameKey, WireVersion,
     DEFAULT_MAX_PAYLOAD_BYTES, FRAME_HEADER_BYTES, FRAME_MAGIC, HANDSHAKE_REPLY_BYTES, NONCE_BYTES,
     PREAMBLE_BYTES, PREAMBLE_V3, PROTOCOL_VERSION_V3,
 };
 
-const PORT: u16 = 27050;
 /// The target closes a refused connection at once; this only bounds a hang.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -123,13 +119,15 @@ fn log_identity(ensemble: &Ensemble, i: usize) -> (serde_json::Value, serde_json
 
 #[test]
 fn refused_frames_close_the_connection_change_nothing_and_are_counted() {
-    let mut ensemble = Ensemble::start(3, 2, PORT);
+    let ensemble = Ensemble::builder().members(3).quorum(2).spawn();
     let mut acked = BTreeMap::new();
     let leader = ensemble.wait_for_leader();
-    write_some(&mut ensemble, "before", 5, &mut acked);
+    ensemble.write_some("before", 5, &mut acked);
     let target = (0..3).find(|i| *i != leader).expect("a follower");
-    let address = ensemble.members[target];
-    let member = ensemble.members[leader].to_string();
+    let address = ensemble.member(target);
+    let member = ensemble.member(leader).to_string();
+    // Correctly MAC'd, but not in the whitelist.
+    let stranger = format!("127.0.0.77:{}", ensemble.port());
     let ours = ensemble.status(target).expect("status")["log_id"]
         .as_u64()
         .expect("a log id");
@@ -154,7 +152,7 @@ fn refused_frames_close_the_connection_change_nothing_and_are_counted() {
         (
             "a correctly MAC'd frame from outside the whitelist",
             "log/transport/refused_not_whitelisted",
-            Box::new(|nonce| frame(TOKEN, nonce, "127.0.0.77:27050", ours)),
+            Box::new(|nonce| frame(TOKEN, nonce, &stranger, ours)),
         ),
         (
             "a whitelisted member's frame under a wrong token",
@@ -226,7 +224,7 @@ fn refused_frames_close_the_connection_change_nothing_and_are_counted() {
 
     // Nothing refused reached the log: it still takes writes and holds exactly the
     // acknowledged ones.
-    write_some(&mut ensemble, "after", 5, &mut acked);
+    ensemble.write_some("after", 5, &mut acked);
     for i in ensemble.running() {
         ensemble.assert_holds(i, &acked);
         let learned = ensemble.learned(i).unwrap_or_default();

@@ -34,7 +34,7 @@ fn replay_seed_from_env() {
 
 #[test]
 fn regression_seeds_stay_fixed() {
-    let list = include_str!("data/log_sim_regressions.txt");
+    let list = include_str!("../data/log_sim_regressions.txt");
     let mut replayed = 0;
     for line in list.lines() {
         let line = line.split('#').next().unwrap_or("").trim();

@@ -4,171 +4,85 @@
 //! storage bounded under a write loop, and a wiped member restoring from a
 //! chunked snapshot.
 //!
-//! Ports 27101-27103, one ensemble per test on 127.0.0.1-3. Every wait is bounded,
-//! every load loop stops by itself, and Drop kills the processes. Killing every
-//! master and restarting them is covered by `tests/ensemble.rs`.
-
-mod master_common;
+//! One ensemble per test on 127.0.0.1-3. Every wait is bounded, every load loop
+//! stops by itself, and Drop kills the processes. Killing every master and
+//! restarting them is covered by `ensemble.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use master_common::{post_json, request, HttpResponse};
+use crate::support::ensemble::{Ensemble, POLL};
+use crate::support::http::{self, post_json, request, HttpResponse};
 use serde_json::{json, Value};
 
-const MASTER: &str = env!("CARGO_BIN_EXE_mesos-master");
 /// Bounds anything the ensemble must eventually do; not a performance claim.
 const EVENTUALLY: Duration = Duration::from_secs(60);
-const POLL: Duration = Duration::from_millis(50);
 
-struct Ensemble {
-    _root: tempfile::TempDir,
-    dir: PathBuf,
-    members: Vec<SocketAddr>,
-    processes: Vec<Option<Child>>,
-    extra: Vec<String>,
+/// Three members with the registry's extra flags, all started.
+fn start(extra: &[&str]) -> Ensemble {
+    Ensemble::builder()
+        .members(3)
+        .raw_log_api(false)
+        .args(extra)
+        .eventually(EVENTUALLY)
+        .spawn()
 }
 
-impl Ensemble {
-    fn start(port: u16, extra: &[&str]) -> Ensemble {
-        let root = tempfile::tempdir().expect("tempdir");
-        let dir = root.path().to_path_buf();
-        std::fs::write(dir.join("token"), "registry-ensemble\n").expect("token");
-        let mut ensemble = Ensemble {
-            _root: root,
-            dir,
-            members: (0..3)
-                .map(|i| SocketAddr::from(([127, 0, 0, 1 + i as u8], port)))
-                .collect(),
-            processes: (0..3).map(|_| None).collect(),
-            extra: extra.iter().map(ToString::to_string).collect(),
-        };
-        for i in 0..3 {
-            ensemble.spawn(i);
-        }
-        ensemble
-    }
-
-    fn work_dir(&self, i: usize) -> PathBuf {
-        self.dir.join(format!("master-{i}"))
-    }
-
-    fn spawn(&mut self, i: usize) {
-        let masters: Vec<String> = self.members.iter().map(ToString::to_string).collect();
-        let child = Command::new(MASTER)
-            .arg(format!("--ip={}", self.members[i].ip()))
-            .arg(format!("--port={}", self.members[i].port()))
-            .arg("--quorum=2")
-            .arg(format!("--masters={}", masters.join(",")))
-            .arg(format!("--work_dir={}", self.work_dir(i).display()))
-            .arg(format!(
-                "--ensemble_token_file={}",
-                self.dir.join("token").display()
-            ))
-            .args(&self.extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn mesos-master");
-        self.processes[i] = Some(child);
-    }
-
-    /// kill -9, and reap.
-    fn kill(&mut self, i: usize) {
-        if let Some(mut child) = self.processes[i].take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn running(&self) -> Vec<usize> {
-        (0..3).filter(|i| self.processes[*i].is_some()).collect()
-    }
-
-    fn status(&self, i: usize) -> Option<Value> {
-        let response = request(self.members[i], "GET", "/log/status").ok()?;
-        serde_json::from_str(&response.body).ok()
-    }
-
-    fn wait_for_leader(&self) -> usize {
-        let deadline = Instant::now() + EVENTUALLY;
-        while Instant::now() < deadline {
-            for i in self.running() {
-                if self.status(i).is_some_and(|s| s["elected"] == true) {
-                    return i;
-                }
-            }
-            sleep(POLL);
-        }
-        panic!("no leader elected within {EVENTUALLY:?}");
-    }
-
-    /// A write through whichever member leads; panics unless acknowledged in time.
-    fn write(&self, path: &str, body: &str) {
-        let deadline = Instant::now() + EVENTUALLY;
-        let mut last = String::new();
-        while Instant::now() < deadline {
-            for i in self.running() {
-                if let Some(response) = write_to(self.members[i], path, body) {
-                    if response.status == 200 {
-                        return;
-                    }
-                    assert!(
-                        [307, 503].contains(&response.status),
-                        "{path} {body} -> {} {}",
-                        response.status,
-                        response.body
-                    );
-                    last = response.body;
-                }
-            }
-            sleep(POLL);
-        }
-        panic!("{path} {body} never acknowledged; last: {last}");
-    }
-
-    /// Waits until member `i` answers a read of `path` (GET, or POST of a v1 call)
-    /// with 200 and a body satisfying `check`; returns that body.
-    fn eventually(&self, i: usize, call: &Read, check: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + EVENTUALLY;
-        let mut last = String::new();
-        while Instant::now() < deadline {
-            if let Some(response) = call.send(self.members[i]) {
+/// A write through whichever member leads; panics unless acknowledged in time.
+fn write(ensemble: &Ensemble, path: &str, body: &str) {
+    let deadline = Instant::now() + EVENTUALLY;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        for i in ensemble.running() {
+            if let Some(response) = write_to(ensemble.member(i), path, body) {
                 if response.status == 200 {
-                    if let Ok(value) = serde_json::from_str::<Value>(&response.body) {
-                        if check(&value) {
-                            return value;
-                        }
-                    }
+                    return;
                 }
-                last = format!("{} {}", response.status, response.body);
+                assert!(
+                    [307, 503].contains(&response.status),
+                    "{path} {body} -> {} {}",
+                    response.status,
+                    response.body
+                );
+                last = response.body;
             }
-            sleep(POLL);
         }
-        panic!(
-            "member {} never answered {call:?} as expected; last: {last}",
-            self.members[i]
-        );
+        sleep(POLL);
     }
-
-    fn log_bytes(&self, i: usize) -> u64 {
-        dir_bytes(&self.work_dir(i).join("replicated_log"))
-    }
+    panic!("{path} {body} never acknowledged; last: {last}");
 }
 
-impl Drop for Ensemble {
-    fn drop(&mut self) {
-        for i in 0..3 {
-            self.kill(i);
+/// Waits until member `i` answers a read of `path` (GET, or POST of a v1 call)
+/// with 200 and a body satisfying `check`; returns that body.
+fn eventually(ensemble: &Ensemble, i: usize, call: &Read, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + EVENTUALLY;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Some(response) = call.send(ensemble.member(i)) {
+            if response.status == 200 {
+                if let Ok(value) = serde_json::from_str::<Value>(&response.body) {
+                    if check(&value) {
+                        return value;
+                    }
+                }
+            }
+            last = format!("{} {}", response.status, response.body);
         }
+        sleep(POLL);
     }
+    panic!(
+        "member {} never answered {call:?} as expected; last: {last}",
+        ensemble.member(i)
+    );
+}
+
+fn log_bytes(ensemble: &Ensemble, i: usize) -> u64 {
+    dir_bytes(&ensemble.log_dir(i))
 }
 
 /// One read: a GET of a v0 path or a v1 call posted to /api/v1.
@@ -190,7 +104,7 @@ impl Read {
 /// POST (or PUT for /weights) of `body` to `addr`; `None` on a connection error.
 fn write_to(addr: SocketAddr, path: &str, body: &str) -> Option<HttpResponse> {
     if path == "/weights" {
-        master_common::request_with_body(addr, "PUT", path, body.as_bytes()).ok()
+        http::request_with_body(addr, "PUT", path, body.as_bytes()).ok()
     } else {
         post_json(addr, path, body).ok()
     }
@@ -231,10 +145,10 @@ fn agent_ids(slaves: &Value) -> BTreeSet<String> {
 fn every_operator_call_through_the_leader_reads_back_on_every_member() {
     // This test is about routing, not failover: a longer election timeout keeps a
     // loaded CI machine's scheduling stalls from moving leadership mid-test.
-    let ensemble = Ensemble::start(27101, &["--election_timeout_ms=3000"]);
+    let ensemble = start(&["--election_timeout_ms=3000"]);
     ensemble.wait_for_leader();
     for id in ["S1", "S2", "S3"] {
-        ensemble.write("/registrar/admit", &admit_body(id));
+        write(&ensemble, "/registrar/admit", &admit_body(id));
     }
     let schedule = json!({"windows": [{
         "machine_ids": [{"hostname": "S1.example"}],
@@ -265,7 +179,7 @@ fn every_operator_call_through_the_leader_reads_back_on_every_member() {
         ("/weights", json!([{"role": "ops", "weight": 0.5}])),
     ];
     for (path, body) in &writes {
-        ensemble.write(path, &body.to_string());
+        write(&ensemble, path, &body.to_string());
     }
 
     // A follower answers writes with 307 to the leader, every kind of write. On a
@@ -285,7 +199,7 @@ fn every_operator_call_through_the_leader_reads_back_on_every_member() {
             let leader = ensemble.wait_for_leader();
             let follower = (leader + 1) % 3;
             let response =
-                write_to(ensemble.members[follower], path, &body).expect("follower answers");
+                write_to(ensemble.members()[follower], path, &body).expect("follower answers");
             // Anything but a redirect is only right from a member that led by then:
             // it applied the write (or refused a repeat of it), so ask again.
             let retry = match response.status {
@@ -307,7 +221,7 @@ fn every_operator_call_through_the_leader_reads_back_on_every_member() {
         assert_eq!(response.status, 307, "{path}: {}", response.body);
         let location = response.header("location");
         let redirected_to =
-            |i: usize| location == Some(format!("http://{}{path}", ensemble.members[i]).as_str());
+            |i: usize| location == Some(format!("http://{}{path}", ensemble.members()[i]).as_str());
         assert!(
             redirected_to(leader) || redirected_to(ensemble.wait_for_leader()),
             "{path}: redirected to {location:?}, not to the leader"
@@ -315,7 +229,7 @@ fn every_operator_call_through_the_leader_reads_back_on_every_member() {
     }
 
     for i in 0..3 {
-        let agents = ensemble.eventually(i, &Read::V1("GET_AGENTS"), |v| {
+        let agents = eventually(&ensemble, i, &Read::V1("GET_AGENTS"), |v| {
             v["get_agents"]["agents"]
                 .as_array()
                 .is_some_and(|a| a.len() == expected_agents.len())
@@ -333,43 +247,46 @@ fn every_operator_call_through_the_leader_reads_back_on_every_member() {
                 .map(|id| json!(id))
                 .collect::<Vec<_>>()
         );
-        ensemble.eventually(i, &Read::V1("GET_STATE"), |v| {
+        eventually(&ensemble, i, &Read::V1("GET_STATE"), |v| {
             v["get_state"]["get_agents"]["agents"]
                 .as_array()
                 .is_some_and(|a| a.len() == expected_agents.len())
         });
-        ensemble.eventually(i, &Read::V1("GET_MAINTENANCE_SCHEDULE"), |v| {
+        eventually(&ensemble, i, &Read::V1("GET_MAINTENANCE_SCHEDULE"), |v| {
             v["get_maintenance_schedule"]["schedule"] == schedule
         });
-        ensemble.eventually(i, &Read::V1("GET_QUOTA"), |v| {
+        eventually(&ensemble, i, &Read::V1("GET_QUOTA"), |v| {
             v["get_quota"]["status"]["configs"]
                 .as_array()
                 .is_some_and(|c| c.len() == 2)
                 && v["get_quota"]["status"]["configs"][0]["limits"]["cpus"]["value"] == 2.0
         });
-        ensemble.eventually(i, &Read::V1("GET_WEIGHTS"), |v| {
+        eventually(&ensemble, i, &Read::V1("GET_WEIGHTS"), |v| {
             v["get_weights"]["weight_infos"]
                 == json!([{"role": "dev", "weight": 2.5}, {"role": "ops", "weight": 0.5}])
         });
-        ensemble.eventually(i, &Read::Get("/master/state"), |v| {
-            let leader_addr = ensemble.members[ensemble.wait_for_leader()];
+        eventually(&ensemble, i, &Read::Get("/master/state"), |v| {
+            let leader_addr = ensemble.members()[ensemble.wait_for_leader()];
             v["activated_slaves"] == expected_agents.len()
                 && v["leader"] == format!("master@{leader_addr}")
         });
-        ensemble.eventually(i, &Read::Get("/master/slaves"), |v| {
+        eventually(&ensemble, i, &Read::Get("/master/slaves"), |v| {
             agent_ids(v) == expected_agents.iter().map(|id| id.to_string()).collect()
         });
-        ensemble.eventually(i, &Read::Get("/master/maintenance/schedule"), |v| {
-            *v == schedule
-        });
-        ensemble.eventually(i, &Read::Get("/quota"), |v| {
+        eventually(
+            &ensemble,
+            i,
+            &Read::Get("/master/maintenance/schedule"),
+            |v| *v == schedule,
+        );
+        eventually(&ensemble, i, &Read::Get("/quota"), |v| {
             v["configs"].as_array().is_some_and(|c| c.len() == 2)
         });
-        ensemble.eventually(i, &Read::Get("/weights"), |v| {
+        eventually(&ensemble, i, &Read::Get("/weights"), |v| {
             *v == json!([{"role": "dev", "weight": 2.5}, {"role": "ops", "weight": 0.5}])
         });
         // Reads say how stale they may be: only the leader holds the lease.
-        let read = request(ensemble.members[i], "GET", "/master/slaves").expect("read");
+        let read = request(ensemble.members()[i], "GET", "/master/slaves").expect("read");
         assert_eq!(read.status, 200);
         let applied: u64 = read
             .header("x-registry-applied-position")
@@ -385,7 +302,7 @@ fn every_operator_call_through_the_leader_reads_back_on_every_member() {
     // The leader's lease is reported once it holds one (it renews continuously).
     let deadline = Instant::now() + EVENTUALLY;
     let leader_addr = loop {
-        let leader_addr = ensemble.members[ensemble.wait_for_leader()];
+        let leader_addr = ensemble.members()[ensemble.wait_for_leader()];
         let read = request(leader_addr, "GET", "/master/slaves").expect("read");
         if read.header("x-registry-leader-lease") == Some("true") {
             break leader_addr;
@@ -462,18 +379,15 @@ fn write_once(members: &[SocketAddr], path: &str, body: &str, within: Duration) 
 /// and both or neither are present.
 #[test]
 fn killing_the_leader_mid_batch_keeps_every_acknowledged_write_and_no_half_write() {
-    let mut ensemble = Ensemble::start(
-        27102,
-        &[
-            "--registry_snapshot_after_operations=200",
-            "--registry_snapshot_chunk_bytes=1024",
-        ],
-    );
+    let mut ensemble = start(&[
+        "--registry_snapshot_after_operations=200",
+        "--registry_snapshot_chunk_bytes=1024",
+    ]);
     let leader = ensemble.wait_for_leader();
     const WRITERS: usize = 12;
     let stop = Arc::new(AtomicBool::new(false));
     let outcomes = Arc::new(Mutex::new(Vec::<(String, bool, Outcome)>::new()));
-    let members = ensemble.members.clone();
+    let members = ensemble.members().to_vec();
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
             let (stop, outcomes, members) = (stop.clone(), outcomes.clone(), members.clone());
@@ -509,7 +423,7 @@ fn killing_the_leader_mid_batch_keeps_every_acknowledged_write_and_no_half_write
     for writer in writers {
         writer.join().expect("writer thread");
     }
-    ensemble.spawn(leader);
+    ensemble.start(leader);
 
     let outcomes = outcomes.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let acknowledged = outcomes
@@ -529,11 +443,13 @@ fn killing_the_leader_mid_batch_keeps_every_acknowledged_write_and_no_half_write
     let registries: Vec<(BTreeSet<String>, BTreeMap<String, f64>)> = (0..3)
         .map(|i| {
             let mut seen = None;
-            ensemble.eventually(i, &Read::Get("/log/status"), |s| s["status"] == "VOTING");
+            eventually(&ensemble, i, &Read::Get("/log/status"), |s| {
+                s["status"] == "VOTING"
+            });
             let deadline = Instant::now() + EVENTUALLY;
             while Instant::now() < deadline {
-                let slaves = Read::Get("/master/slaves").send(ensemble.members[i]);
-                let weights = Read::Get("/weights").send(ensemble.members[i]);
+                let slaves = Read::Get("/master/slaves").send(ensemble.members()[i]);
+                let weights = Read::Get("/weights").send(ensemble.members()[i]);
                 if let (Some(s), Some(w)) = (slaves, weights) {
                     if s.status == 200 && w.status == 200 {
                         let ids = agent_ids(&serde_json::from_str(&s.body).unwrap_or_default());
@@ -561,7 +477,7 @@ fn killing_the_leader_mid_batch_keeps_every_acknowledged_write_and_no_half_write
                 sleep(POLL);
             }
             seen.unwrap_or_else(|| {
-                panic!("member {} lacks acknowledged writes", ensemble.members[i])
+                panic!("member {} lacks acknowledged writes", ensemble.members()[i])
             })
         })
         .collect();
@@ -595,17 +511,14 @@ fn truncation_bounds_storage_and_a_wiped_member_restores_from_a_chunked_snapshot
     /// a few segments (256 KiB) of live snapshot (~100 KB) and suffix, plus the
     /// WAL's own records. The loop writes several times this per member.
     const BOUND_BYTES: u64 = 3 << 20;
-    let mut ensemble = Ensemble::start(
-        27103,
-        &[
-            "--registry_snapshot_after_operations=400",
-            "--registry_snapshot_min_suffix_bytes=65536",
-            "--registry_snapshot_chunk_bytes=4096",
-            "--log_segment_size_bytes=262144",
-        ],
-    );
+    let mut ensemble = start(&[
+        "--registry_snapshot_after_operations=400",
+        "--registry_snapshot_min_suffix_bytes=65536",
+        "--registry_snapshot_chunk_bytes=4096",
+        "--log_segment_size_bytes=262144",
+    ]);
     ensemble.wait_for_leader();
-    let members = ensemble.members.clone();
+    let members = ensemble.members().to_vec();
     let run_writers = |count: usize, body: &(dyn Fn(usize) -> (&'static str, String) + Sync)| {
         std::thread::scope(|scope| {
             for w in 0..8 {
@@ -623,7 +536,7 @@ fn truncation_bounds_storage_and_a_wiped_member_restores_from_a_chunked_snapshot
     run_writers(AGENTS, &|n| {
         ("/registrar/admit", admit_body(&format!("agent-{n:04}")))
     });
-    let before: Vec<u64> = (0..3).map(|i| ensemble.log_bytes(i)).collect();
+    let before: Vec<u64> = (0..3).map(|i| log_bytes(&ensemble, i)).collect();
     let started = Instant::now();
     run_writers(LOOP_WRITES, &|n| {
         let weights = json!({"type": "UPDATE_WEIGHTS", "update_weights": {"weight_infos": [
@@ -633,7 +546,7 @@ fn truncation_bounds_storage_and_a_wiped_member_restores_from_a_chunked_snapshot
     let elapsed = started.elapsed();
     // Let the last truncation and reclaim land.
     sleep(Duration::from_millis(500));
-    let after: Vec<u64> = (0..3).map(|i| ensemble.log_bytes(i)).collect();
+    let after: Vec<u64> = (0..3).map(|i| log_bytes(&ensemble, i)).collect();
     let statuses: Vec<Value> = (0..3).filter_map(|i| ensemble.status(i)).collect();
     eprintln!(
         "{LOOP_WRITES} writes in {elapsed:?} over a {AGENTS}-agent registry: replicated_log bytes \
@@ -657,12 +570,12 @@ fn truncation_bounds_storage_and_a_wiped_member_restores_from_a_chunked_snapshot
     let leader = ensemble.wait_for_leader();
     let wiped = (leader + 1) % 3;
     ensemble.kill(wiped);
-    std::fs::remove_dir_all(ensemble.work_dir(wiped)).expect("wipe work_dir");
+    ensemble.wipe(wiped);
     // A few writes it misses: the suffix after the snapshot.
     run_writers(8, &|n| {
         ("/registrar/admit", admit_body(&format!("late-{n}")))
     });
-    ensemble.spawn(wiped);
+    ensemble.start(wiped);
     let expected: BTreeSet<String> = (0..AGENTS)
         .map(|n| format!("agent-{n:04}"))
         .chain((0..8).map(|n| format!("late-{n}")))
@@ -670,7 +583,7 @@ fn truncation_bounds_storage_and_a_wiped_member_restores_from_a_chunked_snapshot
     let deadline = Instant::now() + EVENTUALLY;
     let mut refused = 0;
     loop {
-        if let Ok(response) = request(ensemble.members[wiped], "GET", "/master/slaves") {
+        if let Ok(response) = request(ensemble.members()[wiped], "GET", "/master/slaves") {
             match response.status {
                 // Never a partial registry: either all of it or a refusal.
                 200 => {
@@ -689,7 +602,7 @@ fn truncation_bounds_storage_and_a_wiped_member_restores_from_a_chunked_snapshot
         sleep(Duration::from_millis(10));
     }
     eprintln!("the wiped member refused {refused} read(s) before it had restored");
-    let weights = |i: usize| ensemble.eventually(i, &Read::Get("/weights"), |_| true);
+    let weights = |i: usize| eventually(&ensemble, i, &Read::Get("/weights"), |_| true);
     assert_eq!(weights(wiped), weights(leader));
     let status = ensemble.status(wiped).expect("status");
     assert!(status["begin"].as_u64().is_some_and(|b| b > 1), "{status}");
