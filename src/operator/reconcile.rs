@@ -29,6 +29,7 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::master::export_document;
 use crate::operator::context::Context;
 use crate::operator::crd::{
     condition_types, MemberStatus, MesosMasterCluster, MesosMasterClusterStatus, Phase, StepState,
@@ -43,9 +44,7 @@ use crate::operator::resources::{
     self, config_from_annotations, member_address, Names, ResourceError, ANNOTATION_IMPORT_SKIPPED,
     FIELD_MANAGER, LABEL_LEADER, REGISTRY_EXPORT_KEY, TOKEN_BYTES,
 };
-use crate::operator::transfer::{
-    check_export_document, ImportOutcome, RegistryCallError, REGISTRY_EXPORT_MAX_BYTES,
-};
+use crate::operator::transfer::{ImportOutcome, RegistryCallError, REGISTRY_EXPORT_MAX_BYTES};
 
 /// The finalizer that lets the operator clean up (volumes per
 /// `spec.storage.reclaim`) before the cluster object goes.
@@ -766,7 +765,11 @@ async fn export_registry(
             names.statefulset(from),
         ))
     } else {
-        check_export_document(&document)
+        // Fully verified before it is stored: the wipe that follows destroys the
+        // only other copy, so a document the import would refuse (truncated,
+        // altered, of another format) must stop the transfer here, while the
+        // single master still holds its registry, not after the wipe.
+        export_document::parse(&document)
             .err()
             .map(|error| format!("{}: {error}; nothing was wiped", target.pod))
     };

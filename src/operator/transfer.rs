@@ -25,9 +25,6 @@ use hyper::StatusCode;
 
 use crate::operator::observe::{HttpMasterClient, MasterStatusSource, MemberTarget};
 
-/// The `format` of an export document this operator knows how to store and replay.
-pub const EXPORT_FORMAT: &str = "mesos-operator/registry-export/v1";
-
 /// A seal or import takes at most this long: sealing waits for the registrar to
 /// settle its last write, importing for the entries to be learned, both far longer
 /// than a status read.
@@ -77,36 +74,6 @@ pub enum RegistryCallError {
         status: u16,
         body: String,
     },
-}
-
-/// Why an export document cannot be stored or replayed.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum DocumentError {
-    #[error("the registry export is not JSON: {0}")]
-    NotJson(String),
-    #[error("the registry export has format {found:?}, not {EXPORT_FORMAT:?}")]
-    UnknownFormat { found: Option<String> },
-    #[error("the registry export has no sha256")]
-    NoChecksum,
-}
-
-/// Checks that `document` is an export this operator may store: JSON of
-/// [`EXPORT_FORMAT`] with its checksum. The master verifies the checksum on import;
-/// the operator only refuses to keep (and later wipe for) something that is not an
-/// export at all.
-pub fn check_export_document(document: &[u8]) -> Result<(), DocumentError> {
-    let value: serde_json::Value = serde_json::from_slice(document)
-        .map_err(|error| DocumentError::NotJson(error.to_string()))?;
-    let format = value.get("format").and_then(|format| format.as_str());
-    if format != Some(EXPORT_FORMAT) {
-        return Err(DocumentError::UnknownFormat {
-            found: format.map(str::to_string),
-        });
-    }
-    if !value.get("sha256").is_some_and(|sum| sum.is_string()) {
-        return Err(DocumentError::NoChecksum);
-    }
-    Ok(())
 }
 
 /// The master calls of a registry transfer, on top of status reads.
@@ -324,6 +291,8 @@ mod tests {
         }
     }
 
+    use crate::master::export_document::EXPORT_FORMAT;
+
     fn document() -> Vec<u8> {
         serde_json::to_vec(&serde_json::json!({
             "format": EXPORT_FORMAT, "log_id": 7, "position": 42,
@@ -339,25 +308,6 @@ mod tests {
         let address = listener.local_addr().expect("address");
         tokio::spawn(async move { axum::serve(listener, router).await });
         address
-    }
-
-    #[test]
-    fn only_documents_of_the_known_format_with_a_checksum_are_kept() {
-        assert_eq!(check_export_document(&document()), Ok(()));
-        assert!(matches!(
-            check_export_document(b"not json"),
-            Err(DocumentError::NotJson(_))
-        ));
-        assert_eq!(
-            check_export_document(br#"{"format":"other/v9","sha256":"00"}"#),
-            Err(DocumentError::UnknownFormat {
-                found: Some("other/v9".into())
-            })
-        );
-        assert_eq!(
-            check_export_document(format!(r#"{{"format":"{EXPORT_FORMAT}"}}"#).as_bytes()),
-            Err(DocumentError::NoChecksum)
-        );
     }
 
     #[tokio::test]

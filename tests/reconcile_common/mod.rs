@@ -27,6 +27,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use mesos_operator::master::api::{LogStatus, ReplicaStatus};
+use mesos_operator::master::export_document::ExportDocument;
+use mesos_operator::master::registry::Registry;
 use mesos_operator::operator::context::Context;
 use mesos_operator::operator::crd::{MesosMasterCluster, MesosMasterClusterSpec};
 use mesos_operator::operator::metrics::Metrics;
@@ -34,9 +36,7 @@ use mesos_operator::operator::observe::{MasterStatusSource, MemberTarget, Status
 use mesos_operator::operator::planner::{MemberConfig, Ordinal};
 use mesos_operator::operator::reconcile;
 use mesos_operator::operator::resources::{LABEL_MEMBER, LABEL_NAME, MASTER_APP_NAME};
-use mesos_operator::operator::transfer::{
-    ImportOutcome, MasterClient, RegistryCallError, EXPORT_FORMAT,
-};
+use mesos_operator::operator::transfer::{ImportOutcome, MasterClient, RegistryCallError};
 
 pub const NAMESPACE: &str = "db";
 pub const NAME: &str = "prod";
@@ -609,17 +609,32 @@ impl FakeMasters {
     }
 }
 
-/// The export document of `registry`, padded by `padding_bytes`.
+/// A registry as the fake masters hold it: two agents marked unreachable and a weight.
+pub fn sample_registry() -> serde_json::Value {
+    let registry = Registry {
+        unreachable: BTreeMap::from([("agent-1".into(), 1), ("agent-2".into(), 2)]),
+        weights: BTreeMap::from([("ops".into(), 2.0)]),
+        ..Registry::default()
+    };
+    serde_json::to_value(registry).expect("a registry encodes")
+}
+
+/// A fake log's registry (`null`: the log holds none) as the master's type.
+fn typed_registry(registry: &serde_json::Value) -> Registry {
+    if registry.is_null() {
+        return Registry::default();
+    }
+    serde_json::from_value(registry.clone()).expect("the fake holds real registries")
+}
+
+/// The export document of `registry` (a real one, checksum and all), padded by a
+/// weight whose role name is `padding_bytes` long.
 pub fn export_document(registry: &serde_json::Value, padding_bytes: usize) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "format": EXPORT_FORMAT,
-        "log_id": 7,
-        "position": 100,
-        "sha256": format!("{:x}", registry.to_string().len()),
-        "registry": registry,
-        "padding": "x".repeat(padding_bytes),
-    }))
-    .expect("json")
+    let mut registry = typed_registry(registry);
+    if padding_bytes > 0 {
+        registry.weights.insert("x".repeat(padding_bytes), 1.0);
+    }
+    ExportDocument::new(&registry, 7, 100).to_bytes()
 }
 
 impl MasterClient for FakeMasters {
@@ -656,14 +671,12 @@ impl MasterClient for FakeMasters {
                 log,
                 voting_members: 0,
             });
-            Ok(serde_json::to_vec(&serde_json::json!({
-                "format": EXPORT_FORMAT,
-                "log_id": status.log_id.unwrap_or(0),
-                "position": status.learned.saturating_sub(1),
-                "sha256": "00",
-                "registry": data,
-            }))
-            .expect("json"))
+            Ok(ExportDocument::new(
+                &typed_registry(&data),
+                status.log_id.unwrap_or(0),
+                status.learned.saturating_sub(1),
+            )
+            .to_bytes())
         })
     }
 

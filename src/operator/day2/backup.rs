@@ -1,18 +1,8 @@
 //! Registry backups: taking one from a running ensemble's leader, checking one,
 //! and importing one into an ensemble whose registry is empty.
 //!
-//! A backup file is the leader's `GET /registry/export` document, byte for byte:
-//!
-//! ```text
-//! {"format":"mesos-operator/registry-export/v1","log_id":..,"position":..,
-//!  "sha256":"<hex>","registry":{..}}
-//! ```
-//!
-//! `position` is a learned position of log `log_id`, and `sha256` covers the
-//! canonical registry bytes: the registry as the master's own
-//! [`Registry`](crate::master::registry::Registry) type encodes it in compact JSON
-//! (fields in declaration order, maps ordered by key), so every member and every
-//! reader compute the same digest. The file is named
+//! A backup file is the leader's `GET /registry/export` document, byte for byte
+//! (see [`crate::master::export_document`] for the format and its checksum), named
 //! `registry-<log_id>-<position>.json`; a restore checks the name against the
 //! document too, since the checksum does not cover `log_id` and `position`.
 //!
@@ -24,16 +14,10 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-use sha2::{Digest, Sha256};
-
 use crate::master::api::LogStatus;
-use crate::master::registry::Registry;
+use crate::master::export_document::{self, DocumentError};
 use crate::operator::local::members::MemberFlags;
 use crate::operator::local::{MasterClient, RegistryCallError};
-
-/// The only export format this version reads.
-pub const EXPORT_FORMAT: &str = "mesos-operator/registry-export/v1";
 
 /// A registry backup larger than this is refused before it is read: the registry
 /// holds agents, maintenance, quotas and weights, tens of megabytes at the very
@@ -50,24 +34,8 @@ pub enum BackupError {
     },
     #[error("{path}: {size_bytes} bytes is more than a registry backup may hold ({MAX_BACKUP_SIZE_BYTES})")]
     TooLarge { path: PathBuf, size_bytes: u64 },
-    #[error("the backup is empty")]
-    Empty,
-    #[error("the backup is truncated: its JSON ends after {size_bytes} bytes")]
-    Truncated { size_bytes: usize },
-    #[error("the backup is not a registry export (not JSON: {reason})")]
-    NotJson { reason: String },
-    #[error("the backup is not a registry export: {reason}")]
-    NotAnExport { reason: String },
-    #[error("the backup has format {found:?}; this version reads only {EXPORT_FORMAT:?}")]
-    WrongFormat { found: String },
-    #[error("the backup's registry does not match its checksum (sha256 {computed}, the document says {recorded}): it is corrupt")]
-    ChecksumMismatch { recorded: String, computed: String },
-    #[error("the backup is named {file_name} but holds log {log_id} at position {position}: it was renamed or is corrupt")]
-    NameMismatch {
-        file_name: String,
-        log_id: u64,
-        position: u64,
-    },
+    #[error(transparent)]
+    Document(#[from] DocumentError),
     #[error("no masters given")]
     NoMasters,
     #[error("no leader among the masters: {answers}")]
@@ -75,7 +43,7 @@ pub enum BackupError {
     #[error("exporting the registry: {0}")]
     Export(RegistryCallError),
     #[error("the leader's export is refused: {0}")]
-    BadExport(Box<BackupError>),
+    BadExport(DocumentError),
     #[error("importing the registry: {0}")]
     Import(RegistryCallError),
     #[error("the registry of the ensemble led by {leader} is not empty (409): a backup is only imported into a new ensemble, nothing was changed")]
@@ -106,110 +74,30 @@ impl VerifiedBackup {
 }
 
 pub fn backup_file_name(log_id: u64, position: u64) -> String {
-    format!("registry-{log_id}-{position}.json")
+    export_document::file_name(log_id, position)
 }
 
-/// The header fields, read before the registry so a wrong format is reported as
-/// such rather than as whatever the registry of another format fails on.
-#[derive(Deserialize)]
-struct Header {
-    format: String,
-}
-
-#[derive(Deserialize)]
-struct Document {
-    log_id: u64,
-    position: u64,
-    sha256: String,
-    registry: Registry,
-}
-
-/// The canonical registry bytes the checksum covers.
-pub fn canonical_registry_bytes(registry: &Registry) -> Vec<u8> {
-    // Serializing these types cannot fail: string keys, no custom serializers that
-    // error; an empty vector would then fail the checksum rather than pass it.
-    serde_json::to_vec(registry).unwrap_or_default()
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
-}
-
-/// Checks a registry export document: JSON, complete, the v1 format, a registry
-/// the master can read, and a checksum that matches it.
-pub fn verify(document: &[u8]) -> Result<VerifiedBackup, BackupError> {
-    if document.iter().all(u8::is_ascii_whitespace) {
-        return Err(BackupError::Empty);
-    }
-    let value: serde_json::Value = serde_json::from_slice(document).map_err(|error| {
-        if error.is_eof() {
-            BackupError::Truncated {
-                size_bytes: document.len(),
-            }
-        } else {
-            BackupError::NotJson {
-                reason: error.to_string(),
-            }
-        }
-    })?;
-    let header: Header = Header::deserialize(&value).map_err(|error| BackupError::NotAnExport {
-        reason: error.to_string(),
-    })?;
-    if header.format != EXPORT_FORMAT {
-        return Err(BackupError::WrongFormat {
-            found: header.format,
-        });
-    }
-    let parsed = Document::deserialize(&value).map_err(|error| BackupError::NotAnExport {
-        reason: error.to_string(),
-    })?;
-    // A field this version does not know (or a renamed one that has a default)
-    // would be silently dropped by the typed read and still match the checksum:
-    // the registry must be exactly what the typed registry encodes.
-    let reencoded = serde_json::to_value(&parsed.registry).unwrap_or_default();
-    if value.get("registry") != Some(&reencoded) {
-        return Err(BackupError::NotAnExport {
-            reason: "its registry holds fields this version does not read".into(),
-        });
-    }
-    let computed = sha256_hex(&canonical_registry_bytes(&parsed.registry));
-    if !computed.eq_ignore_ascii_case(&parsed.sha256) {
-        return Err(BackupError::ChecksumMismatch {
-            recorded: parsed.sha256,
-            computed,
-        });
-    }
+/// Checks a registry export document ([`export_document::parse`]).
+pub fn verify(document: &[u8]) -> Result<VerifiedBackup, DocumentError> {
+    let parsed = export_document::parse(document)?;
     Ok(VerifiedBackup {
         log_id: parsed.log_id,
         position: parsed.position,
-        sha256: computed,
+        sha256: parsed.sha256.to_ascii_lowercase(),
         document: document.to_vec(),
     })
 }
 
-/// [`verify`], plus: a file named like a backup (`registry-<id>-<pos>.json`)
-/// must hold that log id and position. Other names are accepted (a user may
-/// rename a backup to something telling); the checksum still guards the registry.
-pub fn verify_file(file_name: &str, document: &[u8]) -> Result<VerifiedBackup, BackupError> {
-    let verified = verify(document)?;
-    let named = file_name
-        .strip_prefix("registry-")
-        .and_then(|rest| rest.strip_suffix(".json"))
-        .and_then(|rest| rest.split_once('-'))
-        .and_then(|(log_id, position)| Some((log_id.parse().ok()?, position.parse().ok()?)));
-    if let Some((log_id, position)) = named {
-        if (log_id, position) != (verified.log_id, verified.position) {
-            return Err(BackupError::NameMismatch {
-                file_name: file_name.to_owned(),
-                log_id: verified.log_id,
-                position: verified.position,
-            });
-        }
-    }
-    Ok(verified)
+/// [`verify`], plus the file name check ([`export_document::check_file_name`]).
+pub fn verify_file(file_name: &str, document: &[u8]) -> Result<VerifiedBackup, DocumentError> {
+    let parsed = export_document::parse(document)?;
+    export_document::check_file_name(file_name, &parsed)?;
+    Ok(VerifiedBackup {
+        log_id: parsed.log_id,
+        position: parsed.position,
+        sha256: parsed.sha256.to_ascii_lowercase(),
+        document: document.to_vec(),
+    })
 }
 
 /// Reads and verifies a backup file, bounded by [`MAX_BACKUP_SIZE_BYTES`].
@@ -235,7 +123,7 @@ pub fn read_backup(path: &Path) -> Result<VerifiedBackup, BackupError> {
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
-    verify_file(&file_name, &document)
+    Ok(verify_file(&file_name, &document)?)
 }
 
 /// Writes the backup into `dir` as `registry-<log_id>-<position>.json`: a temporary
@@ -321,7 +209,7 @@ pub fn take_backup(
         .map_err(BackupError::Export)?;
     // A bad export is never stored: a backup that cannot be restored is worse
     // than none, because it is trusted.
-    let verified = verify(&document).map_err(|error| BackupError::BadExport(Box::new(error)))?;
+    let verified = verify(&document).map_err(BackupError::BadExport)?;
     write_backup(out_dir, &verified)
 }
 
@@ -405,7 +293,8 @@ pub fn parse_masters(list: &str) -> Result<Vec<SocketAddr>, String> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::master::registry::{MaintenanceSchedule, MasterRecord};
+    use crate::master::export_document::{registry_sha256, EXPORT_FORMAT};
+    use crate::master::registry::{MaintenanceSchedule, MasterRecord, Registry};
     use std::cell::RefCell;
     use std::collections::BTreeMap;
 
@@ -431,7 +320,7 @@ pub(crate) mod tests {
             "format": EXPORT_FORMAT,
             "log_id": log_id,
             "position": position,
-            "sha256": sha256_hex(&canonical_registry_bytes(registry)),
+            "sha256": registry_sha256(registry),
             "registry": registry,
         }))
         .expect("a JSON value")
@@ -453,7 +342,7 @@ pub(crate) mod tests {
         let pretty = format!(
             "{{\n  \"registry\": {},\n  \"sha256\": \"{}\",\n  \"position\": 5, \"log_id\": 9,\n  \"format\": \"{EXPORT_FORMAT}\"\n}}\n",
             serde_json::to_string_pretty(&registry).expect("json"),
-            sha256_hex(&canonical_registry_bytes(&registry)),
+            registry_sha256(&registry),
         );
         assert_eq!(verify(pretty.as_bytes()).expect("verifies").position, 5);
     }
@@ -464,7 +353,10 @@ pub(crate) mod tests {
         for length in 0..document.len() {
             let error = verify(&document[..length]).expect_err("truncated");
             assert!(
-                matches!(error, BackupError::Empty | BackupError::Truncated { .. }),
+                matches!(
+                    error,
+                    DocumentError::Empty | DocumentError::Truncated { .. }
+                ),
                 "length {length}: {error}"
             );
         }
@@ -502,12 +394,12 @@ pub(crate) mod tests {
     fn garbage_wrong_format_and_wrong_checksum_are_refused_with_their_reason() {
         assert!(matches!(
             verify(b"\x00\x01PK garbage"),
-            Err(BackupError::NotJson { .. })
+            Err(DocumentError::NotJson { .. })
         ));
-        assert!(matches!(verify(b"  \n"), Err(BackupError::Empty)));
+        assert!(matches!(verify(b"  \n"), Err(DocumentError::Empty)));
         assert!(matches!(
             verify(b"[1,2,3]"),
-            Err(BackupError::NotAnExport { .. })
+            Err(DocumentError::NotAnExport { .. })
         ));
         let mut value: serde_json::Value =
             serde_json::from_slice(&export(1, 2, &registry())).expect("json");
@@ -515,24 +407,24 @@ pub(crate) mod tests {
         let error = verify(&serde_json::to_vec(&value).expect("json")).expect_err("v2");
         assert_eq!(
             error.to_string(),
-            "the backup has format \"mesos-operator/registry-export/v2\"; this version reads only \"mesos-operator/registry-export/v1\""
+            "the registry export has format \"mesos-operator/registry-export/v2\"; this version reads only \"mesos-operator/registry-export/v1\""
         );
         value["format"] = EXPORT_FORMAT.into();
-        value["sha256"] = sha256_hex(b"something else").into();
+        value["sha256"] = registry_sha256(&Registry::default()).into();
         assert!(matches!(
             verify(&serde_json::to_vec(&value).expect("json")),
-            Err(BackupError::ChecksumMismatch { .. })
+            Err(DocumentError::ChecksumMismatch { .. })
         ));
-        value["sha256"] = sha256_hex(&canonical_registry_bytes(&registry())).into();
+        value["sha256"] = registry_sha256(&registry()).into();
         value["registry"]["weights"]["analytics"] = 3.0.into();
         assert!(matches!(
             verify(&serde_json::to_vec(&value).expect("json")),
-            Err(BackupError::ChecksumMismatch { .. })
+            Err(DocumentError::ChecksumMismatch { .. })
         ));
         value["registry"] = serde_json::json!({"agents": "not a list"});
         assert!(matches!(
             verify(&serde_json::to_vec(&value).expect("json")),
-            Err(BackupError::NotAnExport { .. })
+            Err(DocumentError::NotAnExport { .. })
         ));
     }
 
@@ -544,7 +436,7 @@ pub(crate) mod tests {
         let error = verify_file("registry-77-1025.json", &document).expect_err("renamed");
         assert_eq!(
             error.to_string(),
-            "the backup is named registry-77-1025.json but holds log 77 at position 1024: it was renamed or is corrupt"
+            "the registry export is named registry-77-1025.json but holds log 77 at position 1024: it was renamed or is corrupt"
         );
     }
 

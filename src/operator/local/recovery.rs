@@ -18,7 +18,7 @@ use anyhow::Context;
 
 use super::members::{write_atomically, STOP_GRACE};
 use super::{now_ms, LocalRuntime, MasterClient};
-use crate::master::transfer;
+use crate::master::export_document;
 use crate::operator::crd::{condition_types, MesosMasterClusterStatus, Phase};
 use crate::operator::day2::recovery::{
     self, assess, import_step, lost_since, parse_request, validate, Assessment, ImportStep,
@@ -254,7 +254,7 @@ impl<C: MasterClient> LocalRuntime<C> {
                     .client
                     .export_local_registry(self.layout().address(ordinal))?;
                 let document =
-                    transfer::parse_document(&export.document).context("the survivor's export")?;
+                    export_document::parse(&export.document).context("the survivor's export")?;
                 if recovery::log_id_hex(document.log_id) != record.old_log_id {
                     anyhow::bail!(
                         "{} now exports log {}, not {}: recovery stopped, nothing was wiped",

@@ -22,6 +22,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::ResourceExt;
 
 use super::{apply_object, next_status, remove_member, Error};
+use crate::master::export_document;
 use crate::operator::context::Context;
 use crate::operator::crd::{condition_types, MesosMasterCluster, MesosMasterClusterStatus, Phase};
 use crate::operator::day2::recovery::{
@@ -31,7 +32,7 @@ use crate::operator::day2::recovery::{
 use crate::operator::observe::{member_target, Observation};
 use crate::operator::planner::{Ordinal, Step};
 use crate::operator::resources::{self, Names};
-use crate::operator::transfer::{check_export_document, ImportOutcome};
+use crate::operator::transfer::ImportOutcome;
 
 /// What the hook decided.
 pub(super) enum Held {
@@ -288,16 +289,10 @@ async fn step(
                 Ok(document) => document,
                 Err(error) => return Ok(held(format!("{}: {error}", record.summary()), record)),
             };
-            let fields: Option<(u64, u64)> = serde_json::from_slice::<serde_json::Value>(&document)
-                .ok()
-                .and_then(|v| Some((v.get("log_id")?.as_u64()?, v.get("position")?.as_u64()?)));
-            let checked = check_export_document(&document)
-                .map_err(|e| e.to_string())
-                .and_then(|()| {
-                    fields.ok_or_else(|| "the export has no log_id or position".to_owned())
-                });
-            let (log_id, position) = match checked {
-                Ok(fields) => fields,
+            // Fully verified before it is stored: the fencing that follows wipes
+            // every other copy.
+            let (log_id, position) = match export_document::parse(&document) {
+                Ok(parsed) => (parsed.log_id, parsed.position),
                 Err(why) => {
                     return Ok(held(
                         format!("{}: {why}; nothing was wiped", record.summary()),
