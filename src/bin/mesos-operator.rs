@@ -17,8 +17,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use mesos_operator::operator::context::Context as OperatorContext;
 use mesos_operator::operator::crd::{self, SingleMasterExit};
 use mesos_operator::operator::local;
+use mesos_operator::operator::master_client::{HttpMasterClient, Timeouts};
 use mesos_operator::operator::metrics::Metrics;
-use mesos_operator::operator::observe::HttpMasterClient;
 use mesos_operator::operator::serve::{self, Readiness};
 use mesos_operator::operator::{planner, reconcile};
 
@@ -267,7 +267,7 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(%health, metrics = %metrics_at, namespace = ?namespace, "mesos-operator starting");
     let ctx = Arc::new(OperatorContext::new(
         client,
-        Arc::new(HttpMasterClient::default()),
+        Arc::new(HttpMasterClient::new(Timeouts::KUBERNETES)),
         metrics,
         std::env::var("HOSTNAME").ok(),
     ));

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use kube::runtime::events::{Recorder, Reporter};
 
+use crate::operator::master_client::MasterClient;
 use crate::operator::metrics::Metrics;
-use crate::operator::transfer::MasterClient;
 
 /// The controller's name on Events and in `managedFields`.
 pub const CONTROLLER_NAME: &str = "mesos-operator";

@@ -35,6 +35,7 @@ use crate::operator::crd::{
     condition_types, MemberStatus, MesosMasterCluster, MesosMasterClusterStatus, Phase, StepState,
     TransitionStatus, TransitionStep, VolumeReclaim,
 };
+use crate::operator::master_client::{ImportOutcome, MasterCallError, Redirect};
 use crate::operator::observe::{member_target, observe, pod_config, Observation};
 use crate::operator::planner::{
     self, member_name, MemberConfig, Ordinal, PlannerMemory, RegistryFate, RegistryTransfer,
@@ -42,9 +43,8 @@ use crate::operator::planner::{
 };
 use crate::operator::resources::{
     self, config_from_annotations, member_address, Names, ResourceError, ANNOTATION_IMPORT_SKIPPED,
-    FIELD_MANAGER, LABEL_LEADER, REGISTRY_EXPORT_KEY, TOKEN_BYTES,
+    FIELD_MANAGER, LABEL_LEADER, REGISTRY_EXPORT_KEY, REGISTRY_EXPORT_MAX_BYTES, TOKEN_BYTES,
 };
-use crate::operator::transfer::{ImportOutcome, RegistryCallError, REGISTRY_EXPORT_MAX_BYTES};
 
 /// The finalizer that lets the operator clean up (volumes per
 /// `spec.storage.reclaim`) before the cluster object goes.
@@ -727,10 +727,13 @@ fn refuse_unbacked_wipe(
 }
 
 /// A failed master call: a member that does not lead, or does not answer, is a wait
-/// (the planner re-plans from the next observation); a refusal is a blocked step.
-fn call_failed(error: RegistryCallError) -> Applied {
+/// (the planner re-plans from the next observation); a refusal, or a master
+/// without the endpoint, is a blocked step.
+fn call_failed(error: MasterCallError) -> Applied {
     match error {
-        RegistryCallError::Refused { .. } => Applied::Blocked(error.to_string()),
+        MasterCallError::Refused { .. } | MasterCallError::EndpointMissing { .. } => {
+            Applied::Blocked(error.to_string())
+        }
         _ => Applied::Waiting(error.to_string()),
     }
 }
@@ -753,7 +756,11 @@ async fn export_registry(
             names.pod(from)
         )));
     };
-    let document = match ctx.masters.seal_registry(target.clone()).await {
+    let document = match ctx
+        .masters
+        .seal_registry(target.clone(), Redirect::Report)
+        .await
+    {
         Ok(document) => document,
         Err(error) => return Ok(call_failed(error)),
     };
@@ -771,12 +778,12 @@ async fn export_registry(
         // single master still holds its registry, not after the wipe.
         export_document::parse(&document)
             .err()
-            .map(|error| format!("{}: {error}; nothing was wiped", target.pod))
+            .map(|error| format!("{}: {error}; nothing was wiped", target.name))
     };
     if let Some(why) = unusable {
         // The export cannot be kept, so the wipe will not happen: the single master
         // takes writes again rather than sitting sealed behind a blocked step.
-        if let Err(error) = ctx.masters.unseal_registry(target).await {
+        if let Err(error) = ctx.masters.unseal_registry(target, Redirect::Report).await {
             tracing::warn!(%error, "could not unseal after an unusable export");
             return Ok(Applied::Blocked(format!(
                 "{why}; unsealing failed: {error}"
@@ -816,8 +823,12 @@ async fn import_registry(
             names.pod(into)
         )));
     };
-    let pod = target.pod.clone();
-    match ctx.masters.import_registry(target, document.to_vec()).await {
+    let pod = target.name.clone();
+    match ctx
+        .masters
+        .import_registry(target, document.to_vec(), Redirect::Report)
+        .await
+    {
         Ok(ImportOutcome::Imported) => Ok(Applied::Done),
         Ok(ImportOutcome::AlreadyHeldData) => {
             // The master left its registry as it was; the export stays for the user,
@@ -882,7 +893,7 @@ async fn finish_registry_transfer(
         // No leader to unseal through yet: kept, tried again next reconcile.
         return Ok(Some(config_map));
     };
-    if let Err(error) = ctx.masters.unseal_registry(target).await {
+    if let Err(error) = ctx.masters.unseal_registry(target, Redirect::Report).await {
         tracing::warn!(%error, "could not unseal the registry; the export is kept");
         return Ok(Some(config_map));
     }

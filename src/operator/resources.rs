@@ -798,6 +798,11 @@ pub fn token_secret(
 /// The key of the export document in the registry export ConfigMap's `binaryData`.
 pub const REGISTRY_EXPORT_KEY: &str = "registry-export.json";
 
+/// The largest export the operator stores. Kubernetes refuses a ConfigMap whose
+/// data exceeds 1 MiB (1,048,576 bytes); 48,576 bytes stay free for the key and
+/// whatever the API server counts besides the value.
+pub const REGISTRY_EXPORT_MAX_BYTES: usize = 1_000_000;
+
 /// On the registry export ConfigMap once an import found the new registry already
 /// holding data (HTTP 409): the export was not replayed and is kept for the user,
 /// who deletes it when it is no longer needed.

@@ -31,12 +31,13 @@ use mesos_operator::master::export_document::ExportDocument;
 use mesos_operator::master::registry::Registry;
 use mesos_operator::operator::context::Context;
 use mesos_operator::operator::crd::{MesosMasterCluster, MesosMasterClusterSpec};
+use mesos_operator::operator::master_client::{
+    Call, ImportOutcome, LocalExport, MasterCallError, MasterClient, MemberTarget, Redirect,
+};
 use mesos_operator::operator::metrics::Metrics;
-use mesos_operator::operator::observe::{MasterStatusSource, MemberTarget, StatusError};
 use mesos_operator::operator::planner::{MemberConfig, Ordinal};
 use mesos_operator::operator::reconcile;
 use mesos_operator::operator::resources::{LABEL_MEMBER, LABEL_NAME, MASTER_APP_NAME};
-use mesos_operator::operator::transfer::{ImportOutcome, MasterClient, RegistryCallError};
 
 pub const NAMESPACE: &str = "db";
 pub const NAME: &str = "prod";
@@ -558,41 +559,44 @@ impl FakeMasters {
     async fn leader_call(
         &self,
         target: &MemberTarget,
-        call: &'static str,
-    ) -> Result<RegistryCall, RegistryCallError> {
+        call: Call,
+        redirect: Redirect,
+    ) -> Result<RegistryCall, MasterCallError> {
+        // The Kubernetes loop acts on the member the planner named, never on the
+        // one a redirect names.
+        assert_eq!(redirect, Redirect::Report, "{call} on {}", target.name);
         let status = self.log_status(target.clone()).await.map_err(|error| {
-            RegistryCallError::Unreachable {
-                pod: target.pod.clone(),
+            MasterCallError::Unreachable {
+                member: target.name.clone(),
                 call,
                 reason: error.to_string(),
             }
         })?;
         if !status.elected {
-            return Err(RegistryCallError::NotLeader {
-                pod: target.pod.clone(),
+            return Err(MasterCallError::NotLeader {
+                member: target.name.clone(),
                 call,
                 status: if status.leader.is_some() { 307 } else { 503 },
                 location: status.leader.map(|leader| leader.to_string()),
             });
         }
-        let claims: Api<PersistentVolumeClaim> =
-            Api::namespaced(self.client.clone(), &target.namespace);
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), NAMESPACE);
         let log = claims
             .get(&format!("work-{NAME}-0-0"))
             .await
-            .map_err(|error| RegistryCallError::Unreachable {
-                pod: target.pod.clone(),
+            .map_err(|error| MasterCallError::Unreachable {
+                member: target.name.clone(),
                 call,
                 reason: error.to_string(),
             })?
             .uid()
             .unwrap_or_default();
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &target.namespace);
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), NAMESPACE);
         let voting_members = pods
             .list(&ListParams::default())
             .await
-            .map_err(|error| RegistryCallError::Unreachable {
-                pod: target.pod.clone(),
+            .map_err(|error| MasterCallError::Unreachable {
+                member: target.name.clone(),
                 call,
                 reason: error.to_string(),
             })?
@@ -601,11 +605,23 @@ impl FakeMasters {
             .filter(|pod| annotation(&pod.metadata, REPLICA).as_deref() == Some("VOTING"))
             .count();
         Ok(RegistryCall {
-            call,
-            pod: target.pod.clone(),
+            call: call_name(call),
+            pod: target.name.clone(),
             log,
             voting_members,
         })
+    }
+}
+
+/// What [`RegistryCall::call`] says of a call.
+fn call_name(call: Call) -> &'static str {
+    match call {
+        Call::Status => "status",
+        Call::Seal => "seal",
+        Call::Unseal => "unseal",
+        Call::Import => "import",
+        Call::Export => "export",
+        Call::LocalExport => "local export",
     }
 }
 
@@ -641,17 +657,17 @@ impl MasterClient for FakeMasters {
     fn export_local_registry(
         &self,
         target: MemberTarget,
-    ) -> BoxFuture<'_, Result<Vec<u8>, RegistryCallError>> {
+    ) -> BoxFuture<'_, Result<LocalExport, MasterCallError>> {
         Box::pin(async move {
             let status = self.log_status(target.clone()).await.map_err(|error| {
-                RegistryCallError::Unreachable {
-                    pod: target.pod.clone(),
-                    call: "local export",
+                MasterCallError::Unreachable {
+                    member: target.name.clone(),
+                    call: Call::LocalExport,
                     reason: error.to_string(),
                 }
             })?;
             let claims: Api<PersistentVolumeClaim> =
-                Api::namespaced(self.client.clone(), &target.namespace);
+                Api::namespaced(self.client.clone(), NAMESPACE);
             let log = claims
                 .get_opt(&format!("work-{NAME}-0-0"))
                 .await
@@ -666,26 +682,31 @@ impl MasterClient for FakeMasters {
                 .cloned()
                 .unwrap_or(serde_json::Value::Null);
             registry.calls.push(RegistryCall {
-                call: "local export",
-                pod: target.pod.clone(),
+                call: call_name(Call::LocalExport),
+                pod: target.name.clone(),
                 log,
                 voting_members: 0,
             });
-            Ok(ExportDocument::new(
+            let document = ExportDocument::new(
                 &typed_registry(&data),
                 status.log_id.unwrap_or(0),
                 status.learned.saturating_sub(1),
-            )
-            .to_bytes())
+            );
+            Ok(LocalExport {
+                document: document.to_bytes(),
+                learned_end: Some(status.learned),
+                end: Some(status.end),
+            })
         })
     }
 
     fn seal_registry(
         &self,
         target: MemberTarget,
-    ) -> BoxFuture<'_, Result<Vec<u8>, RegistryCallError>> {
+        redirect: Redirect,
+    ) -> BoxFuture<'_, Result<Vec<u8>, MasterCallError>> {
         Box::pin(async move {
-            let call = self.leader_call(&target, "seal").await?;
+            let call = self.leader_call(&target, Call::Seal, redirect).await?;
             let mut registry = self.registry.lock().expect("registry");
             registry.sealed.insert(call.log.clone());
             let data = registry
@@ -696,9 +717,9 @@ impl MasterClient for FakeMasters {
             let document = export_document(&data, registry.export_padding_bytes);
             registry.calls.push(call);
             if std::mem::take(&mut registry.lose_next_seal_answer) {
-                return Err(RegistryCallError::Unreachable {
-                    pod: target.pod.clone(),
-                    call: "seal",
+                return Err(MasterCallError::Unreachable {
+                    member: target.name.clone(),
+                    call: Call::Seal,
                     reason: "connection reset".into(),
                 });
             }
@@ -709,9 +730,10 @@ impl MasterClient for FakeMasters {
     fn unseal_registry(
         &self,
         target: MemberTarget,
-    ) -> BoxFuture<'_, Result<(), RegistryCallError>> {
+        redirect: Redirect,
+    ) -> BoxFuture<'_, Result<(), MasterCallError>> {
         Box::pin(async move {
-            let call = self.leader_call(&target, "unseal").await?;
+            let call = self.leader_call(&target, Call::Unseal, redirect).await?;
             let mut registry = self.registry.lock().expect("registry");
             registry.sealed.remove(&call.log);
             registry.calls.push(call);
@@ -723,13 +745,14 @@ impl MasterClient for FakeMasters {
         &self,
         target: MemberTarget,
         document: Vec<u8>,
-    ) -> BoxFuture<'_, Result<ImportOutcome, RegistryCallError>> {
+        redirect: Redirect,
+    ) -> BoxFuture<'_, Result<ImportOutcome, MasterCallError>> {
         Box::pin(async move {
-            let call = self.leader_call(&target, "import").await?;
+            let call = self.leader_call(&target, Call::Import, redirect).await?;
             let parsed: serde_json::Value =
-                serde_json::from_slice(&document).map_err(|error| RegistryCallError::Refused {
-                    pod: target.pod.clone(),
-                    call: "import",
+                serde_json::from_slice(&document).map_err(|error| MasterCallError::Refused {
+                    member: target.name.clone(),
+                    call: Call::Import,
                     status: 400,
                     body: error.to_string(),
                 })?;
@@ -743,6 +766,24 @@ impl MasterClient for FakeMasters {
             registry.data.insert(log, parsed["registry"].clone());
             Ok(ImportOutcome::Imported)
         })
+    }
+
+    fn export_registry(
+        &self,
+        target: MemberTarget,
+        _: Redirect,
+    ) -> BoxFuture<'_, Result<Vec<u8>, MasterCallError>> {
+        panic!(
+            "the Kubernetes loop never exports a leader's registry (backups run in a Job); asked of {}",
+            target.name
+        )
+    }
+
+    fn log_status(
+        &self,
+        target: MemberTarget,
+    ) -> BoxFuture<'_, Result<LogStatus, MasterCallError>> {
+        Box::pin(self.status_from_pods(target))
     }
 }
 
@@ -779,12 +820,15 @@ fn recording_client(inner: kube::Client, requests: Arc<Mutex<Vec<Recorded>>>) ->
     kube::Client::new(service, NAMESPACE)
 }
 
-impl MasterStatusSource for FakeMasters {
-    fn log_status(&self, target: MemberTarget) -> BoxFuture<'_, Result<LogStatus, StatusError>> {
-        Box::pin(async move {
-            let pods: Api<Pod> = Api::namespaced(self.client.clone(), &target.namespace);
-            let unreachable = |reason: &str| StatusError::Unreachable {
-                pod: target.pod.clone(),
+impl FakeMasters {
+    /// `/log/status` as a master started with the pod's current environment would
+    /// answer it.
+    async fn status_from_pods(&self, target: MemberTarget) -> Result<LogStatus, MasterCallError> {
+        {
+            let pods: Api<Pod> = Api::namespaced(self.client.clone(), NAMESPACE);
+            let unreachable = |reason: &str| MasterCallError::Unreachable {
+                member: target.name.clone(),
+                call: Call::Status,
                 reason: reason.to_string(),
             };
             let all = pods
@@ -831,7 +875,7 @@ impl MasterStatusSource for FakeMasters {
                 });
             let me = all
                 .iter()
-                .find(|pod| pod.name_any() == target.pod)
+                .find(|pod| pod.name_any() == target.name)
                 .ok_or_else(|| unreachable("no such pod"))?;
             let (member, status, quorum, masters) =
                 view(me).ok_or_else(|| unreachable("not started"))?;
@@ -840,7 +884,7 @@ impl MasterStatusSource for FakeMasters {
             } else {
                 0
             };
-            let log_id = self.log_id(&target.namespace).await;
+            let log_id = self.log_id(NAMESPACE).await;
             Ok(LogStatus {
                 member,
                 status,
@@ -854,7 +898,7 @@ impl MasterStatusSource for FakeMasters {
                 elected: leader == Some(member),
                 peer_tls: false,
             })
-        })
+        }
     }
 }
 

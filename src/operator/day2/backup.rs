@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use crate::master::api::LogStatus;
 use crate::master::export_document::{self, DocumentError};
 use crate::operator::local::members::MemberFlags;
-use crate::operator::local::{MasterClient, RegistryCallError};
+use crate::operator::master_client::{
+    ImportOutcome, MasterCallError, MasterClient, MemberTarget, Redirect,
+};
 
 /// A registry backup larger than this is refused before it is read: the registry
 /// holds agents, maintenance, quotas and weights, tens of megabytes at the very
@@ -41,11 +43,11 @@ pub enum BackupError {
     #[error("no leader among the masters: {answers}")]
     NoLeader { answers: String },
     #[error("exporting the registry: {0}")]
-    Export(RegistryCallError),
+    Export(MasterCallError),
     #[error("the leader's export is refused: {0}")]
     BadExport(DocumentError),
     #[error("importing the registry: {0}")]
-    Import(RegistryCallError),
+    Import(MasterCallError),
     #[error("the registry of the ensemble led by {leader} is not empty (409): a backup is only imported into a new ensemble, nothing was changed")]
     RegistryNotEmpty { leader: SocketAddr },
     #[error("writing {path}: {error}")]
@@ -163,17 +165,18 @@ pub fn write_backup(dir: &Path, backup: &VerifiedBackup) -> Result<PathBuf, Back
 /// The leader among `masters`: the member that says it is elected, else the
 /// leader a member names. Every member is asked in order; the error lists what
 /// each answered, so "no leader" says why.
-pub fn find_leader(
+pub async fn find_leader(
     client: &dyn MasterClient,
     masters: &[SocketAddr],
 ) -> Result<SocketAddr, BackupError> {
     if masters.is_empty() {
         return Err(BackupError::NoMasters);
     }
-    let statuses: Vec<(SocketAddr, Option<LogStatus>)> = masters
-        .iter()
-        .map(|member| (*member, client.log_status(*member)))
-        .collect();
+    let mut statuses: Vec<(SocketAddr, Option<LogStatus>)> = Vec::new();
+    for member in masters {
+        let status = client.log_status(MemberTarget::at(*member)).await.ok();
+        statuses.push((*member, status));
+    }
     if let Some((member, _)) = statuses
         .iter()
         .find(|(_, status)| status.as_ref().is_some_and(|status| status.elected))
@@ -198,14 +201,17 @@ pub fn find_leader(
 }
 
 /// Exports the registry from the leader, checks it, and writes it into `out_dir`.
-pub fn take_backup(
+/// The export follows one redirect: the leader may change between the status
+/// read and the call.
+pub async fn take_backup(
     client: &dyn MasterClient,
     masters: &[SocketAddr],
     out_dir: &Path,
 ) -> Result<PathBuf, BackupError> {
-    let leader = find_leader(client, masters)?;
+    let leader = find_leader(client, masters).await?;
     let document = client
-        .export_registry(leader)
+        .export_registry(MemberTarget::at(leader), Redirect::FollowOnce)
+        .await
         .map_err(BackupError::Export)?;
     // A bad export is never stored: a backup that cannot be restored is worse
     // than none, because it is trusted.
@@ -214,17 +220,24 @@ pub fn take_backup(
 }
 
 /// Checks `file` and imports it through the leader. Nothing is sent if the file
-/// does not verify.
-pub fn restore(
+/// does not verify. The import follows one redirect, as the export does.
+pub async fn restore(
     client: &dyn MasterClient,
     masters: &[SocketAddr],
     file: &Path,
 ) -> Result<VerifiedBackup, BackupError> {
     let verified = read_backup(file)?;
-    let leader = find_leader(client, masters)?;
-    match client.import_registry(leader, &verified.document) {
-        Ok(true) => Ok(verified),
-        Ok(false) => Err(BackupError::RegistryNotEmpty { leader }),
+    let leader = find_leader(client, masters).await?;
+    let imported = client
+        .import_registry(
+            MemberTarget::at(leader),
+            verified.document.clone(),
+            Redirect::FollowOnce,
+        )
+        .await;
+    match imported {
+        Ok(ImportOutcome::Imported) => Ok(verified),
+        Ok(ImportOutcome::AlreadyHeldData) => Err(BackupError::RegistryNotEmpty { leader }),
         Err(error) => Err(BackupError::Import(error)),
     }
 }
@@ -295,8 +308,10 @@ pub(crate) mod tests {
     use super::*;
     use crate::master::export_document::{registry_sha256, EXPORT_FORMAT};
     use crate::master::registry::{MaintenanceSchedule, MasterRecord, Registry};
-    use std::cell::RefCell;
+    use crate::operator::master_client::{Call, LocalExport};
+    use futures::future::BoxFuture;
     use std::collections::BTreeMap;
+    use std::sync::Mutex;
 
     pub(crate) fn registry() -> Registry {
         Registry {
@@ -457,36 +472,91 @@ pub(crate) mod tests {
     /// A scripted ensemble: statuses per member, an export, and what import answers.
     pub(crate) struct FakeMasters {
         pub statuses: BTreeMap<SocketAddr, LogStatus>,
-        pub export: Result<Vec<u8>, RegistryCallError>,
-        pub import: Result<bool, RegistryCallError>,
-        pub imported: RefCell<Vec<(SocketAddr, Vec<u8>)>>,
-        pub exported_from: RefCell<Vec<SocketAddr>>,
+        pub export: Result<Vec<u8>, MasterCallError>,
+        pub import: Result<ImportOutcome, MasterCallError>,
+        pub imported: Mutex<Vec<(SocketAddr, Vec<u8>)>>,
+        pub exported_from: Mutex<Vec<SocketAddr>>,
     }
 
     impl MasterClient for FakeMasters {
-        fn log_status(&self, member: SocketAddr) -> Option<LogStatus> {
-            self.statuses.get(&member).cloned()
-        }
-        fn export_registry(&self, member: SocketAddr) -> Result<Vec<u8>, RegistryCallError> {
-            self.exported_from.borrow_mut().push(member);
-            self.export.clone()
-        }
-        fn seal_and_export_registry(
+        fn log_status(
             &self,
-            member: SocketAddr,
-        ) -> Result<Vec<u8>, RegistryCallError> {
-            panic!("a backup must never seal the registry (asked of {member})")
+            target: MemberTarget,
+        ) -> BoxFuture<'_, Result<LogStatus, MasterCallError>> {
+            let status =
+                self.statuses
+                    .get(&target.address)
+                    .cloned()
+                    .ok_or(MasterCallError::Unreachable {
+                        member: target.name,
+                        call: Call::Status,
+                        reason: "connection refused".into(),
+                    });
+            Box::pin(async move { status })
         }
-        fn unseal_registry(&self, member: SocketAddr) -> Result<(), RegistryCallError> {
-            panic!("a backup never unseals the registry (asked of {member})")
+        fn export_registry(
+            &self,
+            target: MemberTarget,
+            redirect: Redirect,
+        ) -> BoxFuture<'_, Result<Vec<u8>, MasterCallError>> {
+            assert_eq!(
+                redirect,
+                Redirect::FollowOnce,
+                "a backup follows the leader"
+            );
+            self.exported_from
+                .lock()
+                .expect("lock")
+                .push(target.address);
+            let export = self.export.clone();
+            Box::pin(async move { export })
+        }
+        fn seal_registry(
+            &self,
+            target: MemberTarget,
+            _: Redirect,
+        ) -> BoxFuture<'_, Result<Vec<u8>, MasterCallError>> {
+            panic!(
+                "a backup must never seal the registry (asked of {})",
+                target.name
+            )
+        }
+        fn unseal_registry(
+            &self,
+            target: MemberTarget,
+            _: Redirect,
+        ) -> BoxFuture<'_, Result<(), MasterCallError>> {
+            panic!(
+                "a backup never unseals the registry (asked of {})",
+                target.name
+            )
+        }
+        fn export_local_registry(
+            &self,
+            target: MemberTarget,
+        ) -> BoxFuture<'_, Result<LocalExport, MasterCallError>> {
+            panic!(
+                "a backup never reads a member's local export (asked of {})",
+                target.name
+            )
         }
         fn import_registry(
             &self,
-            member: SocketAddr,
-            document: &[u8],
-        ) -> Result<bool, RegistryCallError> {
-            self.imported.borrow_mut().push((member, document.to_vec()));
-            self.import.clone()
+            target: MemberTarget,
+            document: Vec<u8>,
+            redirect: Redirect,
+        ) -> BoxFuture<'_, Result<ImportOutcome, MasterCallError>> {
+            assert_eq!(
+                redirect,
+                Redirect::FollowOnce,
+                "a restore follows the leader"
+            );
+            self.imported
+                .lock()
+                .expect("lock")
+                .push((target.address, document));
+            let import = self.import.clone();
+            Box::pin(async move { import })
         }
     }
 
@@ -517,19 +587,21 @@ pub(crate) mod tests {
         let fake = FakeMasters {
             statuses,
             export: Ok(export(77, 1024, &registry())),
-            import: Ok(true),
-            imported: RefCell::new(vec![]),
-            exported_from: RefCell::new(vec![]),
+            import: Ok(ImportOutcome::Imported),
+            imported: Mutex::new(vec![]),
+            exported_from: Mutex::new(vec![]),
         };
         (masters, fake)
     }
 
-    #[test]
-    fn take_backup_exports_from_the_leader() {
+    #[tokio::test]
+    async fn take_backup_exports_from_the_leader() {
         let (masters, fake) = ensemble(2);
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = take_backup(&fake, &masters, dir.path()).expect("backup");
-        assert_eq!(*fake.exported_from.borrow(), vec![masters[2]]);
+        let path = take_backup(&fake, &masters, dir.path())
+            .await
+            .expect("backup");
+        assert_eq!(*fake.exported_from.lock().expect("lock"), vec![masters[2]]);
         assert_eq!(path, dir.path().join("registry-77-1024.json"));
         assert_eq!(
             fs::read(&path).expect("file"),
@@ -537,49 +609,51 @@ pub(crate) mod tests {
         );
     }
 
-    #[test]
-    fn a_corrupt_export_is_not_written() {
+    #[tokio::test]
+    async fn a_corrupt_export_is_not_written() {
         let (masters, mut fake) = ensemble(0);
         let mut document = export(77, 1024, &registry());
         document.truncate(document.len() - 10);
         fake.export = Ok(document);
         let dir = tempfile::tempdir().expect("tempdir");
-        let error = take_backup(&fake, &masters, dir.path()).expect_err("truncated");
+        let error = take_backup(&fake, &masters, dir.path())
+            .await
+            .expect_err("truncated");
         assert!(matches!(error, BackupError::BadExport(_)), "{error}");
         assert_eq!(fs::read_dir(dir.path()).expect("dir").count(), 0);
     }
 
-    #[test]
-    fn no_leader_says_what_each_member_answered() {
+    #[tokio::test]
+    async fn no_leader_says_what_each_member_answered() {
         let (masters, mut fake) = ensemble(0);
         fake.statuses.remove(&masters[0]);
         for status in fake.statuses.values_mut() {
             status.leader = None;
             status.elected = false;
         }
-        let error = find_leader(&fake, &masters).expect_err("no leader");
+        let error = find_leader(&fake, &masters).await.expect_err("no leader");
         assert_eq!(
             error.to_string(),
             "no leader among the masters: 127.0.0.1:27300 did not answer /log/status; 127.0.0.2:27300 is VOTING and knows no leader; 127.0.0.3:27300 is VOTING and knows no leader"
         );
     }
 
-    #[test]
-    fn restore_sends_a_good_file_to_the_leader_and_nothing_for_a_bad_one() {
+    #[tokio::test]
+    async fn restore_sends_a_good_file_to_the_leader_and_nothing_for_a_bad_one() {
         let (masters, mut fake) = ensemble(1);
         let dir = tempfile::tempdir().expect("tempdir");
         let good = dir.path().join("registry-77-1024.json");
         fs::write(&good, export(77, 1024, &registry())).expect("write");
-        restore(&fake, &masters, &good).expect("restored");
-        assert_eq!(fake.imported.borrow()[0].0, masters[1]);
+        restore(&fake, &masters, &good).await.expect("restored");
+        assert_eq!(fake.imported.lock().expect("lock")[0].0, masters[1]);
 
         let bad = dir.path().join("registry-77-1023.json");
         fs::write(&bad, export(77, 1024, &registry())).expect("write");
-        assert!(restore(&fake, &masters, &bad).is_err());
-        assert_eq!(fake.imported.borrow().len(), 1, "nothing sent");
+        assert!(restore(&fake, &masters, &bad).await.is_err());
+        assert_eq!(fake.imported.lock().expect("lock").len(), 1, "nothing sent");
 
-        fake.import = Ok(false);
-        let error = restore(&fake, &masters, &good).expect_err("409");
+        fake.import = Ok(ImportOutcome::AlreadyHeldData);
+        let error = restore(&fake, &masters, &good).await.expect_err("409");
         assert!(
             matches!(error, BackupError::RegistryNotEmpty { .. }),
             "{error}"

@@ -4,7 +4,7 @@
 //!
 //! The master side (`GET /registry/export`, `POST /registry/import`) lives in
 //! `src/master`; this module only speaks to it over HTTP, through the same
-//! [`crate::operator::local::MasterClient`] the local runtime uses.
+//! [`crate::operator::master_client::MasterClient`] the local runtime uses.
 
 pub mod backup;
 pub mod jobs;

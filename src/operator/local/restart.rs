@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use crate::operator::day2::restart::{check_restart, RestartRefused};
 use crate::operator::local::members::{write_atomically, STOP_GRACE};
-use crate::operator::local::{LocalRuntime, MasterClient};
+use crate::operator::local::LocalRuntime;
+use crate::operator::master_client::MasterClient;
 use crate::operator::planner::{self, Observed, Ordinal, Step};
 
 /// The request file, in the state dir.

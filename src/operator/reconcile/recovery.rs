@@ -29,10 +29,10 @@ use crate::operator::day2::recovery::{
     self, assess, import_step, parse_request, validate, Assessment, ImportStep, MemberObservation,
     RecoveryPhase, RecoveryRecord, ANNOTATION_RECOVER_FROM,
 };
+use crate::operator::master_client::{ImportOutcome, Redirect};
 use crate::operator::observe::{member_target, Observation};
 use crate::operator::planner::{Ordinal, Step};
 use crate::operator::resources::{self, Names};
-use crate::operator::transfer::ImportOutcome;
 
 /// What the hook decided.
 pub(super) enum Held {
@@ -286,7 +286,7 @@ async fn step(
                 return Ok(held(reason, record));
             };
             let document = match ctx.masters.export_local_registry(target).await {
-                Ok(document) => document,
+                Ok(export) => export.document,
                 Err(error) => return Ok(held(format!("{}: {error}", record.summary()), record)),
             };
             // Fully verified before it is stored: the fencing that follows wipes
@@ -372,7 +372,11 @@ async fn step(
                     let (Some(target), Some(document)) = (target, document) else {
                         return Ok(held(format!("{}: the leader has no pod address or the export ConfigMap {} is missing", record.summary(), export_name(names)), record));
                     };
-                    match ctx.masters.import_registry(target, document).await {
+                    match ctx
+                        .masters
+                        .import_registry(target, document, Redirect::Report)
+                        .await
+                    {
                         Ok(ImportOutcome::Imported | ImportOutcome::AlreadyHeldData) => {
                             let done = record.imported(log_id);
                             let mut status = held_status(
