@@ -168,8 +168,8 @@ pub fn parse(document: &[u8]) -> Result<ExportDocument, DocumentError> {
     Ok(parsed)
 }
 
-/// `registry-<log_id>-<position>.json`: the name a backup of `document` is kept
-/// under.
+/// `registry-<log_id>-<position>.json`: the name a backup of log `log_id` as of
+/// `position` is kept under.
 pub fn file_name(log_id: u64, position: u64) -> String {
     format!("registry-{log_id}-{position}.json")
 }
@@ -178,20 +178,18 @@ pub fn file_name(log_id: u64, position: u64) -> String {
 /// and position, which the checksum does not cover. Other names are accepted (a
 /// user may rename a backup to something telling); the checksum still guards the
 /// registry.
-pub fn check_file_name(file_name: &str, document: &ExportDocument) -> Result<(), DocumentError> {
+pub fn check_file_name(file_name: &str, log_id: u64, position: u64) -> Result<(), DocumentError> {
     let named = file_name
         .strip_prefix("registry-")
         .and_then(|rest| rest.strip_suffix(".json"))
         .and_then(|rest| rest.split_once('-'))
         .and_then(|(log_id, position)| Some((log_id.parse().ok()?, position.parse().ok()?)));
     match named {
-        Some(named) if named != (document.log_id, document.position) => {
-            Err(DocumentError::NameMismatch {
-                file_name: file_name.to_owned(),
-                log_id: document.log_id,
-                position: document.position,
-            })
-        }
+        Some(named) if named != (log_id, position) => Err(DocumentError::NameMismatch {
+            file_name: file_name.to_owned(),
+            log_id,
+            position,
+        }),
         _ => Ok(()),
     }
 }
@@ -296,11 +294,10 @@ mod tests {
 
     #[test]
     fn a_file_named_like_a_backup_must_hold_its_log_and_position() {
-        let document = ExportDocument::new(&sample(), 77, 1024);
-        assert_eq!(check_file_name("registry-77-1024.json", &document), Ok(()));
-        assert_eq!(check_file_name("before-upgrade.json", &document), Ok(()));
+        assert_eq!(check_file_name("registry-77-1024.json", 77, 1024), Ok(()));
+        assert_eq!(check_file_name("before-upgrade.json", 77, 1024), Ok(()));
         assert_eq!(file_name(77, 1024), "registry-77-1024.json");
-        let error = check_file_name("registry-77-1025.json", &document).expect_err("renamed");
+        let error = check_file_name("registry-77-1025.json", 77, 1024).expect_err("renamed");
         assert_eq!(
             error.to_string(),
             "the registry export is named registry-77-1025.json but holds log 77 at position 1024: it was renamed or is corrupt"

@@ -92,14 +92,9 @@ pub fn verify(document: &[u8]) -> Result<VerifiedBackup, DocumentError> {
 
 /// [`verify`], plus the file name check ([`export_document::check_file_name`]).
 pub fn verify_file(file_name: &str, document: &[u8]) -> Result<VerifiedBackup, DocumentError> {
-    let parsed = export_document::parse(document)?;
-    export_document::check_file_name(file_name, &parsed)?;
-    Ok(VerifiedBackup {
-        log_id: parsed.log_id,
-        position: parsed.position,
-        sha256: parsed.sha256.to_ascii_lowercase(),
-        document: document.to_vec(),
-    })
+    let verified = verify(document)?;
+    export_document::check_file_name(file_name, verified.log_id, verified.position)?;
+    Ok(verified)
 }
 
 /// Reads and verifies a backup file, bounded by [`MAX_BACKUP_SIZE_BYTES`].
