@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 use kube::api::Api;
 use kube::ResourceExt;
 use mesos_operator::master::api::{LogStatus, ReplicaStatus};
+use mesos_operator::master::export_document::{registry_sha256, EXPORT_FORMAT};
 use mesos_operator::master::registry::Registry;
 use mesos_operator::operator::api::{
     MemberStatus, MesosMasterCluster, MesosMasterClusterSpec, MesosMasterClusterStatus, Phase,
     ANNOTATION_RESTART_MEMBER,
 };
-use mesos_operator::operator::backup::{canonical_registry_bytes, sha256_hex, EXPORT_FORMAT};
 use mesos_operator::operator::cli::plugin;
 use mesos_operator::operator::cli::screen::{render_status, StatusSource};
 
@@ -175,7 +175,7 @@ fn export(log_id: u64, position: u64) -> Vec<u8> {
         "format": EXPORT_FORMAT,
         "log_id": log_id,
         "position": position,
-        "sha256": sha256_hex(&canonical_registry_bytes(&registry)),
+        "sha256": registry_sha256(&registry),
         "registry": registry,
     }))
     .expect("json")
@@ -430,7 +430,7 @@ fn restore_refuses_bad_files_in_one_line_and_sends_nothing() {
             "127.0.0.1:27302",
         ],
     );
-    assert_one_line_failure(&output, "the backup is truncated");
+    assert_one_line_failure(&output, "the registry export is truncated");
 
     // One bit of a weight flipped: still JSON, no longer the registry checksummed.
     let text_form = String::from_utf8(document.clone()).expect("utf-8");

@@ -17,12 +17,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use local_common::http;
 use local_common::{find_leader, signal, Load, Operator, OPERATOR, TRANSITION_BOUND};
 use mesos_operator::operator::api::backup::{parse_backup_name, RestoreState};
 use mesos_operator::operator::api::condition_types::MEMBER_RESTART;
 use mesos_operator::operator::api::MesosMasterClusterStatus;
 use mesos_operator::operator::backup::read_backup;
-use mesos_operator::operator::local::http;
 use mesos_operator::operator::local::restart::request_file;
 
 const IO: Duration = Duration::from_secs(5);

@@ -339,7 +339,7 @@ async fn single_master_with_a_registry() -> (World, String, serde_json::Value) {
     let world = World::new(spec(1)).await;
     world.converge(1).await;
     let log = log_of_member_0(&world.claims().await);
-    let registry = serde_json::json!({"agents": ["agent-1", "agent-2"], "weights": {"ops": 2.0}});
+    let registry = reconcile_common::sample_registry();
     world
         .registry
         .lock()

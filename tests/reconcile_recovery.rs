@@ -39,7 +39,7 @@ async fn a_lost_majority_is_held_requests_are_checked_and_recovery_fences_and_im
     let claims = world.claims().await;
     let old_log = claims[&0].uid().expect("uid");
     let old_id = log_id_hex(log_id_of(&old_log));
-    let registry = serde_json::json!({"agents": ["agent-1", "agent-2"], "weights": {"ops": 2.0}});
+    let registry = reconcile_common::sample_registry();
     world
         .registry
         .lock()

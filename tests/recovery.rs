@@ -14,10 +14,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use local_common::http;
 use local_common::{find_leader, log_status, signal, tail, Operator, OPERATOR};
 use mesos_operator::operator::api::recovery::RecoveryPhase;
 use mesos_operator::operator::api::{condition_types, Phase};
-use mesos_operator::operator::local::http;
 use mesos_operator::operator::local::members::{MemberFlags, VOLUME_MARKER};
 use mesos_operator::operator::recovery::log_id_hex;
 

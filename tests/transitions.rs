@@ -222,7 +222,7 @@ fn one_to_three_with_preserve_keeps_the_registry() {
     for n in 0..10 {
         let role = format!("role{n}");
         let body = format!(r#"[{{"role":"{role}","weight":{}.0}}]"#, n + 1);
-        let response = mesos_operator::operator::local::http::request(
+        let response = local_common::http::request(
             leader,
             "PUT",
             "/weights",
@@ -234,14 +234,9 @@ fn one_to_three_with_preserve_keeps_the_registry() {
         written.push(role);
     }
     let log_id = |leader| {
-        let status = mesos_operator::operator::local::http::request(
-            leader,
-            "GET",
-            "/log/status",
-            b"",
-            Duration::from_secs(5),
-        )
-        .expect("GET /log/status");
+        let status =
+            local_common::http::request(leader, "GET", "/log/status", b"", Duration::from_secs(5))
+                .expect("GET /log/status");
         let status: serde_json::Value =
             serde_json::from_slice(&status.body).expect("/log/status is JSON");
         status["log_id"].as_u64()
@@ -261,7 +256,7 @@ fn one_to_three_with_preserve_keeps_the_registry() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let after = mesos_operator::operator::local::http::request(
+    let after = local_common::http::request(
         leader,
         "PUT",
         "/weights",
@@ -271,15 +266,10 @@ fn one_to_three_with_preserve_keeps_the_registry() {
     .expect("PUT /weights");
     assert_eq!(after.status, 200, "{}", after.text());
     written.push("after".to_owned());
-    let weights = mesos_operator::operator::local::http::request(
-        leader,
-        "GET",
-        "/weights",
-        b"",
-        Duration::from_secs(5),
-    )
-    .expect("GET /weights")
-    .text();
+    let weights =
+        local_common::http::request(leader, "GET", "/weights", b"", Duration::from_secs(5))
+            .expect("GET /weights")
+            .text();
     for role in written {
         assert!(weights.contains(&role), "{role} lost: {weights}");
     }

@@ -17,10 +17,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use mesos_operator::operator::api::{self, SingleMasterExit};
 use mesos_operator::operator::kubernetes::context::Context as OperatorContext;
 use mesos_operator::operator::kubernetes::metrics::Metrics;
-use mesos_operator::operator::kubernetes::observe::HttpMasterClient;
-use mesos_operator::operator::kubernetes::reconcile;
 use mesos_operator::operator::kubernetes::serve::{self, Readiness};
-use mesos_operator::operator::{local, planner};
+use mesos_operator::operator::local;
+use mesos_operator::operator::master_client::{HttpMasterClient, Timeouts};
+use mesos_operator::operator::kubernetes::reconcile;
+use mesos_operator::operator::planner;
 
 /// Runs Mesos master ensembles safely, one quorum-procedure step at a time.
 #[derive(Debug, Parser)]
@@ -267,7 +268,7 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(%health, metrics = %metrics_at, namespace = ?namespace, "mesos-operator starting");
     let ctx = Arc::new(OperatorContext::new(
         client,
-        Arc::new(HttpMasterClient::default()),
+        Arc::new(HttpMasterClient::new(Timeouts::KUBERNETES)),
         metrics,
         std::env::var("HOSTNAME").ok(),
     ));

@@ -9,6 +9,7 @@
 //! operator API over it, [`operator_api`].
 
 pub mod api;
+pub mod export_document;
 pub mod flags;
 pub mod foreign_log;
 pub mod http;

@@ -6,7 +6,7 @@
 //! transfer used to leave single-master mode without losing the registry:
 //!
 //! - `GET /registry/export`: the registry as of the last applied (learned)
-//!   position, as a [`transfer::ExportDocument`]; no side effect (backups).
+//!   position, as a [`export_document::ExportDocument`]; no side effect (backups).
 //! - `POST /registry/seal`: appends a seal through the log; once applied, every
 //!   data write (v1, v0, `/registrar/admit`) answers 503 with a JSON error naming
 //!   the seal's position; reads go on. Answers the export document as of the seal.
@@ -49,6 +49,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::export_document::{self, ExportDocument};
 use super::registrar::{now_ns, ReadPosition, Registrar, WriteError};
 use super::registry::{
     AgentRecord, MaintenanceSchedule, Operation, OperationError, QuotaConfig, Registry, Resource,
@@ -717,7 +718,7 @@ async fn registry_export(State(state): State<OperatorState>, uri: Uri) -> Respon
     };
     match state.registrar.read(Registry::clone) {
         Ok((registry, position)) => {
-            let document = transfer::export_document(
+            let document = ExportDocument::new(
                 &registry,
                 view.log_id.unwrap_or(0),
                 position.applied_position.unwrap_or(0),
@@ -742,7 +743,7 @@ fn registry_export_local(state: &OperatorState) -> Response {
     let view = state.view.get();
     match state.registrar.local_export() {
         Ok((registry, position)) => {
-            let document = transfer::export_document(&registry, view.log_id.unwrap_or(0), position);
+            let document = ExportDocument::new(&registry, view.log_id.unwrap_or(0), position);
             let mut response = Json(document).into_response();
             let headers = response.headers_mut();
             for (name, value) in [
@@ -781,7 +782,7 @@ async fn registry_seal(State(state): State<OperatorState>, uri: Uri) -> Response
     )
     .await;
     match sealed {
-        Ok(Ok((registry, position))) => Json(transfer::export_document(
+        Ok(Ok((registry, position))) => Json(ExportDocument::new(
             &registry,
             view.log_id.unwrap_or(0),
             position,
@@ -809,7 +810,7 @@ async fn registry_import(State(state): State<OperatorState>, uri: Uri, body: Byt
     if let Err(response) = leading(&state, &uri) {
         return *response;
     }
-    let document = match transfer::parse_document(&body) {
+    let document = match export_document::parse(&body) {
         Ok(document) => document,
         Err(err) => return bad_request(err),
     };
@@ -1279,7 +1280,7 @@ mod tests {
         let sealed = send(&app, "POST", "/registry/seal", None, "").await;
         assert_eq!(sealed.status, StatusCode::OK, "{}", sealed.body);
         let document = sealed.json();
-        assert_eq!(document["format"], transfer::EXPORT_FORMAT);
+        assert_eq!(document["format"], export_document::EXPORT_FORMAT);
         assert_eq!(document["log_id"], 1);
         let position = document["position"].as_u64().unwrap();
         assert_eq!(registry(&registrar).sealed, Some(position));
@@ -1346,8 +1347,10 @@ mod tests {
         let (target, registrar) = leader();
         let before = registry(&registrar);
         let truncated = document[..document.len() - 10].to_owned();
-        let wrong_format =
-            document.replace(transfer::EXPORT_FORMAT, "mesos-operator/registry-export/v9");
+        let wrong_format = document.replace(
+            export_document::EXPORT_FORMAT,
+            "mesos-operator/registry-export/v9",
+        );
         let edited = document.replace("\"weights\":{\"dev\":2.0}", "\"weights\":{\"dev\":3.0}");
         assert_ne!(edited, document);
         for (what, body) in [
@@ -1444,7 +1447,7 @@ mod tests {
         );
         let local = send(&survivor, "GET", "/registry/export?scope=local", None, "").await;
         assert_eq!(local.status, StatusCode::OK, "{}", local.body);
-        let document = transfer::parse_document(local.body.as_bytes()).expect("a valid document");
+        let document = export_document::parse(local.body.as_bytes()).expect("a valid document");
         assert_eq!(document.log_id, 0xabc);
         assert!(document.registry.agents.contains_key("a"));
         assert!(
@@ -1461,7 +1464,7 @@ mod tests {
         log.release();
         assert_eq!(unlearned.await.expect("joined").status, StatusCode::OK);
         let after = send(&survivor, "GET", "/registry/export?scope=local", None, "").await;
-        let document = transfer::parse_document(after.body.as_bytes()).expect("a valid document");
+        let document = export_document::parse(after.body.as_bytes()).expect("a valid document");
         assert!(
             document.registry.agents.contains_key("b"),
             "learned and applied now"

@@ -1,18 +1,8 @@
 //! Registry backups: taking one from a running ensemble's leader, checking one,
 //! and importing one into an ensemble whose registry is empty.
 //!
-//! A backup file is the leader's `GET /registry/export` document, byte for byte:
-//!
-//! ```text
-//! {"format":"mesos-operator/registry-export/v1","log_id":..,"position":..,
-//!  "sha256":"<hex>","registry":{..}}
-//! ```
-//!
-//! `position` is a learned position of log `log_id`, and `sha256` covers the
-//! canonical registry bytes: the registry as the master's own
-//! [`Registry`](crate::master::registry::Registry) type encodes it in compact JSON
-//! (fields in declaration order, maps ordered by key), so every member and every
-//! reader compute the same digest. The file is named
+//! A backup file is the leader's `GET /registry/export` document, byte for byte
+//! (see [`crate::master::export_document`] for the format and its checksum), named
 //! `registry-<log_id>-<position>.json`; a restore checks the name against the
 //! document too, since the checksum does not cover `log_id` and `position`.
 //!
@@ -24,16 +14,12 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-use sha2::{Digest, Sha256};
-
 use crate::master::api::LogStatus;
-use crate::master::registry::Registry;
+use crate::master::export_document::{self, DocumentError};
 use crate::operator::api::backup::parse_backup_name;
-use crate::operator::local::{MasterClient, RegistryCallError};
-
-/// The only export format this version reads.
-pub const EXPORT_FORMAT: &str = "mesos-operator/registry-export/v1";
+use crate::operator::master_client::{
+    ImportOutcome, MasterCallError, MasterClient, MemberTarget, Redirect,
+};
 
 /// A registry backup larger than this is refused before it is read: the registry
 /// holds agents, maintenance, quotas and weights, tens of megabytes at the very
@@ -50,34 +36,18 @@ pub enum BackupError {
     },
     #[error("{path}: {size_bytes} bytes is more than a registry backup may hold ({MAX_BACKUP_SIZE_BYTES})")]
     TooLarge { path: PathBuf, size_bytes: u64 },
-    #[error("the backup is empty")]
-    Empty,
-    #[error("the backup is truncated: its JSON ends after {size_bytes} bytes")]
-    Truncated { size_bytes: usize },
-    #[error("the backup is not a registry export (not JSON: {reason})")]
-    NotJson { reason: String },
-    #[error("the backup is not a registry export: {reason}")]
-    NotAnExport { reason: String },
-    #[error("the backup has format {found:?}; this version reads only {EXPORT_FORMAT:?}")]
-    WrongFormat { found: String },
-    #[error("the backup's registry does not match its checksum (sha256 {computed}, the document says {recorded}): it is corrupt")]
-    ChecksumMismatch { recorded: String, computed: String },
-    #[error("the backup is named {file_name} but holds log {log_id} at position {position}: it was renamed or is corrupt")]
-    NameMismatch {
-        file_name: String,
-        log_id: u64,
-        position: u64,
-    },
+    #[error(transparent)]
+    Document(#[from] DocumentError),
     #[error("no masters given")]
     NoMasters,
     #[error("no leader among the masters: {answers}")]
     NoLeader { answers: String },
     #[error("exporting the registry: {0}")]
-    Export(RegistryCallError),
+    Export(MasterCallError),
     #[error("the leader's export is refused: {0}")]
-    BadExport(Box<BackupError>),
+    BadExport(DocumentError),
     #[error("importing the registry: {0}")]
-    Import(RegistryCallError),
+    Import(MasterCallError),
     #[error("the registry of the ensemble led by {leader} is not empty (409): a backup is only imported into a new ensemble, nothing was changed")]
     RegistryNotEmpty { leader: SocketAddr },
     #[error("writing {path}: {error}")]
@@ -106,109 +76,24 @@ impl VerifiedBackup {
 }
 
 pub fn backup_file_name(log_id: u64, position: u64) -> String {
-    format!("registry-{log_id}-{position}.json")
+    export_document::file_name(log_id, position)
 }
 
-/// The header fields, read before the registry so a wrong format is reported as
-/// such rather than as whatever the registry of another format fails on.
-#[derive(Deserialize)]
-struct Header {
-    format: String,
-}
-
-#[derive(Deserialize)]
-struct Document {
-    log_id: u64,
-    position: u64,
-    sha256: String,
-    registry: Registry,
-}
-
-/// The canonical registry bytes the checksum covers.
-pub fn canonical_registry_bytes(registry: &Registry) -> Vec<u8> {
-    // Serializing these types cannot fail: string keys, no custom serializers that
-    // error; an empty vector would then fail the checksum rather than pass it.
-    serde_json::to_vec(registry).unwrap_or_default()
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
-}
-
-/// Checks a registry export document: JSON, complete, the v1 format, a registry
-/// the master can read, and a checksum that matches it.
-pub fn verify(document: &[u8]) -> Result<VerifiedBackup, BackupError> {
-    if document.iter().all(u8::is_ascii_whitespace) {
-        return Err(BackupError::Empty);
-    }
-    let value: serde_json::Value = serde_json::from_slice(document).map_err(|error| {
-        if error.is_eof() {
-            BackupError::Truncated {
-                size_bytes: document.len(),
-            }
-        } else {
-            BackupError::NotJson {
-                reason: error.to_string(),
-            }
-        }
-    })?;
-    let header: Header = Header::deserialize(&value).map_err(|error| BackupError::NotAnExport {
-        reason: error.to_string(),
-    })?;
-    if header.format != EXPORT_FORMAT {
-        return Err(BackupError::WrongFormat {
-            found: header.format,
-        });
-    }
-    let parsed = Document::deserialize(&value).map_err(|error| BackupError::NotAnExport {
-        reason: error.to_string(),
-    })?;
-    // A field this version does not know (or a renamed one that has a default)
-    // would be silently dropped by the typed read and still match the checksum:
-    // the registry must be exactly what the typed registry encodes.
-    let reencoded = serde_json::to_value(&parsed.registry).unwrap_or_default();
-    if value.get("registry") != Some(&reencoded) {
-        return Err(BackupError::NotAnExport {
-            reason: "its registry holds fields this version does not read".into(),
-        });
-    }
-    let computed = sha256_hex(&canonical_registry_bytes(&parsed.registry));
-    if !computed.eq_ignore_ascii_case(&parsed.sha256) {
-        return Err(BackupError::ChecksumMismatch {
-            recorded: parsed.sha256,
-            computed,
-        });
-    }
+/// Checks a registry export document ([`export_document::parse`]).
+pub fn verify(document: &[u8]) -> Result<VerifiedBackup, DocumentError> {
+    let parsed = export_document::parse(document)?;
     Ok(VerifiedBackup {
         log_id: parsed.log_id,
         position: parsed.position,
-        sha256: computed,
+        sha256: parsed.sha256.to_ascii_lowercase(),
         document: document.to_vec(),
     })
 }
 
-/// [`verify`], plus: a file named like a backup (`registry-<id>-<pos>.json`)
-/// must hold that log id and position. Other names are accepted (a user may
-/// rename a backup to something telling); the checksum still guards the registry.
-pub fn verify_file(file_name: &str, document: &[u8]) -> Result<VerifiedBackup, BackupError> {
+/// [`verify`], plus the file name check ([`export_document::check_file_name`]).
+pub fn verify_file(file_name: &str, document: &[u8]) -> Result<VerifiedBackup, DocumentError> {
     let verified = verify(document)?;
-    let named = file_name
-        .strip_prefix("registry-")
-        .and_then(|rest| rest.strip_suffix(".json"))
-        .and_then(|rest| rest.split_once('-'))
-        .and_then(|(log_id, position)| Some((log_id.parse().ok()?, position.parse().ok()?)));
-    if let Some((log_id, position)) = named {
-        if (log_id, position) != (verified.log_id, verified.position) {
-            return Err(BackupError::NameMismatch {
-                file_name: file_name.to_owned(),
-                log_id: verified.log_id,
-                position: verified.position,
-            });
-        }
-    }
+    export_document::check_file_name(file_name, verified.log_id, verified.position)?;
     Ok(verified)
 }
 
@@ -235,7 +120,7 @@ pub fn read_backup(path: &Path) -> Result<VerifiedBackup, BackupError> {
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
-    verify_file(&file_name, &document)
+    Ok(verify_file(&file_name, &document)?)
 }
 
 /// Writes the backup into `dir` as `registry-<log_id>-<position>.json`: a temporary
@@ -275,17 +160,18 @@ pub fn write_backup(dir: &Path, backup: &VerifiedBackup) -> Result<PathBuf, Back
 /// The leader among `masters`: the member that says it is elected, else the
 /// leader a member names. Every member is asked in order; the error lists what
 /// each answered, so "no leader" says why.
-pub fn find_leader(
+pub async fn find_leader(
     client: &dyn MasterClient,
     masters: &[SocketAddr],
 ) -> Result<SocketAddr, BackupError> {
     if masters.is_empty() {
         return Err(BackupError::NoMasters);
     }
-    let statuses: Vec<(SocketAddr, Option<LogStatus>)> = masters
-        .iter()
-        .map(|member| (*member, client.log_status(*member)))
-        .collect();
+    let mut statuses: Vec<(SocketAddr, Option<LogStatus>)> = Vec::new();
+    for member in masters {
+        let status = client.log_status(MemberTarget::at(*member)).await.ok();
+        statuses.push((*member, status));
+    }
     if let Some((member, _)) = statuses
         .iter()
         .find(|(_, status)| status.as_ref().is_some_and(|status| status.elected))
@@ -310,33 +196,43 @@ pub fn find_leader(
 }
 
 /// Exports the registry from the leader, checks it, and writes it into `out_dir`.
-pub fn take_backup(
+/// The export follows one redirect: the leader may change between the status
+/// read and the call.
+pub async fn take_backup(
     client: &dyn MasterClient,
     masters: &[SocketAddr],
     out_dir: &Path,
 ) -> Result<PathBuf, BackupError> {
-    let leader = find_leader(client, masters)?;
+    let leader = find_leader(client, masters).await?;
     let document = client
-        .export_registry(leader)
+        .export_registry(MemberTarget::at(leader), Redirect::FollowOnce)
+        .await
         .map_err(BackupError::Export)?;
     // A bad export is never stored: a backup that cannot be restored is worse
     // than none, because it is trusted.
-    let verified = verify(&document).map_err(|error| BackupError::BadExport(Box::new(error)))?;
+    let verified = verify(&document).map_err(BackupError::BadExport)?;
     write_backup(out_dir, &verified)
 }
 
 /// Checks `file` and imports it through the leader. Nothing is sent if the file
-/// does not verify.
-pub fn restore(
+/// does not verify. The import follows one redirect, as the export does.
+pub async fn restore(
     client: &dyn MasterClient,
     masters: &[SocketAddr],
     file: &Path,
 ) -> Result<VerifiedBackup, BackupError> {
     let verified = read_backup(file)?;
-    let leader = find_leader(client, masters)?;
-    match client.import_registry(leader, &verified.document) {
-        Ok(true) => Ok(verified),
-        Ok(false) => Err(BackupError::RegistryNotEmpty { leader }),
+    let leader = find_leader(client, masters).await?;
+    let imported = client
+        .import_registry(
+            MemberTarget::at(leader),
+            verified.document.clone(),
+            Redirect::FollowOnce,
+        )
+        .await;
+    match imported {
+        Ok(ImportOutcome::Imported) => Ok(verified),
+        Ok(ImportOutcome::AlreadyHeldData) => Err(BackupError::RegistryNotEmpty { leader }),
         Err(error) => Err(BackupError::Import(error)),
     }
 }
@@ -388,9 +284,12 @@ pub fn prune_backups(dir: &Path, log_id: u64, keep: u32) -> Result<Vec<PathBuf>,
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::master::registry::{MaintenanceSchedule, MasterRecord};
-    use std::cell::RefCell;
+    use crate::master::export_document::{registry_sha256, EXPORT_FORMAT};
+    use crate::master::registry::{MaintenanceSchedule, MasterRecord, Registry};
+    use crate::operator::master_client::{Call, LocalExport};
+    use futures::future::BoxFuture;
     use std::collections::BTreeMap;
+    use std::sync::Mutex;
 
     pub(crate) fn registry() -> Registry {
         Registry {
@@ -414,7 +313,7 @@ pub(crate) mod tests {
             "format": EXPORT_FORMAT,
             "log_id": log_id,
             "position": position,
-            "sha256": sha256_hex(&canonical_registry_bytes(registry)),
+            "sha256": registry_sha256(registry),
             "registry": registry,
         }))
         .expect("a JSON value")
@@ -436,7 +335,7 @@ pub(crate) mod tests {
         let pretty = format!(
             "{{\n  \"registry\": {},\n  \"sha256\": \"{}\",\n  \"position\": 5, \"log_id\": 9,\n  \"format\": \"{EXPORT_FORMAT}\"\n}}\n",
             serde_json::to_string_pretty(&registry).expect("json"),
-            sha256_hex(&canonical_registry_bytes(&registry)),
+            registry_sha256(&registry),
         );
         assert_eq!(verify(pretty.as_bytes()).expect("verifies").position, 5);
     }
@@ -447,7 +346,10 @@ pub(crate) mod tests {
         for length in 0..document.len() {
             let error = verify(&document[..length]).expect_err("truncated");
             assert!(
-                matches!(error, BackupError::Empty | BackupError::Truncated { .. }),
+                matches!(
+                    error,
+                    DocumentError::Empty | DocumentError::Truncated { .. }
+                ),
                 "length {length}: {error}"
             );
         }
@@ -485,12 +387,12 @@ pub(crate) mod tests {
     fn garbage_wrong_format_and_wrong_checksum_are_refused_with_their_reason() {
         assert!(matches!(
             verify(b"\x00\x01PK garbage"),
-            Err(BackupError::NotJson { .. })
+            Err(DocumentError::NotJson { .. })
         ));
-        assert!(matches!(verify(b"  \n"), Err(BackupError::Empty)));
+        assert!(matches!(verify(b"  \n"), Err(DocumentError::Empty)));
         assert!(matches!(
             verify(b"[1,2,3]"),
-            Err(BackupError::NotAnExport { .. })
+            Err(DocumentError::NotAnExport { .. })
         ));
         let mut value: serde_json::Value =
             serde_json::from_slice(&export(1, 2, &registry())).expect("json");
@@ -498,24 +400,24 @@ pub(crate) mod tests {
         let error = verify(&serde_json::to_vec(&value).expect("json")).expect_err("v2");
         assert_eq!(
             error.to_string(),
-            "the backup has format \"mesos-operator/registry-export/v2\"; this version reads only \"mesos-operator/registry-export/v1\""
+            "the registry export has format \"mesos-operator/registry-export/v2\"; this version reads only \"mesos-operator/registry-export/v1\""
         );
         value["format"] = EXPORT_FORMAT.into();
-        value["sha256"] = sha256_hex(b"something else").into();
+        value["sha256"] = registry_sha256(&Registry::default()).into();
         assert!(matches!(
             verify(&serde_json::to_vec(&value).expect("json")),
-            Err(BackupError::ChecksumMismatch { .. })
+            Err(DocumentError::ChecksumMismatch { .. })
         ));
-        value["sha256"] = sha256_hex(&canonical_registry_bytes(&registry())).into();
+        value["sha256"] = registry_sha256(&registry()).into();
         value["registry"]["weights"]["analytics"] = 3.0.into();
         assert!(matches!(
             verify(&serde_json::to_vec(&value).expect("json")),
-            Err(BackupError::ChecksumMismatch { .. })
+            Err(DocumentError::ChecksumMismatch { .. })
         ));
         value["registry"] = serde_json::json!({"agents": "not a list"});
         assert!(matches!(
             verify(&serde_json::to_vec(&value).expect("json")),
-            Err(BackupError::NotAnExport { .. })
+            Err(DocumentError::NotAnExport { .. })
         ));
     }
 
@@ -527,7 +429,7 @@ pub(crate) mod tests {
         let error = verify_file("registry-77-1025.json", &document).expect_err("renamed");
         assert_eq!(
             error.to_string(),
-            "the backup is named registry-77-1025.json but holds log 77 at position 1024: it was renamed or is corrupt"
+            "the registry export is named registry-77-1025.json but holds log 77 at position 1024: it was renamed or is corrupt"
         );
     }
 
@@ -548,36 +450,91 @@ pub(crate) mod tests {
     /// A scripted ensemble: statuses per member, an export, and what import answers.
     pub(crate) struct FakeMasters {
         pub statuses: BTreeMap<SocketAddr, LogStatus>,
-        pub export: Result<Vec<u8>, RegistryCallError>,
-        pub import: Result<bool, RegistryCallError>,
-        pub imported: RefCell<Vec<(SocketAddr, Vec<u8>)>>,
-        pub exported_from: RefCell<Vec<SocketAddr>>,
+        pub export: Result<Vec<u8>, MasterCallError>,
+        pub import: Result<ImportOutcome, MasterCallError>,
+        pub imported: Mutex<Vec<(SocketAddr, Vec<u8>)>>,
+        pub exported_from: Mutex<Vec<SocketAddr>>,
     }
 
     impl MasterClient for FakeMasters {
-        fn log_status(&self, member: SocketAddr) -> Option<LogStatus> {
-            self.statuses.get(&member).cloned()
-        }
-        fn export_registry(&self, member: SocketAddr) -> Result<Vec<u8>, RegistryCallError> {
-            self.exported_from.borrow_mut().push(member);
-            self.export.clone()
-        }
-        fn seal_and_export_registry(
+        fn log_status(
             &self,
-            member: SocketAddr,
-        ) -> Result<Vec<u8>, RegistryCallError> {
-            panic!("a backup must never seal the registry (asked of {member})")
+            target: MemberTarget,
+        ) -> BoxFuture<'_, Result<LogStatus, MasterCallError>> {
+            let status =
+                self.statuses
+                    .get(&target.address)
+                    .cloned()
+                    .ok_or(MasterCallError::Unreachable {
+                        member: target.name,
+                        call: Call::Status,
+                        reason: "connection refused".into(),
+                    });
+            Box::pin(async move { status })
         }
-        fn unseal_registry(&self, member: SocketAddr) -> Result<(), RegistryCallError> {
-            panic!("a backup never unseals the registry (asked of {member})")
+        fn export_registry(
+            &self,
+            target: MemberTarget,
+            redirect: Redirect,
+        ) -> BoxFuture<'_, Result<Vec<u8>, MasterCallError>> {
+            assert_eq!(
+                redirect,
+                Redirect::FollowOnce,
+                "a backup follows the leader"
+            );
+            self.exported_from
+                .lock()
+                .expect("lock")
+                .push(target.address);
+            let export = self.export.clone();
+            Box::pin(async move { export })
+        }
+        fn seal_registry(
+            &self,
+            target: MemberTarget,
+            _: Redirect,
+        ) -> BoxFuture<'_, Result<Vec<u8>, MasterCallError>> {
+            panic!(
+                "a backup must never seal the registry (asked of {})",
+                target.name
+            )
+        }
+        fn unseal_registry(
+            &self,
+            target: MemberTarget,
+            _: Redirect,
+        ) -> BoxFuture<'_, Result<(), MasterCallError>> {
+            panic!(
+                "a backup never unseals the registry (asked of {})",
+                target.name
+            )
+        }
+        fn export_local_registry(
+            &self,
+            target: MemberTarget,
+        ) -> BoxFuture<'_, Result<LocalExport, MasterCallError>> {
+            panic!(
+                "a backup never reads a member's local export (asked of {})",
+                target.name
+            )
         }
         fn import_registry(
             &self,
-            member: SocketAddr,
-            document: &[u8],
-        ) -> Result<bool, RegistryCallError> {
-            self.imported.borrow_mut().push((member, document.to_vec()));
-            self.import.clone()
+            target: MemberTarget,
+            document: Vec<u8>,
+            redirect: Redirect,
+        ) -> BoxFuture<'_, Result<ImportOutcome, MasterCallError>> {
+            assert_eq!(
+                redirect,
+                Redirect::FollowOnce,
+                "a restore follows the leader"
+            );
+            self.imported
+                .lock()
+                .expect("lock")
+                .push((target.address, document));
+            let import = self.import.clone();
+            Box::pin(async move { import })
         }
     }
 
@@ -608,19 +565,21 @@ pub(crate) mod tests {
         let fake = FakeMasters {
             statuses,
             export: Ok(export(77, 1024, &registry())),
-            import: Ok(true),
-            imported: RefCell::new(vec![]),
-            exported_from: RefCell::new(vec![]),
+            import: Ok(ImportOutcome::Imported),
+            imported: Mutex::new(vec![]),
+            exported_from: Mutex::new(vec![]),
         };
         (masters, fake)
     }
 
-    #[test]
-    fn take_backup_exports_from_the_leader() {
+    #[tokio::test]
+    async fn take_backup_exports_from_the_leader() {
         let (masters, fake) = ensemble(2);
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = take_backup(&fake, &masters, dir.path()).expect("backup");
-        assert_eq!(*fake.exported_from.borrow(), vec![masters[2]]);
+        let path = take_backup(&fake, &masters, dir.path())
+            .await
+            .expect("backup");
+        assert_eq!(*fake.exported_from.lock().expect("lock"), vec![masters[2]]);
         assert_eq!(path, dir.path().join("registry-77-1024.json"));
         assert_eq!(
             fs::read(&path).expect("file"),
@@ -628,49 +587,51 @@ pub(crate) mod tests {
         );
     }
 
-    #[test]
-    fn a_corrupt_export_is_not_written() {
+    #[tokio::test]
+    async fn a_corrupt_export_is_not_written() {
         let (masters, mut fake) = ensemble(0);
         let mut document = export(77, 1024, &registry());
         document.truncate(document.len() - 10);
         fake.export = Ok(document);
         let dir = tempfile::tempdir().expect("tempdir");
-        let error = take_backup(&fake, &masters, dir.path()).expect_err("truncated");
+        let error = take_backup(&fake, &masters, dir.path())
+            .await
+            .expect_err("truncated");
         assert!(matches!(error, BackupError::BadExport(_)), "{error}");
         assert_eq!(fs::read_dir(dir.path()).expect("dir").count(), 0);
     }
 
-    #[test]
-    fn no_leader_says_what_each_member_answered() {
+    #[tokio::test]
+    async fn no_leader_says_what_each_member_answered() {
         let (masters, mut fake) = ensemble(0);
         fake.statuses.remove(&masters[0]);
         for status in fake.statuses.values_mut() {
             status.leader = None;
             status.elected = false;
         }
-        let error = find_leader(&fake, &masters).expect_err("no leader");
+        let error = find_leader(&fake, &masters).await.expect_err("no leader");
         assert_eq!(
             error.to_string(),
             "no leader among the masters: 127.0.0.1:27300 did not answer /log/status; 127.0.0.2:27300 is VOTING and knows no leader; 127.0.0.3:27300 is VOTING and knows no leader"
         );
     }
 
-    #[test]
-    fn restore_sends_a_good_file_to_the_leader_and_nothing_for_a_bad_one() {
+    #[tokio::test]
+    async fn restore_sends_a_good_file_to_the_leader_and_nothing_for_a_bad_one() {
         let (masters, mut fake) = ensemble(1);
         let dir = tempfile::tempdir().expect("tempdir");
         let good = dir.path().join("registry-77-1024.json");
         fs::write(&good, export(77, 1024, &registry())).expect("write");
-        restore(&fake, &masters, &good).expect("restored");
-        assert_eq!(fake.imported.borrow()[0].0, masters[1]);
+        restore(&fake, &masters, &good).await.expect("restored");
+        assert_eq!(fake.imported.lock().expect("lock")[0].0, masters[1]);
 
         let bad = dir.path().join("registry-77-1023.json");
         fs::write(&bad, export(77, 1024, &registry())).expect("write");
-        assert!(restore(&fake, &masters, &bad).is_err());
-        assert_eq!(fake.imported.borrow().len(), 1, "nothing sent");
+        assert!(restore(&fake, &masters, &bad).await.is_err());
+        assert_eq!(fake.imported.lock().expect("lock").len(), 1, "nothing sent");
 
-        fake.import = Ok(false);
-        let error = restore(&fake, &masters, &good).expect_err("409");
+        fake.import = Ok(ImportOutcome::AlreadyHeldData);
+        let error = restore(&fake, &masters, &good).await.expect_err("409");
         assert!(
             matches!(error, BackupError::RegistryNotEmpty { .. }),
             "{error}"

@@ -6,8 +6,8 @@
 //! 2. Pure decisions, no client and no clock: [`planner`] (the next step of a
 //!    quorum procedure), [`restart`] (may a member be restarted now),
 //!    [`recovery`] (quorum loss: what survives, which request to take).
-//! 3. Procedures over a master's HTTP API and files: [`backup`] (registry
-//!    backups and restores), [`transfer`] (the registry calls).
+//! 3. The one client of a master's HTTP API, [`master_client`], and the
+//!    procedures over it and files: [`backup`] (registry backups and restores).
 //! 4. Front ends that observe, ask layer 2, apply one step and record:
 //!    [`kubernetes`] (the reconcile loop), [`local`] (`mesos-operator local`),
 //!    [`cli`] (the `kubectl mmc` plugin).
@@ -17,7 +17,7 @@ pub mod backup;
 pub mod cli;
 pub mod kubernetes;
 pub mod local;
+pub mod master_client;
 pub mod planner;
 pub mod recovery;
 pub mod restart;
-pub mod transfer;

@@ -17,7 +17,9 @@ use mesos_operator::master::api::LogStatus;
 use mesos_operator::master::raw_log::{Appended, RawEntry};
 use mesos_operator::operator::api::{MesosMasterClusterStatus, Phase};
 use mesos_operator::operator::local::members::member_address;
-use mesos_operator::operator::local::{http, parse_location};
+
+pub mod http;
+use http::parse_location;
 
 pub const OPERATOR: &str = env!("CARGO_BIN_EXE_mesos-operator");
 pub const MASTER: &str = env!("CARGO_BIN_EXE_mesos-master");

@@ -27,20 +27,19 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use mesos_operator::master::api::{LogStatus, ReplicaStatus};
-use mesos_operator::operator::api::{
-    MesosMasterCluster, MesosMasterClusterSpec, Ordinal, LABEL_MEMBER, LABEL_NAME,
-};
+use mesos_operator::master::export_document::ExportDocument;
+use mesos_operator::master::registry::Registry;
+use mesos_operator::operator::api::Ordinal;
+use mesos_operator::operator::api::{MesosMasterCluster, MesosMasterClusterSpec};
+use mesos_operator::operator::api::{LABEL_MEMBER, LABEL_NAME};
 use mesos_operator::operator::kubernetes::context::Context;
 use mesos_operator::operator::kubernetes::metrics::Metrics;
-use mesos_operator::operator::kubernetes::observe::{
-    MasterStatusSource, MemberTarget, StatusError,
-};
 use mesos_operator::operator::kubernetes::reconcile;
 use mesos_operator::operator::kubernetes::resources::MASTER_APP_NAME;
-use mesos_operator::operator::planner::MemberConfig;
-use mesos_operator::operator::transfer::{
-    ImportOutcome, MasterClient, RegistryCallError, EXPORT_FORMAT,
+use mesos_operator::operator::master_client::{
+    Call, ImportOutcome, LocalExport, MasterCallError, MasterClient, MemberTarget, Redirect,
 };
+use mesos_operator::operator::planner::MemberConfig;
 
 pub const NAMESPACE: &str = "db";
 pub const NAME: &str = "prod";
@@ -562,41 +561,44 @@ impl FakeMasters {
     async fn leader_call(
         &self,
         target: &MemberTarget,
-        call: &'static str,
-    ) -> Result<RegistryCall, RegistryCallError> {
+        call: Call,
+        redirect: Redirect,
+    ) -> Result<RegistryCall, MasterCallError> {
+        // The Kubernetes loop acts on the member the planner named, never on the
+        // one a redirect names.
+        assert_eq!(redirect, Redirect::Report, "{call} on {}", target.name);
         let status = self.log_status(target.clone()).await.map_err(|error| {
-            RegistryCallError::Unreachable {
-                pod: target.pod.clone(),
+            MasterCallError::Unreachable {
+                member: target.name.clone(),
                 call,
                 reason: error.to_string(),
             }
         })?;
         if !status.elected {
-            return Err(RegistryCallError::NotLeader {
-                pod: target.pod.clone(),
+            return Err(MasterCallError::NotLeader {
+                member: target.name.clone(),
                 call,
                 status: if status.leader.is_some() { 307 } else { 503 },
                 location: status.leader.map(|leader| leader.to_string()),
             });
         }
-        let claims: Api<PersistentVolumeClaim> =
-            Api::namespaced(self.client.clone(), &target.namespace);
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), NAMESPACE);
         let log = claims
             .get(&format!("work-{NAME}-0-0"))
             .await
-            .map_err(|error| RegistryCallError::Unreachable {
-                pod: target.pod.clone(),
+            .map_err(|error| MasterCallError::Unreachable {
+                member: target.name.clone(),
                 call,
                 reason: error.to_string(),
             })?
             .uid()
             .unwrap_or_default();
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &target.namespace);
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), NAMESPACE);
         let voting_members = pods
             .list(&ListParams::default())
             .await
-            .map_err(|error| RegistryCallError::Unreachable {
-                pod: target.pod.clone(),
+            .map_err(|error| MasterCallError::Unreachable {
+                member: target.name.clone(),
                 call,
                 reason: error.to_string(),
             })?
@@ -605,42 +607,69 @@ impl FakeMasters {
             .filter(|pod| annotation(&pod.metadata, REPLICA).as_deref() == Some("VOTING"))
             .count();
         Ok(RegistryCall {
-            call,
-            pod: target.pod.clone(),
+            call: call_name(call),
+            pod: target.name.clone(),
             log,
             voting_members,
         })
     }
 }
 
-/// The export document of `registry`, padded by `padding_bytes`.
+/// What [`RegistryCall::call`] says of a call.
+fn call_name(call: Call) -> &'static str {
+    match call {
+        Call::Status => "status",
+        Call::Seal => "seal",
+        Call::Unseal => "unseal",
+        Call::Import => "import",
+        Call::Export => "export",
+        Call::LocalExport => "local export",
+    }
+}
+
+/// A registry as the fake masters hold it: two agents marked unreachable and a weight.
+pub fn sample_registry() -> serde_json::Value {
+    let registry = Registry {
+        unreachable: BTreeMap::from([("agent-1".into(), 1), ("agent-2".into(), 2)]),
+        weights: BTreeMap::from([("ops".into(), 2.0)]),
+        ..Registry::default()
+    };
+    serde_json::to_value(registry).expect("a registry encodes")
+}
+
+/// A fake log's registry (`null`: the log holds none) as the master's type.
+fn typed_registry(registry: &serde_json::Value) -> Registry {
+    if registry.is_null() {
+        return Registry::default();
+    }
+    serde_json::from_value(registry.clone()).expect("the fake holds real registries")
+}
+
+/// The export document of `registry` (a real one, checksum and all), padded by a
+/// weight whose role name is `padding_bytes` long.
 pub fn export_document(registry: &serde_json::Value, padding_bytes: usize) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "format": EXPORT_FORMAT,
-        "log_id": 7,
-        "position": 100,
-        "sha256": format!("{:x}", registry.to_string().len()),
-        "registry": registry,
-        "padding": "x".repeat(padding_bytes),
-    }))
-    .expect("json")
+    let mut registry = typed_registry(registry);
+    if padding_bytes > 0 {
+        registry.weights.insert("x".repeat(padding_bytes), 1.0);
+    }
+    ExportDocument::new(&registry, 7, 100).to_bytes()
 }
 
 impl MasterClient for FakeMasters {
     fn export_local_registry(
         &self,
         target: MemberTarget,
-    ) -> BoxFuture<'_, Result<Vec<u8>, RegistryCallError>> {
+    ) -> BoxFuture<'_, Result<LocalExport, MasterCallError>> {
         Box::pin(async move {
             let status = self.log_status(target.clone()).await.map_err(|error| {
-                RegistryCallError::Unreachable {
-                    pod: target.pod.clone(),
-                    call: "local export",
+                MasterCallError::Unreachable {
+                    member: target.name.clone(),
+                    call: Call::LocalExport,
                     reason: error.to_string(),
                 }
             })?;
             let claims: Api<PersistentVolumeClaim> =
-                Api::namespaced(self.client.clone(), &target.namespace);
+                Api::namespaced(self.client.clone(), NAMESPACE);
             let log = claims
                 .get_opt(&format!("work-{NAME}-0-0"))
                 .await
@@ -655,28 +684,31 @@ impl MasterClient for FakeMasters {
                 .cloned()
                 .unwrap_or(serde_json::Value::Null);
             registry.calls.push(RegistryCall {
-                call: "local export",
-                pod: target.pod.clone(),
+                call: call_name(Call::LocalExport),
+                pod: target.name.clone(),
                 log,
                 voting_members: 0,
             });
-            Ok(serde_json::to_vec(&serde_json::json!({
-                "format": EXPORT_FORMAT,
-                "log_id": status.log_id.unwrap_or(0),
-                "position": status.learned.saturating_sub(1),
-                "sha256": "00",
-                "registry": data,
-            }))
-            .expect("json"))
+            let document = ExportDocument::new(
+                &typed_registry(&data),
+                status.log_id.unwrap_or(0),
+                status.learned.saturating_sub(1),
+            );
+            Ok(LocalExport {
+                document: document.to_bytes(),
+                learned_end: Some(status.learned),
+                end: Some(status.end),
+            })
         })
     }
 
     fn seal_registry(
         &self,
         target: MemberTarget,
-    ) -> BoxFuture<'_, Result<Vec<u8>, RegistryCallError>> {
+        redirect: Redirect,
+    ) -> BoxFuture<'_, Result<Vec<u8>, MasterCallError>> {
         Box::pin(async move {
-            let call = self.leader_call(&target, "seal").await?;
+            let call = self.leader_call(&target, Call::Seal, redirect).await?;
             let mut registry = self.registry.lock().expect("registry");
             registry.sealed.insert(call.log.clone());
             let data = registry
@@ -687,9 +719,9 @@ impl MasterClient for FakeMasters {
             let document = export_document(&data, registry.export_padding_bytes);
             registry.calls.push(call);
             if std::mem::take(&mut registry.lose_next_seal_answer) {
-                return Err(RegistryCallError::Unreachable {
-                    pod: target.pod.clone(),
-                    call: "seal",
+                return Err(MasterCallError::Unreachable {
+                    member: target.name.clone(),
+                    call: Call::Seal,
                     reason: "connection reset".into(),
                 });
             }
@@ -700,9 +732,10 @@ impl MasterClient for FakeMasters {
     fn unseal_registry(
         &self,
         target: MemberTarget,
-    ) -> BoxFuture<'_, Result<(), RegistryCallError>> {
+        redirect: Redirect,
+    ) -> BoxFuture<'_, Result<(), MasterCallError>> {
         Box::pin(async move {
-            let call = self.leader_call(&target, "unseal").await?;
+            let call = self.leader_call(&target, Call::Unseal, redirect).await?;
             let mut registry = self.registry.lock().expect("registry");
             registry.sealed.remove(&call.log);
             registry.calls.push(call);
@@ -714,13 +747,14 @@ impl MasterClient for FakeMasters {
         &self,
         target: MemberTarget,
         document: Vec<u8>,
-    ) -> BoxFuture<'_, Result<ImportOutcome, RegistryCallError>> {
+        redirect: Redirect,
+    ) -> BoxFuture<'_, Result<ImportOutcome, MasterCallError>> {
         Box::pin(async move {
-            let call = self.leader_call(&target, "import").await?;
+            let call = self.leader_call(&target, Call::Import, redirect).await?;
             let parsed: serde_json::Value =
-                serde_json::from_slice(&document).map_err(|error| RegistryCallError::Refused {
-                    pod: target.pod.clone(),
-                    call: "import",
+                serde_json::from_slice(&document).map_err(|error| MasterCallError::Refused {
+                    member: target.name.clone(),
+                    call: Call::Import,
                     status: 400,
                     body: error.to_string(),
                 })?;
@@ -734,6 +768,24 @@ impl MasterClient for FakeMasters {
             registry.data.insert(log, parsed["registry"].clone());
             Ok(ImportOutcome::Imported)
         })
+    }
+
+    fn export_registry(
+        &self,
+        target: MemberTarget,
+        _: Redirect,
+    ) -> BoxFuture<'_, Result<Vec<u8>, MasterCallError>> {
+        panic!(
+            "the Kubernetes loop never exports a leader's registry (backups run in a Job); asked of {}",
+            target.name
+        )
+    }
+
+    fn log_status(
+        &self,
+        target: MemberTarget,
+    ) -> BoxFuture<'_, Result<LogStatus, MasterCallError>> {
+        Box::pin(self.status_from_pods(target))
     }
 }
 
@@ -770,12 +822,15 @@ fn recording_client(inner: kube::Client, requests: Arc<Mutex<Vec<Recorded>>>) ->
     kube::Client::new(service, NAMESPACE)
 }
 
-impl MasterStatusSource for FakeMasters {
-    fn log_status(&self, target: MemberTarget) -> BoxFuture<'_, Result<LogStatus, StatusError>> {
-        Box::pin(async move {
-            let pods: Api<Pod> = Api::namespaced(self.client.clone(), &target.namespace);
-            let unreachable = |reason: &str| StatusError::Unreachable {
-                pod: target.pod.clone(),
+impl FakeMasters {
+    /// `/log/status` as a master started with the pod's current environment would
+    /// answer it.
+    async fn status_from_pods(&self, target: MemberTarget) -> Result<LogStatus, MasterCallError> {
+        {
+            let pods: Api<Pod> = Api::namespaced(self.client.clone(), NAMESPACE);
+            let unreachable = |reason: &str| MasterCallError::Unreachable {
+                member: target.name.clone(),
+                call: Call::Status,
                 reason: reason.to_string(),
             };
             let all = pods
@@ -822,7 +877,7 @@ impl MasterStatusSource for FakeMasters {
                 });
             let me = all
                 .iter()
-                .find(|pod| pod.name_any() == target.pod)
+                .find(|pod| pod.name_any() == target.name)
                 .ok_or_else(|| unreachable("no such pod"))?;
             let (member, status, quorum, masters) =
                 view(me).ok_or_else(|| unreachable("not started"))?;
@@ -831,7 +886,7 @@ impl MasterStatusSource for FakeMasters {
             } else {
                 0
             };
-            let log_id = self.log_id(&target.namespace).await;
+            let log_id = self.log_id(NAMESPACE).await;
             Ok(LogStatus {
                 member,
                 status,
@@ -845,7 +900,7 @@ impl MasterStatusSource for FakeMasters {
                 elected: leader == Some(member),
                 peer_tls: false,
             })
-        })
+        }
     }
 }
 

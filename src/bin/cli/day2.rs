@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use mesos_operator::operator::api::backup::MAX_KEEP;
 use mesos_operator::operator::backup;
 use mesos_operator::operator::cli::plugin;
-use mesos_operator::operator::local::HttpMasterClient;
+use mesos_operator::operator::master_client::{HttpMasterClient, Timeouts};
 
 /// Where the masters are: a running ensemble's addresses or a local runtime.
 #[derive(Debug, Clone, Args)]
@@ -77,7 +77,7 @@ pub fn run_backup(args: &BackupArgs, out: &mut dyn Write) -> anyhow::Result<()> 
         (None, Some(state_dir)) => state_dir.join("backups"),
         (None, None) => anyhow::bail!("--out is required with --masters"),
     };
-    let path = backup::take_backup(&HttpMasterClient::default(), &members, &dir)?;
+    let path = block_on(backup::take_backup(&masters_client(), &members, &dir))??;
     writeln!(out, "{}", path.display())?;
     if let Some(keep) = args.keep {
         let verified = backup::read_backup(&path)?;
@@ -93,7 +93,7 @@ pub fn run_restore(args: &RestoreArgs, out: &mut dyn Write) -> anyhow::Result<()
     // with one line however the ensemble is reached.
     let verified = backup::read_backup(&args.from)?;
     let members = args.ensemble.members()?;
-    backup::restore(&HttpMasterClient::default(), &members, &args.from)?;
+    block_on(backup::restore(&masters_client(), &members, &args.from))??;
     writeln!(
         out,
         "restored the registry of log {} at position {} (sha256 {}) from {}",
@@ -103,6 +103,21 @@ pub fn run_restore(args: &RestoreArgs, out: &mut dyn Write) -> anyhow::Result<()
         args.from.display()
     )?;
     Ok(())
+}
+
+/// The backup commands are handed any member and talk to masters the way the local
+/// runtime does: loopback or nearby members, a user waiting at a terminal.
+fn masters_client() -> HttpMasterClient {
+    HttpMasterClient::new(Timeouts::LOCAL)
+}
+
+/// Runs one async call of the blocking commands to its end.
+fn block_on<F: std::future::Future>(call: F) -> anyhow::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    Ok(runtime.block_on(call))
 }
 
 /// Whether this process was started as the kubectl plugin.

@@ -8,9 +8,8 @@ use kube::runtime::events::{Event, Recorder, Reporter};
 use kube::Resource;
 
 use crate::operator::api::MesosMasterCluster;
-
 use crate::operator::kubernetes::metrics::Metrics;
-use crate::operator::transfer::MasterClient;
+use crate::operator::master_client::MasterClient;
 
 /// The controller's name on Events and in `managedFields`.
 pub const CONTROLLER_NAME: &str = "mesos-operator";

@@ -2,19 +2,13 @@
 //! and what each master answers on `GET /log/status`, turned into the planner's
 //! [`Observed`].
 //!
-//! Masters are read through [`MasterStatusSource`]: [`HttpMasterClient`] in
-//! production, a fake in the tests (which answers as a master started with the
-//! pod's current environment would).
+//! Masters are read through a [`MasterClient`]: the HTTP client in production, a
+//! fake in the tests (which answers as a master started with the pod's current
+//! environment would).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
-use futures::future::BoxFuture;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client as HttpClient;
-use hyper_util::rt::TokioExecutor;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use kube::api::{Api, ListParams};
@@ -22,95 +16,10 @@ use kube::api::{Api, ListParams};
 use crate::master::api::{self, LogStatus};
 use crate::operator::api::{Ordinal, PlannerMemory, ANNOTATION_VOLUME_LOST, LABEL_MEMBER};
 use crate::operator::kubernetes::resources::{config_from_annotations, Names};
+use crate::operator::master_client::{MasterClient, MemberTarget};
 use crate::operator::planner::{
     MemberConfig, Observed, ObservedMember, PodView, ReplicaStatus, ReplicaView, VolumeState,
 };
-
-/// A master status read takes at most this long: a hung master must not stall the
-/// reconcile of its whole cluster (it simply reports no status this round).
-pub const STATUS_TIMEOUT_MS: u64 = 2_000;
-
-/// Whom to ask: a member's pod and the address its master listens on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MemberTarget {
-    pub namespace: String,
-    pub pod: String,
-    pub address: SocketAddr,
-}
-
-/// Why a master's status could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum StatusError {
-    #[error("{pod}: no answer within {STATUS_TIMEOUT_MS} ms")]
-    Timeout { pod: String },
-    #[error("{pod}: {reason}")]
-    Unreachable { pod: String, reason: String },
-}
-
-/// Where master statuses come from.
-pub trait MasterStatusSource: Send + Sync {
-    fn log_status(&self, target: MemberTarget) -> BoxFuture<'_, Result<LogStatus, StatusError>>;
-}
-
-/// Reads `http://<pod ip>:<port>/log/status` (and, in `transfer.rs`, makes the
-/// registry transfer calls).
-pub struct HttpMasterClient {
-    client: HttpClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
-}
-
-impl HttpMasterClient {
-    pub(crate) fn http(
-        &self,
-    ) -> &HttpClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
-        &self.client
-    }
-}
-
-impl Default for HttpMasterClient {
-    fn default() -> Self {
-        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_millis(STATUS_TIMEOUT_MS)));
-        Self {
-            client: HttpClient::builder(TokioExecutor::new()).build(connector),
-        }
-    }
-}
-
-impl MasterStatusSource for HttpMasterClient {
-    fn log_status(&self, target: MemberTarget) -> BoxFuture<'_, Result<LogStatus, StatusError>> {
-        Box::pin(async move {
-            let pod = target.pod.clone();
-            let unreachable = |reason: String| StatusError::Unreachable {
-                pod: pod.clone(),
-                reason,
-            };
-            let uri: hyper::Uri = format!("http://{}/log/status", target.address)
-                .parse()
-                .map_err(|error| unreachable(format!("bad address: {error}")))?;
-            let read = async {
-                let response = self
-                    .client
-                    .get(uri)
-                    .await
-                    .map_err(|error| unreachable(error.to_string()))?;
-                if !response.status().is_success() {
-                    return Err(unreachable(format!("answered {}", response.status())));
-                }
-                let body = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|error| unreachable(error.to_string()))?
-                    .to_bytes();
-                serde_json::from_slice::<LogStatus>(&body)
-                    .map_err(|error| unreachable(format!("unreadable /log/status: {error}")))
-            };
-            tokio::time::timeout(Duration::from_millis(STATUS_TIMEOUT_MS), read)
-                .await
-                .map_err(|_| StatusError::Timeout { pod: pod.clone() })?
-        })
-    }
-}
 
 /// Everything one reconcile saw, with the planner's view of it.
 #[derive(Clone, Debug, Default)]
@@ -192,8 +101,7 @@ pub fn member_target(
     }
     let ip: IpAddr = pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;
     Some(MemberTarget {
-        namespace: names.namespace.clone(),
-        pod: names.pod(ordinal),
+        name: names.pod(ordinal),
         address: SocketAddr::new(ip, port),
     })
 }
@@ -204,7 +112,7 @@ pub async fn observe(
     names: &Names,
     port: u16,
     memory: PlannerMemory,
-    masters: &dyn MasterStatusSource,
+    masters: &dyn MasterClient,
 ) -> Result<Observation, kube::Error> {
     let selector = ListParams::default().labels(&names.selector());
     let pods: Api<Pod> = Api::namespaced(client.clone(), &names.namespace);
@@ -333,66 +241,5 @@ fn volume_state(claim: &PersistentVolumeClaim) -> VolumeState {
         VolumeState::Lost
     } else {
         VolumeState::Present
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::routing::get;
-
-    fn status() -> LogStatus {
-        LogStatus {
-            member: "10.96.0.10:5050".parse().expect("address"),
-            status: api::ReplicaStatus::Voting,
-            log_id: Some(7),
-            begin: 0,
-            end: 42,
-            learned: 42,
-            quorum: 2,
-            masters: vec!["10.96.0.10:5050".parse().expect("address")],
-            leader: None,
-            elected: false,
-            peer_tls: false,
-        }
-    }
-
-    fn target(address: SocketAddr) -> MemberTarget {
-        MemberTarget {
-            namespace: "db".into(),
-            pod: "prod-0-0".into(),
-            address,
-        }
-    }
-
-    #[tokio::test]
-    async fn http_source_reads_a_masters_log_status() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let address = listener.local_addr().expect("address");
-        let router =
-            axum::Router::new().route("/log/status", get(|| async { axum::Json(status()) }));
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        let read = HttpMasterClient::default()
-            .log_status(target(address))
-            .await
-            .expect("status read");
-        assert_eq!(read, status());
-    }
-
-    #[tokio::test]
-    async fn http_source_names_the_pod_it_could_not_reach() {
-        // Bound and dropped: nothing listens there any more.
-        let address = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind")
-            .local_addr()
-            .expect("address");
-        let error = HttpMasterClient::default()
-            .log_status(target(address))
-            .await
-            .expect_err("nothing listens");
-        assert!(error.to_string().starts_with("prod-0-0"), "{error}");
     }
 }

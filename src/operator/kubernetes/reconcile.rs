@@ -29,23 +29,23 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::master::export_document;
 use crate::operator::api::{
-    condition_types, MemberStatus, MesosMasterCluster, MesosMasterClusterStatus, Ordinal, Phase,
-    PlannerMemory, RegistryTransfer, StepState, TransitionStatus, TransitionStep, VolumeReclaim,
-    ANNOTATION_IMPORT_SKIPPED, LABEL_LEADER,
+    condition_types, MemberStatus, MesosMasterCluster, MesosMasterClusterStatus, Phase, StepState,
+    TransitionStatus, TransitionStep, VolumeReclaim,
 };
+use crate::operator::api::{Ordinal, PlannerMemory, RegistryTransfer};
+use crate::operator::api::{ANNOTATION_IMPORT_SKIPPED, LABEL_LEADER};
 use crate::operator::kubernetes::context::{publish, Context};
 use crate::operator::kubernetes::error::Error;
 use crate::operator::kubernetes::observe::{member_target, observe, pod_config, Observation};
 use crate::operator::kubernetes::resources::{
     self, config_from_annotations, member_address, Names, ResourceError, FIELD_MANAGER,
-    REGISTRY_EXPORT_KEY, TOKEN_BYTES,
+    REGISTRY_EXPORT_KEY, REGISTRY_EXPORT_MAX_BYTES, TOKEN_BYTES,
 };
+use crate::operator::master_client::{ImportOutcome, MasterCallError, Redirect};
 use crate::operator::planner::{
     self, member_name, MemberConfig, RegistryFate, ReplicaStatus, Step,
-};
-use crate::operator::transfer::{
-    check_export_document, ImportOutcome, RegistryCallError, REGISTRY_EXPORT_MAX_BYTES,
 };
 
 /// The finalizer that lets the operator clean up (volumes per
@@ -691,10 +691,13 @@ fn refuse_unbacked_wipe(
 }
 
 /// A failed master call: a member that does not lead, or does not answer, is a wait
-/// (the planner re-plans from the next observation); a refusal is a blocked step.
-fn call_failed(error: RegistryCallError) -> Applied {
+/// (the planner re-plans from the next observation); a refusal, or a master
+/// without the endpoint, is a blocked step.
+fn call_failed(error: MasterCallError) -> Applied {
     match error {
-        RegistryCallError::Refused { .. } => Applied::Blocked(error.to_string()),
+        MasterCallError::Refused { .. } | MasterCallError::EndpointMissing { .. } => {
+            Applied::Blocked(error.to_string())
+        }
         _ => Applied::Waiting(error.to_string()),
     }
 }
@@ -717,7 +720,11 @@ async fn export_registry(
             names.pod(from)
         )));
     };
-    let document = match ctx.masters.seal_registry(target.clone()).await {
+    let document = match ctx
+        .masters
+        .seal_registry(target.clone(), Redirect::Report)
+        .await
+    {
         Ok(document) => document,
         Err(error) => return Ok(call_failed(error)),
     };
@@ -729,14 +736,18 @@ async fn export_registry(
             names.statefulset(from),
         ))
     } else {
-        check_export_document(&document)
+        // Fully verified before it is stored: the wipe that follows destroys the
+        // only other copy, so a document the import would refuse (truncated,
+        // altered, of another format) must stop the transfer here, while the
+        // single master still holds its registry, not after the wipe.
+        export_document::parse(&document)
             .err()
-            .map(|error| format!("{}: {error}; nothing was wiped", target.pod))
+            .map(|error| format!("{}: {error}; nothing was wiped", target.name))
     };
     if let Some(why) = unusable {
         // The export cannot be kept, so the wipe will not happen: the single master
         // takes writes again rather than sitting sealed behind a blocked step.
-        if let Err(error) = ctx.masters.unseal_registry(target).await {
+        if let Err(error) = ctx.masters.unseal_registry(target, Redirect::Report).await {
             tracing::warn!(%error, "could not unseal after an unusable export");
             return Ok(Applied::Blocked(format!(
                 "{why}; unsealing failed: {error}"
@@ -776,8 +787,12 @@ async fn import_registry(
             names.pod(into)
         )));
     };
-    let pod = target.pod.clone();
-    match ctx.masters.import_registry(target, document.to_vec()).await {
+    let pod = target.name.clone();
+    match ctx
+        .masters
+        .import_registry(target, document.to_vec(), Redirect::Report)
+        .await
+    {
         Ok(ImportOutcome::Imported) => Ok(Applied::Done),
         Ok(ImportOutcome::AlreadyHeldData) => {
             // The master left its registry as it was; the export stays for the user,
@@ -842,7 +857,7 @@ async fn finish_registry_transfer(
         // No leader to unseal through yet: kept, tried again next reconcile.
         return Ok(Some(config_map));
     };
-    if let Err(error) = ctx.masters.unseal_registry(target).await {
+    if let Err(error) = ctx.masters.unseal_registry(target, Redirect::Report).await {
         tracing::warn!(%error, "could not unseal the registry; the export is kept");
         return Ok(Some(config_map));
     }

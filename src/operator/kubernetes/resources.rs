@@ -786,6 +786,11 @@ pub fn token_secret(
 /// The key of the export document in the registry export ConfigMap's `binaryData`.
 pub const REGISTRY_EXPORT_KEY: &str = "registry-export.json";
 
+/// The largest export the operator stores. Kubernetes refuses a ConfigMap whose
+/// data exceeds 1 MiB (1,048,576 bytes); 48,576 bytes stay free for the key and
+/// whatever the API server counts besides the value.
+pub const REGISTRY_EXPORT_MAX_BYTES: usize = 1_000_000;
+
 /// The ConfigMap holding a `Preserve` exit's registry export (`binaryData`: the
 /// document is opaque bytes to the operator). Owned by the cluster, so deleting the
 /// cluster deletes it; `import_skipped` carries the reason an import left it unused.

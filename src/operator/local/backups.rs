@@ -18,7 +18,8 @@ use crate::operator::api::backup::{
     parse_schedule, BackupStatus, LastBackup, RestoreState, RestoreStatus, Schedule,
 };
 use crate::operator::backup::{self, BackupError};
-use crate::operator::local::{LocalRuntime, MasterClient};
+use crate::operator::local::LocalRuntime;
+use crate::operator::master_client::{ImportOutcome, MasterClient, MemberTarget, Redirect};
 use crate::operator::planner::{Observed, Step};
 
 /// After a failed backup, the next try comes this soon at the latest (or on the
@@ -73,7 +74,8 @@ impl<C: MasterClient> LocalRuntime<C> {
         }
         let members = self.running_members(observed);
         let dir = self.backups_dir();
-        let outcome = backup::take_backup(&self.client, &members, &dir).and_then(|path| {
+        let taken = self.block_on(backup::take_backup(&self.client, &members, &dir));
+        let outcome = taken.and_then(|path| {
             let verified = backup::read_backup(&path)?;
             let pruned = backup::prune_backups(&dir, verified.log_id, spec.keep)?;
             Ok((verified, pruned))
@@ -158,8 +160,13 @@ impl<C: MasterClient> LocalRuntime<C> {
             }
         };
         let address = self.layout().address(leader);
-        let status = match self.client.import_registry(address, &verified.document) {
-            Ok(true) => RestoreStatus {
+        let imported = self.block_on(self.client.import_registry(
+            MemberTarget::at(address),
+            verified.document.clone(),
+            Redirect::FollowOnce,
+        ));
+        let status = match imported {
+            Ok(ImportOutcome::Imported) => RestoreStatus {
                 backup: restore_from.backup.clone(),
                 state: RestoreState::Restored,
                 message: Some(format!(
@@ -170,7 +177,9 @@ impl<C: MasterClient> LocalRuntime<C> {
                     path.display()
                 )),
             },
-            Ok(false) => refused(&BackupError::RegistryNotEmpty { leader: address }),
+            Ok(ImportOutcome::AlreadyHeldData) => {
+                refused(&BackupError::RegistryNotEmpty { leader: address })
+            }
             // The leader may have just changed: tried again next tick.
             Err(error) => pending(&format!("importing through {address}: {error}")),
         };

@@ -22,7 +22,6 @@
 
 mod backups;
 pub mod certs;
-pub mod http;
 pub mod members;
 pub mod recovery;
 mod render;
@@ -31,7 +30,6 @@ pub mod restart;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{IsTerminal, Write};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -44,6 +42,9 @@ use crate::master::api::{self, LogStatus};
 use crate::operator::api::{
     condition_types, MemberStatus, MesosMasterCluster, MesosMasterClusterSpec,
     MesosMasterClusterStatus, Ordinal, Phase, PlannerMemory, TransitionStatus, MAX_REPLICAS,
+};
+use crate::operator::master_client::{
+    HttpMasterClient, ImportOutcome, MasterClient, MemberTarget, Redirect, Timeouts,
 };
 use crate::operator::planner::{
     self, Decision, MemberConfig, Observed, ObservedMember, PodView, ReplicaStatus, ReplicaView,
@@ -100,232 +101,6 @@ pub fn default_master_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("mesos-master"))
 }
 
-/// Why a registry call did not succeed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RegistryCallError {
-    #[error("{member} answered 404 to {method} {path}: this mesos-master has no registry seal/import endpoint (it needs a master with the registry transfer endpoints)")]
-    EndpointMissing {
-        member: SocketAddr,
-        method: &'static str,
-        path: &'static str,
-    },
-    #[error("{member} answered {status} to {method} {path}: {body}")]
-    Status {
-        member: SocketAddr,
-        method: &'static str,
-        path: &'static str,
-        status: u16,
-        body: String,
-    },
-    #[error("{method} {path} on {member}: {error}")]
-    Io {
-        member: SocketAddr,
-        method: &'static str,
-        path: &'static str,
-        error: String,
-    },
-}
-
-/// What the runtime asks of a master over HTTP; a trait so tests can stand in.
-pub trait MasterClient {
-    /// `GET /log/status`, `None` when the member does not answer.
-    fn log_status(&self, member: SocketAddr) -> Option<LogStatus>;
-    /// `POST /registry/seal` on the leader: seals the registry through the log (every
-    /// later write is refused, so the export stays complete until the wipe) and
-    /// returns the export document as of the seal, opaque to the runtime.
-    fn seal_and_export_registry(&self, member: SocketAddr) -> Result<Vec<u8>, RegistryCallError>;
-    /// `GET /registry/export` on the leader: the registry as of its learned
-    /// position, with no side effect (backups).
-    fn export_registry(&self, member: SocketAddr) -> Result<Vec<u8>, RegistryCallError>;
-    /// `POST /registry/unseal` on the leader: writes are accepted again (a transfer
-    /// that was given up).
-    fn unseal_registry(&self, member: SocketAddr) -> Result<(), RegistryCallError>;
-    /// `POST /registry/import`: `Ok(true)` once learned, `Ok(false)` if the registry
-    /// already held data (409) and was left as it is.
-    fn import_registry(
-        &self,
-        member: SocketAddr,
-        document: &[u8],
-    ) -> Result<bool, RegistryCallError>;
-    /// `GET /registry/export?scope=local` on `member` itself (no redirect, no
-    /// quorum): what it applied of its learned prefix, for a recovery after quorum
-    /// loss. Clients that cannot reach a single member answer `EndpointMissing`.
-    fn export_local_registry(
-        &self,
-        member: SocketAddr,
-    ) -> Result<recovery::LocalExport, RegistryCallError> {
-        Err(RegistryCallError::EndpointMissing {
-            member,
-            method: "GET",
-            path: "/registry/export?scope=local",
-        })
-    }
-}
-
-/// The real client.
-#[derive(Debug, Clone)]
-pub struct HttpMasterClient {
-    pub status_timeout: Duration,
-    pub registry_timeout: Duration,
-}
-
-impl Default for HttpMasterClient {
-    fn default() -> Self {
-        Self {
-            status_timeout: Duration::from_millis(500),
-            registry_timeout: Duration::from_secs(15),
-        }
-    }
-}
-
-impl HttpMasterClient {
-    /// A bodiless call whose only success is 200, answering the body.
-    fn expect_ok(
-        &self,
-        member: SocketAddr,
-        method: &'static str,
-        path: &'static str,
-    ) -> Result<Vec<u8>, RegistryCallError> {
-        let response = self.call(member, method, path, b"")?;
-        match response.status {
-            200 => Ok(response.body),
-            status => Err(RegistryCallError::Status {
-                member,
-                method,
-                path,
-                status,
-                body: response.text(),
-            }),
-        }
-    }
-
-    fn call(
-        &self,
-        member: SocketAddr,
-        method: &'static str,
-        path: &'static str,
-        body: &[u8],
-    ) -> Result<http::HttpResponse, RegistryCallError> {
-        let mut target = member;
-        // Follow one redirect to the leader.
-        for _ in 0..2 {
-            let response = http::request(target, method, path, body, self.registry_timeout)
-                .map_err(|error| RegistryCallError::Io {
-                    member: target,
-                    method,
-                    path,
-                    error: error.to_string(),
-                })?;
-            if response.status == 307 {
-                if let Some(leader) = response.header("location").and_then(parse_location) {
-                    target = leader;
-                    continue;
-                }
-            }
-            return match response.status {
-                404 => Err(RegistryCallError::EndpointMissing {
-                    member: target,
-                    method,
-                    path,
-                }),
-                _ => Ok(response),
-            };
-        }
-        Err(RegistryCallError::Status {
-            member: target,
-            method,
-            path,
-            status: 307,
-            body: "redirected more than once".into(),
-        })
-    }
-}
-
-/// `http://127.0.0.2:5050/...` → 127.0.0.2:5050.
-pub fn parse_location(location: &str) -> Option<SocketAddr> {
-    let rest = location.strip_prefix("http://")?;
-    rest.split('/').next()?.parse().ok()
-}
-
-impl MasterClient for HttpMasterClient {
-    fn log_status(&self, member: SocketAddr) -> Option<LogStatus> {
-        let response =
-            http::request(member, "GET", "/log/status", b"", self.status_timeout).ok()?;
-        (response.status == 200)
-            .then(|| serde_json::from_slice(&response.body).ok())
-            .flatten()
-    }
-
-    fn seal_and_export_registry(&self, member: SocketAddr) -> Result<Vec<u8>, RegistryCallError> {
-        self.expect_ok(member, "POST", "/registry/seal")
-    }
-
-    fn export_registry(&self, member: SocketAddr) -> Result<Vec<u8>, RegistryCallError> {
-        self.expect_ok(member, "GET", "/registry/export")
-    }
-
-    fn unseal_registry(&self, member: SocketAddr) -> Result<(), RegistryCallError> {
-        self.expect_ok(member, "POST", "/registry/unseal").map(drop)
-    }
-
-    fn export_local_registry(
-        &self,
-        member: SocketAddr,
-    ) -> Result<recovery::LocalExport, RegistryCallError> {
-        const PATH: &str = "/registry/export?scope=local";
-        // Straight to the member: a survivor of a quorum loss knows no leader.
-        let response =
-            http::request(member, "GET", PATH, b"", self.registry_timeout).map_err(|error| {
-                RegistryCallError::Io {
-                    member,
-                    method: "GET",
-                    path: PATH,
-                    error: error.to_string(),
-                }
-            })?;
-        let number = |name: &str| response.header(name).and_then(|v| v.trim().parse().ok());
-        match response.status {
-            200 => Ok(recovery::LocalExport {
-                learned_end: number(crate::master::operator_api::LEARNED_POSITION_HEADER),
-                end: number(crate::master::operator_api::LOG_END_POSITION_HEADER),
-                document: response.body,
-            }),
-            404 => Err(RegistryCallError::EndpointMissing {
-                member,
-                method: "GET",
-                path: PATH,
-            }),
-            status => Err(RegistryCallError::Status {
-                member,
-                method: "GET",
-                path: PATH,
-                status,
-                body: response.text(),
-            }),
-        }
-    }
-
-    fn import_registry(
-        &self,
-        member: SocketAddr,
-        document: &[u8],
-    ) -> Result<bool, RegistryCallError> {
-        const PATH: &str = "/registry/import";
-        let response = self.call(member, "POST", PATH, document)?;
-        match response.status {
-            200 => Ok(true),
-            409 => Ok(false),
-            status => Err(RegistryCallError::Status {
-                member,
-                method: "POST",
-                path: PATH,
-                status,
-                body: response.text(),
-            }),
-        }
-    }
-}
-
 /// The transition in progress, as the runtime tracks it.
 #[derive(Debug, Clone)]
 struct Transition {
@@ -371,13 +146,16 @@ pub struct LocalRuntime<C: MasterClient = HttpMasterClient> {
     next_backup_at: Option<Instant>,
     restore_status: Option<crate::operator::api::backup::RestoreStatus>,
     recovery: recovery::RecoveryState,
+    /// Runs the master client's calls: the runtime's loop is blocking, so each
+    /// call is driven here to its end (see [`LocalRuntime::block_on`]).
+    calls: tokio::runtime::Runtime,
     /// Held (locked) for the runtime's life.
     _lock: fs::File,
 }
 
 impl LocalRuntime<HttpMasterClient> {
     pub fn new(options: LocalOptions) -> anyhow::Result<Self> {
-        Self::with_client(options, HttpMasterClient::default())
+        Self::with_client(options, HttpMasterClient::new(Timeouts::LOCAL))
     }
 }
 
@@ -417,6 +195,13 @@ fn random_token() -> anyhow::Result<String> {
 }
 
 impl<C: MasterClient> LocalRuntime<C> {
+    /// Drives one master call to its end. The local runtime's loop is blocking
+    /// and owns no other async work, so a current-thread runtime it owns is all it
+    /// needs; the client is the same async one the Kubernetes loop uses.
+    fn block_on<F: std::future::Future>(&self, call: F) -> F::Output {
+        self.calls.block_on(call)
+    }
+
     pub fn with_client(mut options: LocalOptions, client: C) -> anyhow::Result<Self> {
         fs::create_dir_all(options.state_dir.join("members"))
             .with_context(|| format!("creating {}", options.state_dir.display()))?;
@@ -488,6 +273,10 @@ impl<C: MasterClient> LocalRuntime<C> {
             next_backup_at: None,
             restore_status: previous.as_ref().and_then(|status| status.restore.clone()),
             recovery: recovery::RecoveryState::default(),
+            calls: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime of the master calls")?,
             _lock: lock,
         };
         let finished = previous.as_ref().and_then(|s| s.phase) == Some(Phase::Running);
@@ -663,7 +452,11 @@ impl<C: MasterClient> LocalRuntime<C> {
             };
             let alive = self.supervisor.alive(ordinal);
             let status = if alive {
-                self.client.log_status(self.layout().address(ordinal))
+                self.block_on(
+                    self.client
+                        .log_status(MemberTarget::at(self.layout().address(ordinal))),
+                )
+                .ok()
             } else {
                 None
             };
@@ -897,8 +690,8 @@ impl<C: MasterClient> LocalRuntime<C> {
         let Some(leader) = observed.leader else {
             return Ok(());
         };
-        self.client
-            .unseal_registry(self.layout().address(leader))
+        let leader = MemberTarget::at(self.layout().address(leader));
+        self.block_on(self.client.unseal_registry(leader, Redirect::FollowOnce))
             .context("unsealing the registry after the transfer")?;
         for file in [self.export_file(), self.seal_marker()] {
             match fs::remove_file(&file) {
@@ -952,9 +745,9 @@ impl<C: MasterClient> LocalRuntime<C> {
                 // Recorded before the seal: if we crash before the export is on
                 // disk, whoever finishes the transition knows a seal may stand.
                 write_atomically(&self.seal_marker(), b"")?;
-                let document = self
-                    .client
-                    .seal_and_export_registry(self.layout().address(*from))?;
+                let from = MemberTarget::at(self.layout().address(*from));
+                let document =
+                    self.block_on(self.client.seal_registry(from, Redirect::FollowOnce))?;
                 // Durable before the memory says Exported.
                 write_atomically(&self.export_file(), &document)?;
                 self.memory = self.memory.after_success(step);
@@ -966,10 +759,13 @@ impl<C: MasterClient> LocalRuntime<C> {
                         self.export_file().display()
                     )
                 })?;
-                let imported = self
-                    .client
-                    .import_registry(self.layout().address(*into), &document)?;
-                if !imported {
+                let into = MemberTarget::at(self.layout().address(*into));
+                let imported = self.block_on(self.client.import_registry(
+                    into,
+                    document,
+                    Redirect::FollowOnce,
+                ))?;
+                if imported == ImportOutcome::AlreadyHeldData {
                     self.note("the registry already held data (409): left as it is".into());
                 }
                 self.memory = self.memory.after_success(step);

@@ -17,10 +17,12 @@ use std::time::Instant;
 use anyhow::Context;
 
 use super::members::{write_atomically, STOP_GRACE};
-use super::{now_ms, LocalRuntime, MasterClient};
-use crate::master::transfer;
+use super::{now_ms, LocalRuntime};
+use crate::master::export_document;
 use crate::operator::api::recovery::{RecoveryPhase, RecoveryRecord};
-use crate::operator::api::{condition_types, MesosMasterClusterStatus, Ordinal, Phase};
+use crate::operator::api::Ordinal;
+use crate::operator::api::{condition_types, MesosMasterClusterStatus, Phase};
+use crate::operator::master_client::{ImportOutcome, MasterClient, MemberTarget, Redirect};
 use crate::operator::planner::{self, Observed};
 use crate::operator::recovery::{
     self, assess, import_step, lost_since, parse_request, validate, Assessment, ImportStep,
@@ -46,16 +48,6 @@ pub struct RecoveryState {
     /// The last record (active or done).
     record: Option<RecoveryRecord>,
     started: Option<Instant>,
-}
-
-/// A local export as the master answered it.
-#[derive(Debug, Clone)]
-pub struct LocalExport {
-    pub document: Vec<u8>,
-    /// `x-registry-learned-position`: one past the last position it knows learned.
-    pub learned_end: Option<u64>,
-    /// `x-registry-log-end-position`.
-    pub end: Option<u64>,
 }
 
 impl<C: MasterClient> LocalRuntime<C> {
@@ -251,11 +243,10 @@ impl<C: MasterClient> LocalRuntime<C> {
                 let ordinal = self
                     .ordinal_of(&record.from_member)
                     .with_context(|| format!("{} is not a member", record.from_member))?;
-                let export = self
-                    .client
-                    .export_local_registry(self.layout().address(ordinal))?;
+                let survivor = MemberTarget::at(self.layout().address(ordinal));
+                let export = self.block_on(self.client.export_local_registry(survivor))?;
                 let document =
-                    transfer::parse_document(&export.document).context("the survivor's export")?;
+                    export_document::parse(&export.document).context("the survivor's export")?;
                 if recovery::log_id_hex(document.log_id) != record.old_log_id {
                     anyhow::bail!(
                         "{} now exports log {}, not {}: recovery stopped, nothing was wiped",
@@ -308,10 +299,13 @@ impl<C: MasterClient> LocalRuntime<C> {
                             .with_context(|| format!("{leader} is not a member"))?;
                         let document = fs::read(self.recovery_path(EXPORT_FILE))
                             .context("reading the recovery export")?;
-                        let imported = self
-                            .client
-                            .import_registry(self.layout().address(ordinal), &document)?;
-                        if !imported {
+                        let leader = MemberTarget::at(self.layout().address(ordinal));
+                        let imported = self.block_on(self.client.import_registry(
+                            leader,
+                            document,
+                            Redirect::FollowOnce,
+                        ))?;
+                        if imported == ImportOutcome::AlreadyHeldData {
                             // 409: an import from an earlier attempt (the runtime
                             // died before recording it) already filled the new log.
                             self.note("the new log's registry already held data (409): the import had run".into());

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use crate::operator::api::condition_types::MEMBER_RESTART;
 use crate::operator::api::Ordinal;
 use crate::operator::local::members::{write_atomically, STOP_GRACE};
-use crate::operator::local::{LocalRuntime, MasterClient};
+use crate::operator::local::LocalRuntime;
+use crate::operator::master_client::MasterClient;
 use crate::operator::planner::{self, Observed, Step};
 use crate::operator::restart::{check_restart, RestartRefused};
 

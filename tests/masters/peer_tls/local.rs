@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use mesos_operator::master::api::LogStatus;
 use mesos_operator::master::raw_log::{Appended, RawEntry};
 use mesos_operator::operator::api::{MesosMasterClusterStatus, Phase};
-use mesos_operator::operator::local::http;
 use mesos_operator::operator::local::members::member_address;
 
 const OPERATOR: &str = env!("CARGO_BIN_EXE_mesos-operator");
@@ -19,7 +18,6 @@ const MASTER: &str = env!("CARGO_BIN_EXE_mesos-master");
 const PORT: u16 = 28210;
 const SETTLE_BOUND: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(100);
-const IO: Duration = Duration::from_secs(2);
 
 struct LocalOperator {
     root: tempfile::TempDir,
@@ -59,9 +57,9 @@ impl LocalOperator {
 }
 
 fn log_status(member: SocketAddr) -> Option<LogStatus> {
-    let response = http::request(member, "GET", "/log/status", b"", IO).ok()?;
+    let response = crate::support::http::request(member, "GET", "/log/status").ok()?;
     (response.status == 200)
-        .then(|| serde_json::from_slice(&response.body).ok())
+        .then(|| serde_json::from_str(&response.body).ok())
         .flatten()
 }
 
@@ -131,16 +129,15 @@ fn local_runtime_with_tls_brings_the_ensemble_up_over_tls() {
     let deadline = Instant::now() + SETTLE_BOUND;
     let appended: Appended = loop {
         let answered = (0..3).find_map(|ordinal| {
-            let response = http::request(
+            let response = crate::support::http::request_with_body(
                 member_address(PORT, ordinal),
                 "POST",
                 "/log/append",
                 b"over-tls",
-                IO,
             )
             .ok()?;
             (response.status == 200)
-                .then(|| serde_json::from_slice(&response.body).ok())
+                .then(|| serde_json::from_str(&response.body).ok())
                 .flatten()
         });
         if let Some(appended) = answered {
@@ -155,11 +152,12 @@ fn local_runtime_with_tls_brings_the_ensemble_up_over_tls() {
     for ordinal in 0..3 {
         let member = member_address(PORT, ordinal);
         let holds = || {
-            let Ok(response) = http::request(member, "GET", "/log/read?from=0&to=1000", b"", IO)
+            let Ok(response) =
+                crate::support::http::request(member, "GET", "/log/read?from=0&to=1000")
             else {
                 return false;
             };
-            let entries: Vec<RawEntry> = serde_json::from_slice(&response.body).unwrap_or_default();
+            let entries: Vec<RawEntry> = serde_json::from_str(&response.body).unwrap_or_default();
             entries
                 .iter()
                 .any(|e| e.kind == "raw" && e.position == appended.position && e.data == hex)

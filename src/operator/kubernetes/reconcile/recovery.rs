@@ -22,18 +22,18 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::ResourceExt;
 
 use super::{apply_object, next_status, remove_member, Error};
+use crate::master::export_document;
 use crate::operator::api::recovery::{RecoveryPhase, RecoveryRecord, ANNOTATION_RECOVER_FROM};
-use crate::operator::api::{
-    condition_types, MesosMasterCluster, MesosMasterClusterStatus, Ordinal, Phase,
-};
+use crate::operator::api::Ordinal;
+use crate::operator::api::{condition_types, MesosMasterCluster, MesosMasterClusterStatus, Phase};
 use crate::operator::kubernetes::context::Context;
 use crate::operator::kubernetes::observe::{member_target, Observation};
 use crate::operator::kubernetes::resources::{self, Names};
+use crate::operator::master_client::{ImportOutcome, Redirect};
 use crate::operator::planner::Step;
 use crate::operator::recovery::{
     self, assess, import_step, parse_request, validate, Assessment, ImportStep, MemberObservation,
 };
-use crate::operator::transfer::{check_export_document, ImportOutcome};
 
 /// What the hook decided.
 pub(super) enum Held {
@@ -287,19 +287,13 @@ async fn step(
                 return Ok(held(reason, record));
             };
             let document = match ctx.masters.export_local_registry(target).await {
-                Ok(document) => document,
+                Ok(export) => export.document,
                 Err(error) => return Ok(held(format!("{}: {error}", record.summary()), record)),
             };
-            let fields: Option<(u64, u64)> = serde_json::from_slice::<serde_json::Value>(&document)
-                .ok()
-                .and_then(|v| Some((v.get("log_id")?.as_u64()?, v.get("position")?.as_u64()?)));
-            let checked = check_export_document(&document)
-                .map_err(|e| e.to_string())
-                .and_then(|()| {
-                    fields.ok_or_else(|| "the export has no log_id or position".to_owned())
-                });
-            let (log_id, position) = match checked {
-                Ok(fields) => fields,
+            // Fully verified before it is stored: the fencing that follows wipes
+            // every other copy.
+            let (log_id, position) = match export_document::parse(&document) {
+                Ok(parsed) => (parsed.log_id, parsed.position),
                 Err(why) => {
                     return Ok(held(
                         format!("{}: {why}; nothing was wiped", record.summary()),
@@ -379,7 +373,11 @@ async fn step(
                     let (Some(target), Some(document)) = (target, document) else {
                         return Ok(held(format!("{}: the leader has no pod address or the export ConfigMap {} is missing", record.summary(), export_name(names)), record));
                     };
-                    match ctx.masters.import_registry(target, document).await {
+                    match ctx
+                        .masters
+                        .import_registry(target, document, Redirect::Report)
+                        .await
+                    {
                         Ok(ImportOutcome::Imported | ImportOutcome::AlreadyHeldData) => {
                             let done = record.imported(log_id);
                             let mut status = held_status(

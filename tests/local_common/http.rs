@@ -1,6 +1,8 @@
-//! A tiny blocking HTTP/1.1 client: one request per connection (`Connection:
-//! close`), bounded by a timeout. Enough to talk to masters on loopback without
-//! pulling an HTTP client stack into the operator.
+//! A tiny blocking HTTP/1.1 client for the local-runtime tests: one request per
+//! connection (`Connection: close`), bounded by a timeout. The tests call what no
+//! operator client calls (raw log appends and reads, `/weights`,
+//! `/master/redirect`) from plain threads; the operator itself talks to masters
+//! only through `mesos_operator::operator::master_client`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -27,6 +29,12 @@ impl HttpResponse {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+}
+
+/// `http://127.0.0.2:5050/...` → 127.0.0.2:5050.
+pub fn parse_location(location: &str) -> Option<SocketAddr> {
+    let rest = location.strip_prefix("http://")?;
+    rest.split('/').next()?.parse().ok()
 }
 
 /// Sends one request and reads the whole response; every socket operation is
