@@ -18,11 +18,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use local_common::{find_leader, signal, Load, Operator, OPERATOR, TRANSITION_BOUND};
+use mesos_operator::operator::crd::condition_types::MEMBER_RESTART;
 use mesos_operator::operator::crd::MesosMasterClusterStatus;
 use mesos_operator::operator::day2::backup::read_backup;
 use mesos_operator::operator::day2::schedule::{parse_backup_name, RestoreState};
 use mesos_operator::operator::local::http;
-use mesos_operator::operator::local::restart::{request_file, MEMBER_RESTART};
+use mesos_operator::operator::local::restart::request_file;
 
 const IO: Duration = Duration::from_secs(5);
 

@@ -10,13 +10,13 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
+use mesos_operator::operator::crd::condition_types::MEMBER_RESTART;
 use mesos_operator::operator::crd::{MesosMasterClusterStatus, Phase};
 use mesos_operator::operator::day2::restart::ANNOTATION_RESTART_MEMBER;
 use mesos_operator::operator::day2::restarts::ANNOTATION_RESTART_POD_UID;
 use mesos_operator::operator::day2::schedule::{
     BackupSpec, BackupVolume, RestoreFrom, RestoreState,
 };
-use mesos_operator::operator::local::restart::MEMBER_RESTART;
 use reconcile_common::{spec, World, NAME, NAMESPACE};
 
 /// Reconciles and ticks in turn, at most this often, while waiting for something.

@@ -418,7 +418,7 @@ pub struct MesosMasterClusterStatus {
     /// The elected master, by member name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,
-    /// The current step as one line (`3/7 restart prod-1 with --quorum=3`), for the printer column.
+    /// The current step as one line (`3: restart prod-1 with --quorum=3`), for the printer column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_step: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -464,6 +464,9 @@ pub mod condition_types {
     pub const QUORUM_LOST: &str = "QuorumLost";
     /// Present once a guarded recovery ran: its record in words.
     pub const RECOVERED: &str = "Recovered";
+    /// Present while a restart request has something to say: True while the
+    /// member restarts, False once it votes again or the request is refused.
+    pub const MEMBER_RESTART: &str = "MemberRestart";
 }
 
 /// Coarse state of the cluster.

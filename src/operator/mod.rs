@@ -11,4 +11,5 @@ pub mod planner;
 pub mod reconcile;
 pub mod resources;
 pub mod serve;
+pub mod status;
 pub mod transfer;

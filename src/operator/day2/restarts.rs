@@ -25,12 +25,13 @@ use kube::runtime::events::{Event, EventType};
 use kube::ResourceExt;
 
 use crate::operator::context::Context;
+use crate::operator::crd::condition_types::MEMBER_RESTART;
 use crate::operator::crd::{MesosMasterCluster, MesosMasterClusterStatus};
 use crate::operator::day2::restart::{check_restart, RestartRefused, ANNOTATION_RESTART_MEMBER};
-use crate::operator::local::restart::MEMBER_RESTART;
 use crate::operator::planner::{Ordinal, Step};
-use crate::operator::reconcile::{condition, publish, Error};
+use crate::operator::reconcile::{publish, Error};
 use crate::operator::resources::Names;
+use crate::operator::status::condition;
 
 /// The UID of the pod the operator deleted for the pending restart request.
 pub const ANNOTATION_RESTART_POD_UID: &str = "mesos.operator.dev/restart-pod-uid";

@@ -197,7 +197,9 @@ fn render_day2(out: &mut String, status: &MesosMasterClusterStatus) {
     if let Some(restart) = status
         .conditions
         .iter()
-        .filter(|condition| condition.type_ == crate::operator::local::restart::MEMBER_RESTART)
+        .filter(|condition| {
+            condition.type_ == crate::operator::crd::condition_types::MEMBER_RESTART
+        })
         .find(|condition| condition.status == "True" || condition.reason == "RestartRefused")
     {
         let _ = writeln!(out, "restart: {}", restart.message);

@@ -16,8 +16,6 @@ use crate::operator::planner::{self, Observed, Ordinal, Step};
 
 /// The request file, in the state dir.
 pub const RESTART_REQUEST_FILE: &str = "restart-request";
-/// The condition type that reports a restart request (also used by the reconcile).
-pub const MEMBER_RESTART: &str = "MemberRestart";
 
 /// A restart under way: which member, and the process it replaces.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,9 +130,12 @@ impl<C: MasterClient> LocalRuntime<C> {
             return Ok(());
         };
         // Re-checked against this tick's observation, not the requester's view.
-        let status = self.build_status(step, observed);
-        let transition_running =
-            !matches!(step, Step::Done) || self.transition.as_ref().is_some_and(|t| !t.done);
+        let status = self.derive_status(step, observed);
+        let transition_running = status
+            .transition
+            .as_ref()
+            .is_some_and(|transition| transition.current_step.is_some())
+            || !matches!(step, Step::Done);
         // The quorum guard first: while a member is down the planner waits too,
         // and "it would lose quorum" is the reason a user can act on.
         let verdict = check_restart(&name, &status, &member, None)
@@ -190,14 +191,6 @@ impl<C: MasterClient> LocalRuntime<C> {
         ));
         Ok(())
     }
-
-    /// The MemberRestart condition, while there is something to say.
-    pub(super) fn restart_condition(
-        &self,
-    ) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-        let (active, reason, message) = self.restart_report.as_ref()?;
-        Some(self.condition(MEMBER_RESTART, *active, reason, message.clone()))
-    }
 }
 
 #[cfg(test)]
@@ -222,7 +215,7 @@ mod tests {
                     name: format!("e2e-{ordinal}"),
                     address: None,
                     quorum: Some(2),
-                    replica_status: Some("VOTING".into()),
+                    replica_status: Some("Voting".into()),
                     log_end_position: Some(1),
                     ready: ordinal != 2,
                 })
