@@ -245,11 +245,11 @@ pub(crate) mod tests {
             quorum: Some(2),
             target_quorum: Some(3),
             leader: Some("prod-0".into()),
-            current_step: Some("2/5 restart prod-1 with --quorum=3".into()),
+            current_step: Some("2: restart prod-1 with --quorum=3".into()),
             members: vec![
-                member(0, 3, "VOTING", 120, true),
-                member(1, 3, "RECOVERING", 97, false),
-                member(2, 2, "VOTING", 120, true),
+                member(0, 3, "Voting", 120, true),
+                member(1, 3, "Recovering", 97, false),
+                member(2, 2, "Voting", 120, true),
             ],
             transition: Some(TransitionStatus {
                 from: 3,
@@ -298,9 +298,9 @@ masters 2/3 ready (spec 5)  quorum 2 (target 3)  leader prod-0
 reason: prod-1 is RECOVERING
 
 MEMBER  ADDRESS                QUORUM  REPLICA          END  READY
-prod-0  10.96.0.10:5050             3  VOTING           120  yes    leader
-prod-1  10.96.0.11:5050             3  RECOVERING        97  no
-prod-2  10.96.0.12:5050             2  VOTING           120  yes
+prod-0  10.96.0.10:5050             3  Voting           120  yes    leader
+prod-1  10.96.0.11:5050             3  Recovering        97  no
+prod-2  10.96.0.12:5050             2  Voting           120  yes
 
 transition 3 -> 5: 1/3 steps done, at step 2
   [done]     1. restart prod-0 with --quorum=3

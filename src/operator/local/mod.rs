@@ -768,10 +768,14 @@ impl<C: MasterClient> LocalRuntime<C> {
             }
         }
         if step == Step::Done {
+            // As on Kubernetes (the reconcile fails and is retried): said in the
+            // log, not in status, and tried again next tick.
             if let Err(error) = self.finish_registry_transfer(&observed) {
                 let text = format!("{error:#}");
-                self.note(text.clone());
-                self.blocked = Some(text);
+                if self.last_error.as_deref() != Some(&text) {
+                    self.note(text.clone());
+                }
+                self.last_error = Some(text);
             }
         }
         self.last_step = step.clone();
