@@ -323,6 +323,10 @@ pub fn derive(
         Phase::Running
     } else if running == 0 && !in_transition {
         Phase::Pending
+    } else if !in_transition && ready < running && matches!(step, Step::Wait { .. }) {
+        // Nothing is being changed: the planner waits for a member that is down
+        // (a restart request is then refused for the quorum, not a transition).
+        Phase::Degraded
     } else {
         Phase::Transitioning
     };
@@ -985,6 +989,11 @@ mod tests {
             reason(&export, condition_types::REGISTRY_EXPORT),
             Some(("True".into(), "Stored".into()))
         );
+
+        let not_ready = local_status(&scenarios[5]);
+        assert_eq!(not_ready.phase, Some(Phase::Degraded), "nothing under way");
+        let waiting = local_status(&scenarios[2]);
+        assert_eq!(waiting.phase, Some(Phase::Transitioning));
 
         let lost = local_status(&scenarios[4]);
         assert_eq!(lost.phase, Some(Phase::QuorumLost));
