@@ -50,7 +50,7 @@ fn steady_status(ready: [bool; 3]) -> MesosMasterClusterStatus {
                 name: format!("prod-{ordinal}"),
                 address: Some(format!("10.96.0.{}:5050", 10 + ordinal)),
                 quorum: Some(2),
-                replica_status: Some(if *ready { "VOTING" } else { "RECOVERING" }.into()),
+                replica_status: Some(if *ready { "Voting" } else { "Recovering" }.into()),
                 log_end_position: Some(40),
                 ready: *ready,
             })

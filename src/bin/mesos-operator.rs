@@ -17,10 +17,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use mesos_operator::operator::api::{self, SingleMasterExit};
 use mesos_operator::operator::kubernetes::context::Context as OperatorContext;
 use mesos_operator::operator::kubernetes::metrics::Metrics;
+use mesos_operator::operator::kubernetes::reconcile;
 use mesos_operator::operator::kubernetes::serve::{self, Readiness};
 use mesos_operator::operator::local;
 use mesos_operator::operator::master_client::{HttpMasterClient, Timeouts};
-use mesos_operator::operator::kubernetes::reconcile;
 use mesos_operator::operator::planner;
 
 /// Runs Mesos master ensembles safely, one quorum-procedure step at a time.

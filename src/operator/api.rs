@@ -425,7 +425,7 @@ pub struct MesosMasterClusterStatus {
     /// The elected master, by member name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,
-    /// The current step as one line (`3/7 restart prod-1 with --quorum=3`), for the printer column.
+    /// The current step as one line (`3: restart prod-1 with --quorum=3`), for the printer column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_step: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -535,8 +535,8 @@ pub mod condition_types {
     pub const QUORUM_LOST: &str = "QuorumLost";
     /// Present once a guarded recovery ran: its record in words.
     pub const RECOVERED: &str = "Recovered";
-    /// Reports a `kubectl mmc restart` request: pending, refused for now (why),
-    /// or in progress.
+    /// Present while a restart request has something to say: True while the
+    /// member restarts, False once it votes again or the request is refused.
     pub const MEMBER_RESTART: &str = "MemberRestart";
 }
 
@@ -659,11 +659,11 @@ pub(crate) mod fixtures {
             quorum: Some(2),
             target_quorum: Some(3),
             leader: Some("prod-0".into()),
-            current_step: Some("2/5 restart prod-1 with --quorum=3".into()),
+            current_step: Some("2: restart prod-1 with --quorum=3".into()),
             members: vec![
-                member(0, 3, "VOTING", 120, true),
-                member(1, 3, "RECOVERING", 97, false),
-                member(2, 2, "VOTING", 120, true),
+                member(0, 3, "Voting", 120, true),
+                member(1, 3, "Recovering", 97, false),
+                member(2, 2, "Voting", 120, true),
             ],
             transition: Some(TransitionStatus {
                 from: 3,

@@ -21,3 +21,4 @@ pub mod master_client;
 pub mod planner;
 pub mod recovery;
 pub mod restart;
+pub mod status;

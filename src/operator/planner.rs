@@ -1096,55 +1096,6 @@ pub fn preview(
     })
 }
 
-/// `status.transition` for a transition previewed as `steps`: the steps up to
-/// the one being carried out are Done, that one Running (or Failed), the rest
-/// Pending. `current` is the step the planner returns now; `last_applied` the last
-/// action the reconcile loop applied (what a Wait waits on).
-pub fn transition_status(
-    from: i32,
-    to: i32,
-    steps: &[StepDescription],
-    last_applied: Option<&Step>,
-    current: &Step,
-) -> crate::operator::api::TransitionStatus {
-    use crate::operator::api::{StepState, TransitionStatus, TransitionStep};
-    let position = |step: &Step| steps.iter().position(|described| described.step == *step);
-    let (running, waiting_for) = match current {
-        Step::Wait { reason } => (last_applied.and_then(position), Some(reason.clone())),
-        Step::Failed { reason } => (last_applied.and_then(position), Some(reason.clone())),
-        Step::Done => (None, None),
-        action => (position(action), None),
-    };
-    let done_before = match current {
-        Step::Done => steps.len(),
-        _ => running.unwrap_or(0),
-    };
-    TransitionStatus {
-        from,
-        to,
-        steps: steps
-            .iter()
-            .enumerate()
-            .map(|(index, described)| TransitionStep {
-                number: described.number,
-                description: described.description.clone(),
-                state: if index < done_before {
-                    StepState::Done
-                } else if Some(index) == running {
-                    match current {
-                        Step::Failed { .. } => StepState::Failed,
-                        _ => StepState::Running,
-                    }
-                } else {
-                    StepState::Pending
-                },
-            })
-            .collect(),
-        current_step: running.map(|index| index as u32 + 1),
-        waiting_for,
-    }
-}
-
 /// `preview` as text, numbered like `terraform plan`.
 pub fn render_preview(from: i32, to: i32, steps: &[StepDescription]) -> String {
     let mut text = format!(
@@ -1349,38 +1300,6 @@ mod tests {
         assert!(!steps
             .iter()
             .any(|step| matches!(step.step, Step::ExportRegistry { .. })));
-    }
-
-    #[test]
-    fn transition_status_marks_done_running_and_pending_steps() {
-        use crate::operator::api::StepState;
-        let steps = preview("prod", 3, 5, SingleMasterExit::Preserve).expect("preview");
-        let wait = Step::Wait {
-            reason: "waiting for prod-2 to be Voting".into(),
-        };
-        let status = transition_status(3, 5, &steps, Some(&steps[1].step), &wait);
-        let states: Vec<StepState> = status.steps.iter().map(|step| step.state).collect();
-        assert_eq!(
-            states,
-            [
-                StepState::Done,
-                StepState::Running,
-                StepState::Pending,
-                StepState::Pending,
-                StepState::Pending
-            ]
-        );
-        assert_eq!(status.current_step, Some(2));
-        assert_eq!(
-            status.waiting_for.as_deref(),
-            Some("waiting for prod-2 to be Voting")
-        );
-
-        let finished = transition_status(3, 5, &steps, None, &Step::Done);
-        assert!(finished
-            .steps
-            .iter()
-            .all(|step| step.state == StepState::Done));
     }
 
     fn healthy(size: u32) -> Observed {

@@ -134,7 +134,7 @@ mod tests {
                     name: format!("prod-{ordinal}"),
                     address: None,
                     quorum: Some(2),
-                    replica_status: Some("VOTING".into()),
+                    replica_status: Some("Voting".into()),
                     log_end_position: Some(10),
                     ready: *ready,
                 })

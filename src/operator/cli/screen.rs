@@ -227,9 +227,9 @@ masters 2/3 ready (spec 5)  quorum 2 (target 3)  leader prod-0
 reason: prod-1 is RECOVERING
 
 MEMBER  ADDRESS                QUORUM  REPLICA          END  READY
-prod-0  10.96.0.10:5050             3  VOTING           120  yes    leader
-prod-1  10.96.0.11:5050             3  RECOVERING        97  no
-prod-2  10.96.0.12:5050             2  VOTING           120  yes
+prod-0  10.96.0.10:5050             3  Voting           120  yes    leader
+prod-1  10.96.0.11:5050             3  Recovering        97  no
+prod-2  10.96.0.12:5050             2  Voting           120  yes
 
 transition 3 -> 5: 1/3 steps done, at step 2
   [done]     1. restart prod-0 with --quorum=3

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
@@ -31,8 +31,7 @@ use serde::Serialize;
 
 use crate::master::export_document;
 use crate::operator::api::{
-    condition_types, MemberStatus, MesosMasterCluster, MesosMasterClusterStatus, Phase, StepState,
-    TransitionStatus, TransitionStep, VolumeReclaim,
+    condition_types, MesosMasterCluster, MesosMasterClusterStatus, VolumeReclaim,
 };
 use crate::operator::api::{Ordinal, PlannerMemory, RegistryTransfer};
 use crate::operator::api::{ANNOTATION_IMPORT_SKIPPED, LABEL_LEADER};
@@ -44,8 +43,9 @@ use crate::operator::kubernetes::resources::{
     REGISTRY_EXPORT_KEY, REGISTRY_EXPORT_MAX_BYTES, TOKEN_BYTES,
 };
 use crate::operator::master_client::{ImportOutcome, MasterCallError, Redirect};
-use crate::operator::planner::{
-    self, member_name, MemberConfig, RegistryFate, ReplicaStatus, Step,
+use crate::operator::planner::{self, MemberConfig, RegistryFate, Step};
+use crate::operator::status::{
+    self, action_name, Day2, Decided, RegistryExport, StatusInput, Storage,
 };
 
 /// The finalizer that lets the operator clean up (volumes per
@@ -260,19 +260,22 @@ async fn apply(cluster: Arc<MesosMasterCluster>, ctx: Arc<Context>) -> Result<Ac
     .await?;
 
     let previous = latest.status.clone().unwrap_or_default();
-    let status = next_status(
-        &previous,
-        &latest,
-        &names,
-        &observation,
-        &step,
-        blocked,
+    let mut status = status::derive(
+        &status_input(
+            &latest,
+            &names,
+            &observation,
+            export.as_ref(),
+            day2_from(&previous),
+        ),
+        Decided {
+            step: &step,
+            blocked,
+        },
         memory_after,
-        export.as_ref(),
+        &previous,
         Time(k8s_openapi::jiff::Timestamp::now()),
     );
-    let mut status = status;
-    recovery::overlay(&latest, &mut status);
     publish_events(&cluster, &names, &previous, &status, &step, blocked, &ctx).await;
     // Issue #11: restart requests, scheduled backups, the restore at creation.
     let (latest, restarting) = crate::operator::kubernetes::restarts::honour(
@@ -927,368 +930,55 @@ async fn label_leader(
     Ok(())
 }
 
-/// `RestartMember`, `Wait`, ...: the step's kind, for metrics and Event reasons.
-pub fn action_name(step: &Step) -> &'static str {
-    match step {
-        Step::RestartMember { .. } => "RestartMember",
-        Step::CreateMember { .. } => "CreateMember",
-        Step::RemoveMember { .. } => "RemoveMember",
-        Step::WipeMember { .. } => "WipeMember",
-        Step::ExportRegistry { .. } => "ExportRegistry",
-        Step::ImportRegistry { .. } => "ImportRegistry",
-        Step::Wait { .. } => "Wait",
-        Step::Done => "Done",
-        Step::Failed { .. } => "Failed",
-    }
-}
-
-/// What identifies a step across reconciles: a removal that takes several rounds
-/// (pod, then volume) and is re-planned as "finishing its removal" is one line.
-fn step_key(step: &Step, cluster: &str) -> String {
-    match step {
-        Step::RemoveMember { member, .. } => {
-            format!("remove {} and its volume", member_name(cluster, *member))
-        }
-        step => step.describe(cluster),
-    }
-}
-
-/// The transition after `step`: a new step is a new numbered line (the one before
-/// it is done); the same step again changes nothing; waits fill `waitingFor`.
-pub fn next_transition(
-    previous: Option<&TransitionStatus>,
-    members_now: i32,
-    target: i32,
-    step: &Step,
-    blocked: Option<&str>,
-    cluster: &str,
-) -> Option<TransitionStatus> {
-    let active = previous.filter(|transition| transition.current_step.is_some());
-    match step {
-        step if step.is_action() => {
-            let mut transition = match active {
-                Some(transition) if transition.to == target => transition.clone(),
-                _ => TransitionStatus {
-                    from: members_now,
-                    to: target,
-                    steps: Vec::new(),
-                    current_step: None,
-                    waiting_for: None,
-                },
-            };
-            let key = step_key(step, cluster);
-            let same = transition
-                .steps
-                .last()
-                .is_some_and(|last| last.description.starts_with(&key));
-            if !same {
-                for earlier in &mut transition.steps {
-                    if earlier.state == StepState::Running {
-                        earlier.state = StepState::Done;
-                    }
-                }
-                transition.steps.push(TransitionStep {
-                    number: transition.steps.len() as u32 + 1,
-                    description: step.describe(cluster),
-                    state: StepState::Running,
-                });
-            }
-            if let Some(last) = transition.steps.last_mut() {
-                last.state = if blocked.is_some() {
-                    StepState::Failed
-                } else {
-                    StepState::Running
-                };
-                transition.current_step = Some(last.number);
-            }
-            transition.waiting_for = blocked.map(str::to_string);
-            Some(transition)
-        }
-        Step::Wait { reason } | Step::Failed { reason } => {
-            let mut transition = previous?.clone();
-            if transition.current_step.is_some() {
-                transition.waiting_for = Some(reason.clone());
-            }
-            Some(transition)
-        }
-        _ => {
-            // Done: the transition (if any) is complete and stays for the record.
-            let mut transition = previous?.clone();
-            for line in &mut transition.steps {
-                line.state = StepState::Done;
-            }
-            transition.current_step = None;
-            transition.waiting_for = None;
-            Some(transition)
-        }
-    }
-}
-
-pub(crate) fn condition(
-    previous: &[Condition],
-    type_: &str,
-    holds: bool,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-    now: &Time,
-) -> Condition {
-    let status = if holds { "True" } else { "False" };
-    let since = previous
-        .iter()
-        .find(|condition| condition.type_ == type_ && condition.status == status)
-        .map(|condition| condition.last_transition_time.clone())
-        .unwrap_or_else(|| now.clone());
-    Condition {
-        type_: type_.to_string(),
-        status: status.to_string(),
-        reason: reason.to_string(),
-        message,
-        observed_generation: generation,
-        last_transition_time: since,
-    }
-}
-
-/// The status after one reconcile. Pure.
-#[allow(clippy::too_many_arguments)]
-fn next_status(
-    previous: &MesosMasterClusterStatus,
-    cluster: &MesosMasterCluster,
-    names: &Names,
-    observation: &Observation,
-    step: &Step,
-    blocked: Option<&str>,
-    memory: PlannerMemory,
+/// The Kubernetes shell's view of one reconcile, for [`status::derive`]. Pure.
+pub(crate) fn status_input<'a>(
+    cluster: &'a MesosMasterCluster,
+    names: &'a Names,
+    observation: &'a Observation,
     export: Option<&ConfigMap>,
-    now: Time,
-) -> MesosMasterClusterStatus {
-    let generation = cluster.metadata.generation;
-    let members: Vec<MemberStatus> = observation
-        .observed
-        .members
-        .iter()
-        .map(|member| {
-            let pod = member.pod.as_ref();
-            let replica = pod.and_then(|pod| pod.replica);
-            MemberStatus {
-                name: names.statefulset(member.ordinal),
-                address: member_address(cluster, names, member.ordinal, &observation.service_ips)
-                    .ok()
-                    .map(|address| address.to_string()),
-                quorum: pod.map(|pod| pod.config.quorum as i32),
-                replica_status: replica.map(|replica| format!("{:?}", replica.status)),
-                log_end_position: replica.map(|replica| replica.log_end_position),
-                ready: pod.is_some_and(|pod| {
-                    pod.ready
-                        && !pod.terminating
-                        && replica.is_some_and(|replica| replica.status == ReplicaStatus::Voting)
-                }),
-            }
-        })
-        .collect();
-    let running = observation
-        .pods
-        .values()
-        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
-        .count() as i32;
-    let ready = members.iter().filter(|member| member.ready).count() as i32;
-    let quorum = observation
-        .pods
-        .values()
-        .map(|pod| pod_config(pod).quorum as i32)
-        .filter(|quorum| *quorum > 0)
-        .min();
-    let leader = observation
-        .observed
-        .leader
-        .map(|ordinal| names.statefulset(ordinal));
-    let transition = next_transition(
-        previous.transition.as_ref(),
-        running,
-        cluster.spec.replicas,
-        step,
-        blocked,
-        &names.cluster,
-    );
-    let in_transition = transition
-        .as_ref()
-        .is_some_and(|transition| transition.current_step.is_some());
-    let current_step = transition.as_ref().and_then(|transition| {
-        let number = transition.current_step?;
-        let line = transition.steps.iter().find(|line| line.number == number)?;
-        Some(format!("{number}: {}", line.description))
-    });
-    let failed = matches!(step, Step::Failed { .. });
-    let reason = match (step, blocked) {
-        (_, Some(why)) => format!("blocked: {} ({why})", step.describe(&names.cluster)),
-        (Step::Wait { reason }, None) => reason.clone(),
-        (Step::Failed { reason }, None) => reason.clone(),
-        (Step::Done, None) => format!(
-            "{} masters running with --quorum={}",
-            cluster.spec.replicas,
-            cluster.spec.target_quorum()
-        ),
-        (step, None) => step.describe(&names.cluster),
-    };
-    let phase = if failed {
-        Phase::Failed
-    } else if cluster.spec.paused {
-        Phase::Paused
-    } else if blocked.is_some() {
-        Phase::Degraded
-    } else if *step == Step::Done {
-        Phase::Running
-    } else if running == 0 && !in_transition {
-        Phase::Pending
-    } else {
-        Phase::Transitioning
-    };
-    let quorum_safe = planner::check_step(
-        &observation.observed,
-        &Step::Wait {
-            reason: String::new(),
+    day2: Day2,
+) -> StatusInput<'a> {
+    StatusInput {
+        cluster_name: &names.cluster,
+        spec: &cluster.spec,
+        generation: cluster.metadata.generation,
+        observed: &observation.observed,
+        addresses: observation
+            .observed
+            .members
+            .iter()
+            .filter_map(|member| {
+                let address =
+                    member_address(cluster, names, member.ordinal, &observation.service_ips)
+                        .ok()?;
+                Some((member.ordinal, address))
+            })
+            .collect(),
+        storage: Storage::Templates {
+            drift: storage_drift(cluster, observation),
         },
-    );
-    let available =
-        observation.observed.leader.is_some() && quorum.is_some_and(|quorum| ready >= quorum);
-    let mut conditions = vec![
-        condition(
-            &previous.conditions,
-            condition_types::AVAILABLE,
-            available,
-            if available {
-                "LeaderElected"
-            } else {
-                "NoQuorum"
-            },
-            match &leader {
-                Some(leader) => format!("{leader} leads; {ready} of {running} masters ready"),
-                None => format!("no leader; {ready} of {running} masters ready"),
-            },
-            generation,
-            &now,
-        ),
-        condition(
-            &previous.conditions,
-            condition_types::PROGRESSING,
-            in_transition,
-            if in_transition {
-                action_name(step)
-            } else {
-                "Settled"
-            },
-            reason.clone(),
-            generation,
-            &now,
-        ),
-        condition(
-            &previous.conditions,
-            condition_types::DEGRADED,
-            failed || blocked.is_some() || ready < running,
-            if failed {
-                "PlanFailed"
-            } else if blocked.is_some() {
-                "StepBlocked"
-            } else if ready < running {
-                "MastersNotReady"
-            } else {
-                "AllReady"
-            },
-            format!("{ready} of {running} masters ready"),
-            generation,
-            &now,
-        ),
-        condition(
-            &previous.conditions,
-            condition_types::QUORUM_SAFE,
-            quorum_safe.is_ok(),
-            if quorum_safe.is_ok() {
-                "QuorumsIntersect"
-            } else {
-                "QuorumsMayNotIntersect"
-            },
-            match &quorum_safe {
-                Ok(()) => {
-                    "every two quorums in use intersect among the masters that may run".to_string()
-                }
-                Err(violation) => violation.to_string(),
-            },
-            generation,
-            &now,
-        ),
-    ];
-    let drift = storage_drift(cluster, observation);
-    conditions.push(condition(
-        &previous.conditions,
-        condition_types::STORAGE_CURRENT,
-        drift.is_empty(),
-        if drift.is_empty() {
-            "AsSpecified"
-        } else {
-            "ClaimTemplatesImmutable"
-        },
-        if drift.is_empty() {
-            "every member's volume template is as spec.storage asks".to_string()
-        } else {
-            format!(
-                "{} keep their volumes ({}): a StatefulSet's volumeClaimTemplates cannot change, so spec.storage ({}) applies to members created from now on (new, replaced or wiped members)",
-                drift
-                    .iter()
-                    .map(|(ordinal, _)| names.statefulset(*ordinal))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                drift
-                    .iter()
-                    .map(|(ordinal, has)| format!("{}: {has}", names.statefulset(*ordinal)))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                cluster.spec.storage.size.0,
-            )
-        },
-        generation,
-        &now,
-    ));
-    // Only while a registry export exists: where it is, and whether it awaits its
-    // import or was left unimported.
-    if let Some(export) = export {
-        let bytes = export_document(export).map_or(0, <[u8]>::len);
-        let name = export.metadata.name.clone().unwrap_or_default();
-        let (holds, reason, message) = match import_skipped(export) {
-            Some(why) => (false, "ImportSkipped", why.to_string()),
-            None => (
-                true,
-                "Stored",
-                format!("a registry export of {bytes} bytes is kept in ConfigMap {name} until it is imported"),
+        registry_export: export.map(|export| RegistryExport {
+            size_bytes: export_document(export).map_or(0, <[u8]>::len),
+            kept_in: format!(
+                "ConfigMap {}",
+                export.metadata.name.clone().unwrap_or_default()
             ),
-        };
-        conditions.push(condition(
-            &previous.conditions,
-            condition_types::REGISTRY_EXPORT,
-            holds,
-            reason,
-            message,
-            generation,
-            &now,
-        ));
+            import_skipped: import_skipped(export).map(str::to_string),
+        }),
+        spec_rejected: None,
+        day2,
     }
-    MesosMasterClusterStatus {
-        observed_generation: generation,
-        phase: Some(phase),
-        reason: Some(reason),
-        replicas: running,
-        ready_replicas: ready,
-        quorum,
-        target_quorum: Some(cluster.spec.target_quorum()),
-        leader,
-        current_step,
-        members,
-        transition,
-        planner_memory: (memory != PlannerMemory::default()).then_some(memory),
-        conditions,
-        // Kept as the day-2 hooks last wrote them (`jobs`, `restarts`).
+}
+
+/// The day-2 parts a reconcile starts from: as the day-2 hooks last wrote them
+/// (`day2::jobs`, `day2::restarts` update them after the derivation).
+fn day2_from(previous: &MesosMasterClusterStatus) -> Day2 {
+    Day2 {
         backup: previous.backup.clone(),
         restore: previous.restore.clone(),
         recovery: previous.recovery.clone(),
+        hold: None,
+        member_restart: None,
     }
 }
 
@@ -1473,61 +1163,4 @@ pub fn configs_by_member(observation: &Observation) -> BTreeMap<Ordinal, MemberC
         .iter()
         .map(|(ordinal, pod)| (*ordinal, pod_config(pod)))
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::operator::planner::{MemberConfig, RemovalReason};
-
-    fn restart(member: Ordinal, size: u32) -> Step {
-        Step::RestartMember {
-            member,
-            config: MemberConfig::ensemble(size),
-        }
-    }
-
-    #[test]
-    fn each_new_step_is_a_numbered_line_and_the_one_before_is_done() {
-        let first = next_transition(None, 3, 5, &restart(0, 5), None, "prod").expect("starts");
-        assert_eq!((first.from, first.to, first.current_step), (3, 5, Some(1)));
-        let again =
-            next_transition(Some(&first), 3, 5, &restart(0, 5), None, "prod").expect("same step");
-        assert_eq!(again, first);
-        let second =
-            next_transition(Some(&first), 3, 5, &restart(1, 5), None, "prod").expect("next");
-        assert_eq!(second.steps.len(), 2);
-        assert_eq!(second.steps[0].state, StepState::Done);
-        assert_eq!(second.steps[1].state, StepState::Running);
-        let waiting = next_transition(
-            Some(&second),
-            3,
-            5,
-            &Step::Wait {
-                reason: "prod-1 to be ready".into(),
-            },
-            None,
-            "prod",
-        )
-        .expect("waits");
-        assert_eq!(waiting.waiting_for.as_deref(), Some("prod-1 to be ready"));
-        let done = next_transition(Some(&waiting), 5, 5, &Step::Done, None, "prod").expect("kept");
-        assert_eq!(done.current_step, None);
-        assert!(done.steps.iter().all(|line| line.state == StepState::Done));
-    }
-
-    #[test]
-    fn a_removal_over_several_rounds_is_one_line() {
-        let extra = Step::RemoveMember {
-            member: 4,
-            reason: RemovalReason::Extra,
-        };
-        let fenced = Step::RemoveMember {
-            member: 4,
-            reason: RemovalReason::Fenced,
-        };
-        let first = next_transition(None, 5, 3, &extra, None, "prod").expect("starts");
-        let second = next_transition(Some(&first), 5, 3, &fenced, None, "prod").expect("same");
-        assert_eq!(second.steps.len(), 1);
-    }
 }

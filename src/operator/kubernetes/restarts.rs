@@ -31,10 +31,10 @@ use crate::operator::api::{
 };
 use crate::operator::kubernetes::context::{publish, Context};
 use crate::operator::kubernetes::error::Error;
-use crate::operator::kubernetes::reconcile::condition;
 use crate::operator::kubernetes::resources::Names;
 use crate::operator::planner::Step;
 use crate::operator::restart::{check_restart, RestartRefused};
+use crate::operator::status::condition;
 
 /// What the reconcile does about a restart request.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -130,7 +130,8 @@ impl<C: MasterClient> LocalRuntime<C> {
             state: RestoreState::Pending,
             message: Some(message.into()),
         };
-        let settled = matches!(step, Step::Done) && self.transition.as_ref().is_none_or(|t| t.done);
+        // Done also ends the transition status tracks (`status::next_transition`).
+        let settled = matches!(step, Step::Done);
         let Some(leader) = observed.leader.filter(|_| settled) else {
             self.restore_status = Some(pending(
                 "waiting for the new ensemble to elect a leader and settle",

@@ -36,20 +36,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::master::api::{self, LogStatus};
 use crate::operator::api::{
-    condition_types, MemberStatus, MesosMasterCluster, MesosMasterClusterSpec,
-    MesosMasterClusterStatus, Ordinal, Phase, PlannerMemory, TransitionStatus, MAX_REPLICAS,
+    MesosMasterCluster, MesosMasterClusterSpec, MesosMasterClusterStatus, Ordinal, PlannerMemory,
+    TransitionStatus, MAX_REPLICAS,
 };
 use crate::operator::master_client::{
     HttpMasterClient, ImportOutcome, MasterClient, MemberTarget, Redirect, Timeouts,
 };
 use crate::operator::planner::{
     self, Decision, MemberConfig, Observed, ObservedMember, PodView, ReplicaStatus, ReplicaView,
-    Step, StepDescription, VolumeState,
+    Step, VolumeState,
 };
+use crate::operator::status::{self, Day2, Decided, RegistryExport, StatusInput, Storage};
 use members::{write_atomically, Layout, MemberFlags, Supervisor, STOP_GRACE};
 
 /// Cluster name when no spec file names one.
@@ -101,17 +102,6 @@ pub fn default_master_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("mesos-master"))
 }
 
-/// The transition in progress, as the runtime tracks it.
-#[derive(Debug, Clone)]
-struct Transition {
-    from: i32,
-    to: i32,
-    steps: Vec<StepDescription>,
-    started: Instant,
-    applied: u32,
-    done: bool,
-}
-
 /// What one member looked like at the last observation (for status and display).
 #[derive(Debug, Clone, Default)]
 struct MemberSnapshot {
@@ -130,10 +120,13 @@ pub struct LocalRuntime<C: MasterClient = HttpMasterClient> {
     spec_error: Option<String>,
     generation: i64,
     memory: PlannerMemory,
-    transition: Option<Transition>,
-    last_applied: Option<Step>,
+    /// When the transition in `status` began, for the note that ends it (status
+    /// itself tracks the transition: `status::next_transition`).
+    transition_started: Option<Instant>,
     last_step: Step,
     last_error: Option<String>,
+    /// Why this tick's step could not be applied (status says `blocked`).
+    blocked: Option<String>,
     snapshots: BTreeMap<Ordinal, MemberSnapshot>,
     status: MesosMasterClusterStatus,
     notes: Vec<String>,
@@ -248,7 +241,7 @@ impl<C: MasterClient> LocalRuntime<C> {
             .as_ref()
             .and_then(|status| status.observed_generation)
             .unwrap_or(0);
-        let mut runtime = Self {
+        let runtime = Self {
             options,
             client,
             supervisor,
@@ -257,12 +250,12 @@ impl<C: MasterClient> LocalRuntime<C> {
             spec_error: None,
             generation,
             memory,
-            transition: None,
-            last_applied: None,
+            transition_started: None,
             last_step: Step::Wait {
                 reason: "starting".into(),
             },
             last_error: None,
+            blocked: None,
             snapshots: BTreeMap::new(),
             status: previous.clone().unwrap_or_default(),
             notes: Vec::new(),
@@ -279,16 +272,6 @@ impl<C: MasterClient> LocalRuntime<C> {
                 .context("starting the runtime of the master calls")?,
             _lock: lock,
         };
-        let finished = previous.as_ref().and_then(|s| s.phase) == Some(Phase::Running);
-        if let Some(TransitionStatus { from, to, .. }) =
-            previous.and_then(|status| status.transition)
-        {
-            if to == runtime.cluster.spec.replicas {
-                let mut transition = runtime.new_transition(from, to);
-                transition.done = finished;
-                runtime.transition = Some(transition);
-            }
-        }
         Ok(runtime)
     }
 
@@ -302,19 +285,6 @@ impl<C: MasterClient> LocalRuntime<C> {
             .name
             .clone()
             .unwrap_or_else(|| DEFAULT_CLUSTER_NAME.into())
-    }
-
-    fn new_transition(&self, from: i32, to: i32) -> Transition {
-        let steps = planner::preview(&self.name(), from, to, self.cluster.spec.single_master_exit)
-            .unwrap_or_default();
-        Transition {
-            from,
-            to,
-            steps,
-            started: Instant::now(),
-            applied: 0,
-            done: false,
-        }
     }
 
     fn note(&mut self, text: String) {
@@ -533,47 +503,21 @@ impl<C: MasterClient> LocalRuntime<C> {
         }
     }
 
-    /// The ensemble size the members run now (for a transition's `from`).
-    fn current_size(&self, observed: &Observed) -> i32 {
-        let with_pod: Vec<&ObservedMember> = observed
-            .members
-            .iter()
-            .filter(|member| member.pod.is_some())
-            .collect();
-        let leader_size = observed.leader.and_then(|leader| {
-            with_pod
-                .iter()
-                .find(|member| member.ordinal == leader)
-                .and_then(|member| member.pod.as_ref()?.config.ensemble_size())
-        });
-        leader_size
-            .map(|size| size as i32)
-            .unwrap_or(with_pod.len() as i32)
-    }
-
     /// One pass: observe, decide, persist memory, apply one step, record status.
     pub fn tick(&mut self) -> anyhow::Result<()> {
+        self.blocked = None;
         self.poll_spec()?;
         self.supervise()?;
         let observed = self.observe()?;
         // Quorum lost, or a recovery under way: the planner is held (issue #11).
         if self.recovery_tick(&observed)? {
+            // `status::derive` shows the hold's phase and reason over this wait.
             let step = Step::Wait {
                 reason: "held: quorum lost or a recovery under way".into(),
             };
             return self.write_status(&step, &observed);
         }
         let spec = self.cluster.spec.clone();
-        let target = spec.replicas;
-        let needs_new = match &self.transition {
-            Some(transition) => transition.to != target,
-            None => self.current_size(&observed) != target,
-        };
-        if needs_new {
-            let from = self.current_size(&observed);
-            self.transition = Some(self.new_transition(from, target));
-            self.note(format!("transition {from} -> {target} begins"));
-        }
         let Decision { step, memory } = planner::decide(&spec, &observed);
         // Write-ahead: the planner's memory is durable before its step is applied.
         if memory != self.memory {
@@ -583,27 +527,28 @@ impl<C: MasterClient> LocalRuntime<C> {
         let applied = if step.is_action() {
             let description = step.describe(&self.name());
             self.append_event(&description)?;
-            let number = self
-                .transition
-                .as_ref()
-                .and_then(|t| t.steps.iter().position(|d| d.step == step))
-                .map(|index| format!("step {}: ", index + 1))
-                .unwrap_or_default();
+            let number = status::next_transition(
+                self.status.transition.as_ref(),
+                0,
+                spec.replicas,
+                &step,
+                None,
+                &self.name(),
+            )
+            .and_then(|transition| transition.current_step)
+            .map(|number| format!("step {number}: "))
+            .unwrap_or_default();
             self.note(format!("{number}{description}"));
-            let result = self.apply(&step);
-            if let Some(transition) = &mut self.transition {
-                transition.applied += 1;
-            }
-            self.last_applied = Some(step.clone());
-            match result {
+            match self.apply(&step) {
                 Ok(()) => {
                     self.last_error = None;
                     true
                 }
                 Err(error) => {
-                    let text = format!("{} failed: {error:#}", description);
-                    self.note(text.clone());
-                    self.last_error = Some(text);
+                    self.note(format!("{description} failed: {error:#}"));
+                    // As the Kubernetes reconcile reports a step it could not
+                    // apply: the step is blocked, and is tried again next tick.
+                    self.blocked = Some(format!("{error:#}"));
                     false
                 }
             }
@@ -616,23 +561,14 @@ impl<C: MasterClient> LocalRuntime<C> {
             }
         }
         if step == Step::Done {
+            // As on Kubernetes (the reconcile fails and is retried): said in the
+            // log, not in status, and tried again next tick.
             if let Err(error) = self.finish_registry_transfer(&observed) {
                 let text = format!("{error:#}");
-                self.note(text.clone());
-                self.last_error = Some(text);
-            }
-            if let Some(transition) = &mut self.transition {
-                if !transition.done {
-                    transition.done = true;
-                    let text = format!(
-                        "transition {} -> {} done in {:.1}s, {} step(s)",
-                        transition.from,
-                        transition.to,
-                        transition.started.elapsed().as_secs_f64(),
-                        transition.applied
-                    );
-                    self.note(text);
+                if self.last_error.as_deref() != Some(&text) {
+                    self.note(text.clone());
                 }
+                self.last_error = Some(text);
             }
         }
         self.last_step = step.clone();
@@ -775,180 +711,72 @@ impl<C: MasterClient> LocalRuntime<C> {
         Ok(())
     }
 
-    fn transition_status(&self, step: &Step) -> Option<TransitionStatus> {
-        let transition = self.transition.as_ref()?;
-        let current = if transition.done { &Step::Done } else { step };
-        Some(planner::transition_status(
-            transition.from,
-            transition.to,
-            &transition.steps,
-            self.last_applied.as_ref(),
-            current,
-        ))
-    }
-
-    fn build_status(&self, step: &Step, observed: &Observed) -> MesosMasterClusterStatus {
+    /// The status this tick would write: the local shell's view through
+    /// `status::derive`, from the status written last.
+    fn derive_status(&self, step: &Step, observed: &Observed) -> MesosMasterClusterStatus {
         let name = self.name();
-        let spec = &self.cluster.spec;
-        let members: Vec<MemberStatus> = observed
-            .members
-            .iter()
-            .filter(|member| member.pod.is_some())
-            .map(|member| {
-                let snapshot = self.snapshots.get(&member.ordinal);
-                let status = snapshot.and_then(|s| s.status.as_ref());
-                let pod = member.pod.as_ref();
-                MemberStatus {
-                    name: planner::member_name(&name, member.ordinal),
-                    address: Some(self.layout().address(member.ordinal).to_string()),
-                    quorum: status
-                        .map(|s| s.quorum as i32)
-                        .or_else(|| pod.map(|p| p.config.quorum as i32)),
-                    replica_status: status.map(|s| s.status.to_string()),
-                    log_end_position: status.map(|s| s.end),
-                    ready: pod.is_some_and(|p| p.ready),
-                }
-            })
-            .collect();
-        let ready = members.iter().filter(|m| m.ready).count() as i32;
-        let leader_quorum = observed.leader.and_then(|leader| {
-            observed
-                .members
-                .iter()
-                .find(|m| m.ordinal == leader)
-                .and_then(|m| m.pod.as_ref())
-                .map(|p| p.config.quorum as i32)
+        let export_size_bytes = fs::metadata(self.export_file())
+            .ok()
+            .map(|metadata| metadata.len() as usize);
+        let input = status_input(LocalView {
+            cluster_name: &name,
+            spec: &self.cluster.spec,
+            generation: self.generation,
+            observed,
+            base_port: self.options.base_port,
+            export_size_bytes,
+            spec_rejected: self.spec_error.clone(),
+            day2: Day2 {
+                backup: self.backup_status.clone(),
+                restore: self.restore_status.clone(),
+                recovery: self.recovery.record.clone(),
+                hold: self.recovery.hold.clone(),
+                member_restart: self.restart_report.clone(),
+            },
         });
-        let in_transition = self.transition.as_ref().is_some_and(|t| !t.done);
-        let (phase, reason) = if let Some(error) = &self.spec_error {
-            (
-                if in_transition {
-                    Phase::Transitioning
-                } else {
-                    Phase::Degraded
-                },
-                Some(format!("{error}; the last valid spec stays in effect")),
-            )
-        } else {
-            match step {
-                Step::Failed { reason } => (Phase::Failed, Some(reason.clone())),
-                Step::Wait { reason } if spec.paused => (Phase::Paused, Some(reason.clone())),
-                Step::Done if ready == spec.replicas => (Phase::Running, None),
-                Step::Done => (Phase::Degraded, Some("not every master is ready".into())),
-                _ if in_transition => (Phase::Transitioning, self.last_error.clone()),
-                Step::Wait { reason } => (
-                    if observed.members.is_empty() {
-                        Phase::Pending
-                    } else {
-                        Phase::Degraded
-                    },
-                    Some(reason.clone()),
-                ),
-                _ => (Phase::Degraded, self.last_error.clone()),
-            }
-        };
-        let reason = match (&self.last_error, reason) {
-            (Some(error), None) => Some(error.clone()),
-            (_, reason) => reason,
-        };
-        let safe = planner::check_step(observed, &Step::Done).is_ok();
-        let waiting = match step {
-            Step::Wait { reason } => reason.clone(),
-            other => other.describe(&name),
-        };
-        let conditions = vec![
-            self.condition(
-                condition_types::AVAILABLE,
-                observed.leader.is_some()
-                    && ready >= crate::operator::api::quorum_for(spec.replicas).min(ready.max(1)),
-                if observed.leader.is_some() {
-                    "LeaderElected"
-                } else {
-                    "NoLeader"
-                },
-                format!("{ready} of {} masters ready", spec.replicas),
-            ),
-            self.condition(
-                condition_types::PROGRESSING,
-                in_transition,
-                if in_transition {
-                    "Transitioning"
-                } else {
-                    "Idle"
-                },
-                waiting.clone(),
-            ),
-            self.condition(
-                condition_types::DEGRADED,
-                matches!(phase, Phase::Degraded | Phase::Failed),
-                match phase {
-                    Phase::Failed => "PlannerRefused",
-                    Phase::Degraded => "NotReady",
-                    _ => "AsExpected",
-                },
-                reason.clone().unwrap_or_else(|| waiting.clone()),
-            ),
-            self.condition(
-                condition_types::QUORUM_SAFE,
-                safe,
-                if safe { "QuorumsIntersect" } else { "Unsafe" },
-                if safe {
-                    "every two quorums in use intersect".to_string()
-                } else {
-                    planner::check_step(observed, &Step::Done)
-                        .err()
-                        .map(|v| v.to_string())
-                        .unwrap_or_default()
-                },
-            ),
-        ];
-        MesosMasterClusterStatus {
-            observed_generation: Some(self.generation),
-            phase: Some(phase),
-            reason,
-            replicas: members.len() as i32,
-            ready_replicas: ready,
-            quorum: leader_quorum,
-            target_quorum: Some(spec.target_quorum()),
-            leader: observed
-                .leader
-                .map(|leader| planner::member_name(&name, leader)),
-            current_step: Some(step.describe(&name)),
-            members,
-            transition: self.transition_status(step),
-            planner_memory: Some(self.memory.clone()),
-            conditions: conditions
-                .into_iter()
-                .chain(self.restart_condition())
-                .collect(),
-            backup: self.backup_status.clone(),
-            restore: self.restore_status.clone(),
-            recovery: None,
-        }
+        status::derive(
+            &input,
+            Decided {
+                step,
+                blocked: self.blocked.as_deref(),
+            },
+            self.memory.clone(),
+            &self.status,
+            Time(k8s_openapi::jiff::Timestamp::now()),
+        )
     }
 
-    fn condition(&self, kind: &str, value: bool, reason: &str, message: String) -> Condition {
-        let status = if value { "True" } else { "False" };
-        let since = self
-            .status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == kind && c.status == status)
-            .map(|c| c.last_transition_time.clone())
-            .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()));
-        Condition {
-            last_transition_time: since,
-            message,
-            observed_generation: Some(self.generation),
-            reason: reason.to_string(),
-            status: status.to_string(),
-            type_: kind.to_string(),
+    /// A note when a transition begins or ends (status holds its lines).
+    fn note_transition(
+        &mut self,
+        before: Option<&TransitionStatus>,
+        after: Option<&TransitionStatus>,
+    ) {
+        let active = |t: Option<&TransitionStatus>| {
+            t.filter(|t| t.current_step.is_some())
+                .map(|t| (t.from, t.to))
+        };
+        match (active(before), active(after), after) {
+            (was, Some((from, to)), _) if was != Some((from, to)) => {
+                self.transition_started = Some(Instant::now());
+                self.note(format!("transition {from} -> {to} begins"));
+            }
+            (Some((from, to)), None, Some(done)) => {
+                let took = self.transition_started.take().unwrap_or(self.started);
+                self.note(format!(
+                    "transition {from} -> {to} done in {:.1}s, {} step(s)",
+                    took.elapsed().as_secs_f64(),
+                    done.steps.len()
+                ));
+            }
+            _ => {}
         }
     }
 
     fn write_status(&mut self, step: &Step, observed: &Observed) -> anyhow::Result<()> {
-        let mut status = self.build_status(step, observed);
-        self.recovery_overlay(&mut status);
+        let status = self.derive_status(step, observed);
+        let before = self.status.transition.clone();
+        self.note_transition(before.as_ref(), status.transition.as_ref());
         if status != self.status || !self.status_path().exists() {
             write_atomically(
                 &self.status_path(),
@@ -984,6 +812,53 @@ impl<C: MasterClient> LocalRuntime<C> {
                 .collect::<Vec<_>>(),
             notes: &self.notes,
         })
+    }
+}
+
+/// What the local shell hands `status_input`: one tick's observation and the
+/// runtime's own state.
+pub(crate) struct LocalView<'a> {
+    pub cluster_name: &'a str,
+    pub spec: &'a MesosMasterClusterSpec,
+    pub generation: i64,
+    pub observed: &'a Observed,
+    pub base_port: u16,
+    /// `registry-export.json`'s size, while it exists.
+    pub export_size_bytes: Option<usize>,
+    pub spec_rejected: Option<String>,
+    pub day2: Day2,
+}
+
+/// The local shell's view of one tick, for `status::derive`. Pure.
+pub(crate) fn status_input(view: LocalView) -> StatusInput {
+    StatusInput {
+        cluster_name: view.cluster_name,
+        spec: view.spec,
+        generation: Some(view.generation),
+        observed: view.observed,
+        addresses: view
+            .observed
+            .members
+            .iter()
+            .map(|member| {
+                (
+                    member.ordinal,
+                    members::member_address(view.base_port, member.ordinal),
+                )
+            })
+            .collect(),
+        // Local members are directories: no volume template, no size or class
+        // that could differ from spec.storage.
+        storage: Storage::NoTemplates,
+        registry_export: view.export_size_bytes.map(|size_bytes| RegistryExport {
+            size_bytes,
+            kept_in: "registry-export.json in the state directory".to_string(),
+            // An import that finds data answers 409 and the export is dropped at
+            // once (`finish_registry_transfer`): never kept unimported.
+            import_skipped: None,
+        }),
+        spec_rejected: view.spec_rejected,
+        day2: view.day2,
     }
 }
 

@@ -21,13 +21,14 @@ use super::{now_ms, LocalRuntime};
 use crate::master::export_document;
 use crate::operator::api::recovery::{RecoveryPhase, RecoveryRecord};
 use crate::operator::api::Ordinal;
-use crate::operator::api::{condition_types, MesosMasterClusterStatus, Phase};
+use crate::operator::api::Phase;
 use crate::operator::master_client::{ImportOutcome, MasterClient, MemberTarget, Redirect};
 use crate::operator::planner::{self, Observed};
 use crate::operator::recovery::{
     self, assess, import_step, lost_since, parse_request, validate, Assessment, ImportStep,
     MemberObservation,
 };
+use crate::operator::status::Hold;
 
 /// The request file `kubectl mmc recover --state-dir` writes.
 pub const REQUEST_FILE: &str = "recover-request";
@@ -44,9 +45,9 @@ pub struct RecoveryState {
     lost_since_ms: Option<u64>,
     /// What status should show instead of the planner's phase, when the planner
     /// is held: (phase, reason, QuorumLost condition message).
-    hold: Option<(Phase, String, Option<String>)>,
+    pub(super) hold: Option<Hold>,
     /// The last record (active or done).
-    record: Option<RecoveryRecord>,
+    pub(super) record: Option<RecoveryRecord>,
     started: Option<Instant>,
 }
 
@@ -150,7 +151,11 @@ impl<C: MasterClient> LocalRuntime<C> {
                     self.note(text.clone());
                 }
                 self.last_error = Some(text.clone());
-                self.recovery.hold = Some((Phase::Recovering, text, None));
+                self.recovery.hold = Some(Hold {
+                    phase: Phase::Recovering,
+                    reason: text,
+                    quorum_lost: None,
+                });
             }
             return Ok(true);
         }
@@ -221,13 +226,21 @@ impl<C: MasterClient> LocalRuntime<C> {
                     let record = RecoveryRecord::start(&request, &loss, &names, earlier.as_ref());
                     self.recovery.started = Some(Instant::now());
                     self.save_record(record.clone())?;
-                    self.recovery.hold = Some((Phase::Recovering, record.summary(), None));
+                    self.recovery.hold = Some(Hold {
+                        phase: Phase::Recovering,
+                        reason: record.summary(),
+                        quorum_lost: None,
+                    });
                     return Ok(true);
                 }
                 Err(refused) => message = format!("{message}; request refused: {refused}"),
             }
         }
-        self.recovery.hold = Some((Phase::QuorumLost, message.clone(), Some(message)));
+        self.recovery.hold = Some(Hold {
+            phase: Phase::QuorumLost,
+            reason: message.clone(),
+            quorum_lost: Some(message),
+        });
         Ok(true)
     }
 
@@ -311,6 +324,12 @@ impl<C: MasterClient> LocalRuntime<C> {
                             self.note("the new log's registry already held data (409): the import had run".into());
                         }
                         let done = record.imported(log_id);
+                        // As on Kubernetes: the held round that finishes says Running.
+                        self.recovery.hold = Some(Hold {
+                            phase: Phase::Running,
+                            reason: done.summary(),
+                            quorum_lost: None,
+                        });
                         self.save_record(done.clone())?;
                         let _ = fs::remove_file(self.recovery_path(REQUEST_FILE));
                         if let Some(started) = self.recovery.started.take() {
@@ -325,45 +344,11 @@ impl<C: MasterClient> LocalRuntime<C> {
             }
             RecoveryPhase::Done => {}
         }
-        self.recovery.hold = Some((Phase::Recovering, reason, None));
+        self.recovery.hold = Some(Hold {
+            phase: Phase::Recovering,
+            reason,
+            quorum_lost: None,
+        });
         Ok(())
-    }
-
-    /// Status while recovery holds the planner, and the record afterwards.
-    pub(super) fn recovery_overlay(&self, status: &mut MesosMasterClusterStatus) {
-        status.recovery = self.recovery.record.clone();
-        if let Some((phase, reason, quorum_lost)) = &self.recovery.hold {
-            status.phase = Some(*phase);
-            status.reason = Some(reason.clone());
-            status.current_step = Some(reason.clone());
-            if let Some(message) = quorum_lost {
-                status.conditions.push(self.condition(
-                    condition_types::QUORUM_LOST,
-                    true,
-                    "QuorumLost",
-                    message.clone(),
-                ));
-            }
-        } else if self.recovery.lost_since_ms.is_none() {
-            status.conditions.push(self.condition(
-                condition_types::QUORUM_LOST,
-                false,
-                "QuorumVoting",
-                "a quorum of members votes on one log".into(),
-            ));
-        }
-        if let Some(record) = self.recovery.record.as_ref() {
-            let done = record.phase == RecoveryPhase::Done;
-            status.conditions.push(self.condition(
-                condition_types::RECOVERED,
-                done,
-                if done {
-                    "RecoveredFromSurvivor"
-                } else {
-                    "Recovering"
-                },
-                record.summary(),
-            ));
-        }
     }
 }

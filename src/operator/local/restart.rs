@@ -9,7 +9,6 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::operator::api::condition_types::MEMBER_RESTART;
 use crate::operator::api::Ordinal;
 use crate::operator::local::members::{write_atomically, STOP_GRACE};
 use crate::operator::local::LocalRuntime;
@@ -133,9 +132,12 @@ impl<C: MasterClient> LocalRuntime<C> {
             return Ok(());
         };
         // Re-checked against this tick's observation, not the requester's view.
-        let status = self.build_status(step, observed);
-        let transition_running =
-            !matches!(step, Step::Done) || self.transition.as_ref().is_some_and(|t| !t.done);
+        let status = self.derive_status(step, observed);
+        let transition_running = status
+            .transition
+            .as_ref()
+            .is_some_and(|transition| transition.current_step.is_some())
+            || !matches!(step, Step::Done);
         // The quorum guard first: while a member is down the planner waits too,
         // and "it would lose quorum" is the reason a user can act on.
         let verdict = check_restart(&name, &status, &member, None)
@@ -191,14 +193,6 @@ impl<C: MasterClient> LocalRuntime<C> {
         ));
         Ok(())
     }
-
-    /// The MemberRestart condition, while there is something to say.
-    pub(super) fn restart_condition(
-        &self,
-    ) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-        let (active, reason, message) = self.restart_report.as_ref()?;
-        Some(self.condition(MEMBER_RESTART, *active, reason, message.clone()))
-    }
 }
 
 #[cfg(test)]
@@ -223,7 +217,7 @@ mod tests {
                     name: format!("e2e-{ordinal}"),
                     address: None,
                     quorum: Some(2),
-                    replica_status: Some("VOTING".into()),
+                    replica_status: Some("Voting".into()),
                     log_end_position: Some(1),
                     ready: ordinal != 2,
                 })

@@ -17,11 +17,11 @@
 //! deletions are idempotent, an import into a registry holding data answers 409).
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::ResourceExt;
 
-use super::{apply_object, next_status, remove_member, Error};
+use super::{apply_object, day2_from, remove_member, status_input, Error};
 use crate::master::export_document;
 use crate::operator::api::recovery::{RecoveryPhase, RecoveryRecord, ANNOTATION_RECOVER_FROM};
 use crate::operator::api::Ordinal;
@@ -34,10 +34,11 @@ use crate::operator::planner::Step;
 use crate::operator::recovery::{
     self, assess, import_step, parse_request, validate, Assessment, ImportStep, MemberObservation,
 };
+use crate::operator::status::{self, Day2, Decided, Hold};
 
 /// What the hook decided.
 pub(super) enum Held {
-    /// Not held: the planner runs (`overlay` still marks a recovery in progress).
+    /// Not held: the planner runs (`status::derive` still marks a recovery in progress).
     No,
     /// Held: write this status and come back.
     Status {
@@ -74,46 +75,6 @@ fn observations(names: &Names, observation: &Observation) -> Vec<(Ordinal, Membe
         .collect()
 }
 
-/// `Recovered`: true once the recovery is done, with the record's summary.
-fn recovered_condition(record: &RecoveryRecord, now: &Time) -> Condition {
-    let done = record.phase == RecoveryPhase::Done;
-    let reason = if done {
-        "RecoveredFromSurvivor"
-    } else {
-        "Recovering"
-    };
-    condition(
-        condition_types::RECOVERED,
-        done,
-        reason,
-        record.summary(),
-        now,
-    )
-}
-
-fn set_condition(conditions: &mut Vec<Condition>, previous: &[Condition], condition: Condition) {
-    let since = previous
-        .iter()
-        .find(|c| c.type_ == condition.type_ && c.status == condition.status)
-        .map(|c| c.last_transition_time.clone());
-    conditions.retain(|c| c.type_ != condition.type_);
-    conditions.push(Condition {
-        last_transition_time: since.unwrap_or(condition.last_transition_time.clone()),
-        ..condition
-    });
-}
-
-fn condition(kind: &str, value: bool, reason: &str, message: String, now: &Time) -> Condition {
-    Condition {
-        last_transition_time: now.clone(),
-        message,
-        observed_generation: None,
-        reason: reason.into(),
-        status: if value { "True" } else { "False" }.into(),
-        type_: kind.into(),
-    }
-}
-
 /// The status of a held reconcile: the usual view of members, with the phase and
 /// reason of the quorum loss or the recovery.
 fn held_status(
@@ -126,43 +87,27 @@ fn held_status(
     record: Option<RecoveryRecord>,
 ) -> MesosMasterClusterStatus {
     let previous = cluster.status.clone().unwrap_or_default();
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
     let memory = previous.planner_memory.clone().unwrap_or_default();
-    let mut status = next_status(
-        &previous,
-        cluster,
-        names,
-        observation,
-        &Step::Wait {
+    let day2 = Day2 {
+        recovery: record,
+        hold: Some(Hold {
+            phase,
             reason: reason.clone(),
+            quorum_lost,
+        }),
+        ..day2_from(&previous)
+    };
+    // Held: the planner took no step, so status waits on what holds it.
+    status::derive(
+        &status_input(cluster, names, observation, None, day2),
+        Decided {
+            step: &Step::Wait { reason },
+            blocked: None,
         },
-        None,
         memory,
-        None,
-        now.clone(),
-    );
-    status.phase = Some(phase);
-    status.reason = Some(reason.clone());
-    status.current_step = Some(reason);
-    status.recovery = record;
-    if let Some(message) = quorum_lost {
-        set_condition(
-            &mut status.conditions,
-            &previous.conditions,
-            condition(
-                condition_types::QUORUM_LOST,
-                true,
-                "QuorumLost",
-                message,
-                &now,
-            ),
-        );
-    }
-    if let Some(record) = &status.recovery {
-        let recovered = recovered_condition(record, &now);
-        set_condition(&mut status.conditions, &previous.conditions, recovered);
-    }
-    status
+        &previous,
+        Time(k8s_openapi::jiff::Timestamp::now()),
+    )
 }
 
 /// Seconds since the `QuorumLost=True` condition was set (0 when it is not).
@@ -354,7 +299,7 @@ async fn step(
                         record,
                     ))
                 }
-                // The planner creates the members meanwhile (see `overlay`).
+                // The planner creates the members meanwhile (`status::derive` says Recovering).
                 ImportStep::Wait { .. } => Ok(Held::No),
                 ImportStep::Import { leader, log_id } => {
                     let target = ordinal_of(names, &leader).and_then(|ordinal| {
@@ -380,7 +325,7 @@ async fn step(
                     {
                         Ok(ImportOutcome::Imported | ImportOutcome::AlreadyHeldData) => {
                             let done = record.imported(log_id);
-                            let mut status = held_status(
+                            let status = held_status(
                                 cluster,
                                 names,
                                 observation,
@@ -389,7 +334,6 @@ async fn step(
                                 None,
                                 Some(done),
                             );
-                            status.current_step = None;
                             Ok(Held::Status {
                                 status: Box::new(status),
                                 drop_request: true,
@@ -401,24 +345,6 @@ async fn step(
             }
         }
         RecoveryPhase::Done => Ok(Held::No),
-    }
-}
-
-/// On the planner's status while a recovery runs (`Importing`): phase and record.
-pub(super) fn overlay(cluster: &MesosMasterCluster, status: &mut MesosMasterClusterStatus) {
-    let Some(previous) = cluster.status.as_ref() else {
-        return;
-    };
-    if let Some(record) = previous.recovery.clone() {
-        let done = record.phase == RecoveryPhase::Done;
-        if !done {
-            status.phase = Some(Phase::Recovering);
-            status.reason = Some(record.summary());
-        }
-        let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let recovered = recovered_condition(&record, &now);
-        set_condition(&mut status.conditions, &previous.conditions, recovered);
-        status.recovery = Some(record);
     }
 }
 
