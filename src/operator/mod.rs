@@ -21,4 +21,6 @@ pub mod master_client;
 pub mod planner;
 pub mod recovery;
 pub mod restart;
+#[cfg(test)]
+mod shells_agree;
 pub mod status;
