@@ -10,13 +10,14 @@
 //! document it refuses.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::master::api::LogStatus;
 use crate::master::export_document::{self, DocumentError};
 use crate::operator::api::backup::parse_backup_name;
+use crate::operator::atomic_file::write_atomically;
 use crate::operator::master_client::{
     ImportOutcome, MasterCallError, MasterClient, MemberTarget, Redirect,
 };
@@ -128,32 +129,10 @@ pub fn read_backup(path: &Path) -> Result<VerifiedBackup, BackupError> {
 /// the whole new file, never a torn one under the final name.
 pub fn write_backup(dir: &Path, backup: &VerifiedBackup) -> Result<PathBuf, BackupError> {
     let path = dir.join(backup.file_name());
-    let write_error = |path: &Path| {
-        let path = path.to_owned();
-        move |error| BackupError::Write { path, error }
-    };
-    fs::create_dir_all(dir).map_err(write_error(dir))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        backup.file_name(),
-        std::process::id()
-    ));
-    let written = (|| {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(&backup.document)?;
-        file.sync_all()
-    })();
-    if let Err(error) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(write_error(&tmp)(error));
-    }
-    if let Err(error) = fs::rename(&tmp, &path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(write_error(&path)(error));
-    }
-    fs::File::open(dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(write_error(dir))?;
+    write_atomically(&path, &backup.document).map_err(|failed| BackupError::Write {
+        path: failed.path,
+        error: failed.source,
+    })?;
     Ok(path)
 }
 

@@ -13,6 +13,7 @@
 //!    [`cli`] (the `kubectl mmc` plugin).
 
 pub mod api;
+pub mod atomic_file;
 pub mod backup;
 pub mod cli;
 pub mod kubernetes;

@@ -308,7 +308,7 @@ pub fn local_recover(state_dir: &Path, member: &str, log_id: &str) -> Result<Str
     let (_, _, status) = local_state(state_dir)?;
     recovery::check_against_status(&status, &request).map_err(PluginError::RecoveryRefused)?;
     let path = state_dir.join(crate::operator::local::recovery::REQUEST_FILE);
-    crate::operator::local::members::write_atomically(&path, format!("{request}\n").as_bytes())
+    crate::operator::atomic_file::write_atomically(&path, format!("{request}\n").as_bytes())
         .map_err(|error| PluginError::StateDir {
             path: path.display().to_string(),
             reason: format!("{error:#}"),

@@ -15,7 +15,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -26,6 +25,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::operator::api::Ordinal;
+use crate::operator::atomic_file::write_atomically;
 use crate::operator::backup::BackupError;
 use crate::operator::planner::MemberConfig;
 
@@ -121,7 +121,8 @@ impl Layout {
         write_atomically(
             &self.flags_file(flags.ordinal),
             &serde_json::to_vec_pretty(flags)?,
-        )
+        )?;
+        Ok(())
     }
 
     /// Whether the member's work dir is the one the runtime created.
@@ -135,33 +136,14 @@ impl Layout {
         write_atomically(
             &work_dir.join(VOLUME_MARKER),
             b"created by mesos-operator local\n",
-        )
+        )?;
+        Ok(())
     }
 }
 
 /// Member `i` listens on 127.0.0.(i+1):port.
 pub fn member_address(base_port: u16, ordinal: Ordinal) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1 + ordinal as u8], base_port))
-}
-
-/// Writes `bytes` to `path` through a temporary file, fsync and rename, then
-/// fsyncs the directory: readers see the old or the new content, never a mix.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    let mut file = fs::File::create(&tmp).with_context(|| format!("{}", tmp.display()))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    if let Ok(dir) = fs::File::open(dir) {
-        let _ = dir.sync_all();
-    }
-    Ok(())
 }
 
 /// A running member process: our child, or one adopted from an earlier runtime.

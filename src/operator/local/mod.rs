@@ -43,6 +43,7 @@ use crate::operator::api::{
     MesosMasterCluster, MesosMasterClusterSpec, MesosMasterClusterStatus, Ordinal, PlannerMemory,
     TransitionStatus, MAX_REPLICAS,
 };
+use crate::operator::atomic_file::write_atomically;
 use crate::operator::master_client::{
     HttpMasterClient, ImportOutcome, MasterClient, MemberTarget, Redirect, Timeouts,
 };
@@ -51,7 +52,7 @@ use crate::operator::planner::{
     Step, VolumeState,
 };
 use crate::operator::status::{self, Day2, Decided, RegistryExport, StatusInput, Storage};
-use members::{write_atomically, Layout, MemberFlags, Supervisor, STOP_GRACE};
+use members::{Layout, MemberFlags, Supervisor, STOP_GRACE};
 
 /// Cluster name when no spec file names one.
 pub const DEFAULT_CLUSTER_NAME: &str = "local";

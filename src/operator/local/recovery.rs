@@ -16,12 +16,13 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use super::members::{write_atomically, STOP_GRACE};
+use super::members::STOP_GRACE;
 use super::{now_ms, LocalRuntime};
 use crate::master::export_document;
 use crate::operator::api::recovery::{RecoveryPhase, RecoveryRecord};
 use crate::operator::api::Ordinal;
 use crate::operator::api::Phase;
+use crate::operator::atomic_file::write_atomically;
 use crate::operator::master_client::{ImportOutcome, MasterClient, MemberTarget, Redirect};
 use crate::operator::planner::{self, Observed};
 use crate::operator::recovery::{

@@ -10,7 +10,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::operator::api::Ordinal;
-use crate::operator::local::members::{write_atomically, STOP_GRACE};
+use crate::operator::atomic_file::write_atomically;
+use crate::operator::local::members::STOP_GRACE;
 use crate::operator::local::LocalRuntime;
 use crate::operator::master_client::MasterClient;
 use crate::operator::planner::{self, Observed, Step};
