@@ -141,16 +141,17 @@ fn leader(port: u16) -> SocketAddr {
 
 fn put_weight(port: u16, weight: f64) {
     let body = format!(r#"[{{"role":"dev","weight":{weight}}}]"#);
-    let response =
-        http::request(leader(port), "PUT", "/weights", body.as_bytes(), IO).expect("PUT /weights");
-    assert_eq!(response.status, 200, "{}", response.text());
+    let response = http::request_within(leader(port), "PUT", "/weights", body.as_bytes(), IO)
+        .expect("PUT /weights");
+    assert_eq!(response.status, 200, "{}", response.body);
 }
 
 /// The registry without its master record (which names whoever leads now).
 fn registry_data(port: u16) -> serde_json::Value {
-    let response = http::request(leader(port), "GET", "/registry/export", b"", IO).expect("export");
-    assert_eq!(response.status, 200, "{}", response.text());
-    let mut export: serde_json::Value = serde_json::from_slice(&response.body).expect("json");
+    let response =
+        http::request_within(leader(port), "GET", "/registry/export", b"", IO).expect("export");
+    assert_eq!(response.status, 200, "{}", response.body);
+    let mut export: serde_json::Value = serde_json::from_str(&response.body).expect("json");
     let mut registry = export["registry"].take();
     if let Some(fields) = registry.as_object_mut() {
         fields.remove("master");

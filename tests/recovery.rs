@@ -35,8 +35,8 @@ impl Drop for Stray {
 }
 
 fn call(member: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    match http::request(member, method, path, body.as_bytes(), IO) {
-        Ok(response) => (response.status, response.text()),
+    match http::request_within(member, method, path, body.as_bytes(), IO) {
+        Ok(response) => (response.status, response.body),
         Err(error) => (0, error.to_string()),
     }
 }

@@ -222,7 +222,7 @@ fn one_to_three_with_preserve_keeps_the_registry() {
     for n in 0..10 {
         let role = format!("role{n}");
         let body = format!(r#"[{{"role":"{role}","weight":{}.0}}]"#, n + 1);
-        let response = local_common::http::request(
+        let response = local_common::http::request_within(
             leader,
             "PUT",
             "/weights",
@@ -230,15 +230,20 @@ fn one_to_three_with_preserve_keeps_the_registry() {
             Duration::from_secs(5),
         )
         .expect("PUT /weights");
-        assert!(response.status < 300, "{}", response.text());
+        assert!(response.status < 300, "{}", response.body);
         written.push(role);
     }
     let log_id = |leader| {
-        let status =
-            local_common::http::request(leader, "GET", "/log/status", b"", Duration::from_secs(5))
-                .expect("GET /log/status");
+        let status = local_common::http::request_within(
+            leader,
+            "GET",
+            "/log/status",
+            b"",
+            Duration::from_secs(5),
+        )
+        .expect("GET /log/status");
         let status: serde_json::Value =
-            serde_json::from_slice(&status.body).expect("/log/status is JSON");
+            serde_json::from_str(&status.body).expect("/log/status is JSON");
         status["log_id"].as_u64()
     };
     let old_log = log_id(leader);
@@ -256,7 +261,7 @@ fn one_to_three_with_preserve_keeps_the_registry() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let after = local_common::http::request(
+    let after = local_common::http::request_within(
         leader,
         "PUT",
         "/weights",
@@ -264,12 +269,12 @@ fn one_to_three_with_preserve_keeps_the_registry() {
         Duration::from_secs(5),
     )
     .expect("PUT /weights");
-    assert_eq!(after.status, 200, "{}", after.text());
+    assert_eq!(after.status, 200, "{}", after.body);
     written.push("after".to_owned());
     let weights =
-        local_common::http::request(leader, "GET", "/weights", b"", Duration::from_secs(5))
+        local_common::http::request_within(leader, "GET", "/weights", b"", Duration::from_secs(5))
             .expect("GET /weights")
-            .text();
+            .body;
     for role in written {
         assert!(weights.contains(&role), "{role} lost: {weights}");
     }

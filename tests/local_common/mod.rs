@@ -18,8 +18,8 @@ use mesos_operator::master::raw_log::{Appended, RawEntry};
 use mesos_operator::operator::api::{MesosMasterClusterStatus, Phase};
 use mesos_operator::operator::local::members::member_address;
 
+#[path = "../support/http.rs"]
 pub mod http;
-use http::parse_location;
 
 pub const OPERATOR: &str = env!("CARGO_BIN_EXE_mesos-operator");
 pub const MASTER: &str = env!("CARGO_BIN_EXE_mesos-master");
@@ -320,16 +320,16 @@ pub fn tail(text: &str, lines: usize) -> String {
 
 pub fn log_status(addr: SocketAddr) -> Option<LogStatus> {
     let response =
-        http::request(addr, "GET", "/log/status", b"", Duration::from_millis(300)).ok()?;
+        http::request_within(addr, "GET", "/log/status", b"", Duration::from_millis(300)).ok()?;
     (response.status == 200)
-        .then(|| serde_json::from_slice(&response.body).ok())
+        .then(|| serde_json::from_str(&response.body).ok())
         .flatten()
 }
 
 /// The leader, found through `/master/redirect` on any member that answers.
 pub fn find_leader(port: u16) -> Option<SocketAddr> {
     (0..9).find_map(|ordinal| {
-        let response = http::request(
+        let response = http::request_within(
             member_address(port, ordinal),
             "GET",
             "/master/redirect",
@@ -338,18 +338,19 @@ pub fn find_leader(port: u16) -> Option<SocketAddr> {
         )
         .ok()?;
         (response.status == 307)
-            .then(|| response.header("location").and_then(parse_location))
+            .then(|| response.location())
             .flatten()
     })
 }
 
 /// Raw entries the member has learned: position -> hex payload.
 pub fn learned(addr: SocketAddr) -> Option<BTreeMap<u64, String>> {
-    let response = http::request(addr, "GET", "/log/read?from=0&to=1000000", b"", IO).ok()?;
+    let response =
+        http::request_within(addr, "GET", "/log/read?from=0&to=1000000", b"", IO).ok()?;
     if response.status != 200 {
         return None;
     }
-    let entries: Vec<RawEntry> = serde_json::from_slice(&response.body).ok()?;
+    let entries: Vec<RawEntry> = serde_json::from_str(&response.body).ok()?;
     Some(
         entries
             .into_iter()
@@ -394,7 +395,7 @@ impl Load {
                         sleep(Duration::from_millis(20));
                         continue;
                     };
-                    match http::request(
+                    match http::request_within(
                         target,
                         "POST",
                         "/log/append",
@@ -403,7 +404,7 @@ impl Load {
                     ) {
                         Ok(response) if response.status == 200 => {
                             let appended: Appended =
-                                serde_json::from_slice(&response.body).expect("append response");
+                                serde_json::from_str(&response.body).expect("append response");
                             acked2.lock().unwrap().push((
                                 Instant::now(),
                                 appended.position,
@@ -413,7 +414,7 @@ impl Load {
                             break;
                         }
                         Ok(response) if response.status == 307 => {
-                            leader = response.header("location").and_then(parse_location);
+                            leader = response.location();
                         }
                         _ => {
                             leader = None;

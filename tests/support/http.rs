@@ -34,6 +34,12 @@ impl HttpResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|value| value.to_str().ok())
     }
+
+    /// `http://127.0.0.2:5050/...` in the `Location` header -> 127.0.0.2:5050.
+    pub fn location(&self) -> Option<SocketAddr> {
+        let rest = self.header("location")?.strip_prefix("http://")?;
+        rest.split('/').next()?.parse().ok()
+    }
 }
 
 #[derive(Debug)]
@@ -190,6 +196,21 @@ pub fn request_with_body(
     body: &[u8],
 ) -> Result<HttpResponse, CallError> {
     Request::new(method, path).body(body).send(addr)
+}
+
+/// A request with a body and a bound on the whole exchange (connect included).
+pub fn request_within(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<HttpResponse, CallError> {
+    Request::new(method, path)
+        .body(body)
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .send(addr)
 }
 
 /// `POST` of a JSON document.
