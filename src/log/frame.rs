@@ -128,13 +128,10 @@
 //! holder can claim any sender address, so the whitelist keeps out strangers and
 //! misconfigured members, not a malicious member.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use hmac::{Hmac, KeyInit, Mac};
 use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM, NONCE_LEN};
+use ring::error::Unspecified;
+use ring::rand::SecureRandom;
 use sha2::Sha256;
 
 /// The version byte of v1 (HMAC-SHA256), in preambles and frame headers.
@@ -519,29 +516,17 @@ impl ConnectionAuth {
 
 /// Chosen by each side for each connection (the acceptor in every version, the
 /// connector too from v3 on). It need not be secret, only never repeated: 128 bits
-/// from the OS-seeded hasher keys, the time and a counter.
+/// from a random number generator the I/O layer hands in (`ring`'s
+/// `SystemRandom`), so this module draws no randomness of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionNonce(pub [u8; NONCE_BYTES]);
 
 impl ConnectionNonce {
-    pub fn generate() -> ConnectionNonce {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+    /// A fresh nonce from `random`.
+    pub fn generate(random: &dyn SecureRandom) -> Result<ConnectionNonce, Unspecified> {
         let mut bytes = [0; NONCE_BYTES];
-        for (half, chunk) in bytes.chunks_mut(8).enumerate() {
-            // Each RandomState is seeded from the OS (then incremented per thread).
-            let mut hasher = RandomState::new().build_hasher();
-            hasher.write_u64(count);
-            hasher.write_u128(nanos);
-            hasher.write_usize(half);
-            hasher.write_u32(std::process::id());
-            chunk.copy_from_slice(&hasher.finish().to_le_bytes());
-        }
-        ConnectionNonce(bytes)
+        random.fill(&mut bytes)?;
+        Ok(ConnectionNonce(bytes))
     }
 }
 
