@@ -21,7 +21,8 @@ use libfuzzer_sys::fuzz_target;
 use mesos_operator::master::api::ReplicaStatus;
 use mesos_operator::master::http::{router_with_registry, MasterState};
 use mesos_operator::master::metrics::Metrics;
-use mesos_operator::master::registrar::{memory_registrar, RegistrarConfig};
+use mesos_operator::master::registrar::test_support::memory_registrar;
+use mesos_operator::master::registrar::RegistrarConfig;
 use mesos_operator::master::view::{MasterView, SharedMasterView};
 use tower::ServiceExt;
 

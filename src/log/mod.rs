@@ -71,6 +71,7 @@ pub mod durable;
 pub mod frame;
 pub mod message;
 pub mod node;
+pub mod quorum;
 pub mod recovery;
 pub mod replica;
 pub mod simulator;

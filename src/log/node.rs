@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::coordinator::{Coordinator, Effects, Mode, Phase, Signal, MAX_REPLY_BYTES};
 use super::message::{Envelope, Message, PromiseOutcome, ReadReply};
+use super::quorum::quorums_intersect;
 use super::recovery::{decide, Decision, Incarnations, PeerStatus, Probe, MAX_CATCHUP_ENTRIES};
 use super::replica::{Replica, VoteRefusal};
 use super::types::{
@@ -113,7 +114,7 @@ impl NodeConfig {
                 members: n,
             });
         }
-        if n > 2 * self.quorum - 1 {
+        if !quorums_intersect(self.quorum, n) {
             return Err(ConfigError::QuorumsMayNotIntersect {
                 quorum: self.quorum,
                 members: n,

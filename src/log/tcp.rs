@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use ring::rand::SystemRandom;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -97,6 +98,8 @@ pub enum LinkError {
     },
     #[error("replica connection with {peer}: connection closed in the middle of a frame ({buffered_bytes} bytes buffered)")]
     TruncatedFrame { peer: String, buffered_bytes: usize },
+    #[error("replica connection with {peer}: the system's random number generator failed to make a connection nonce")]
+    NoRandomness { peer: String },
     #[error("replica connection from {peer}: bytes after the preamble prefix do not match")]
     NotReplicaProtocol { peer: String },
     #[error("replica connection with {peer}: TLS: {source}")]
@@ -149,6 +152,8 @@ pub struct LinkConfig {
     /// TLS between members (`--peer_tls_*`): required in both directions when set,
     /// refused when not (see [`crate::log::tls`]).
     pub tls: Option<Arc<PeerTls>>,
+    /// Where the connection nonces come from: the frame code takes them from here.
+    pub random: SystemRandom,
 }
 
 impl LinkConfig {
@@ -161,6 +166,7 @@ impl LinkConfig {
             max_payload_bytes: crate::log::frame::DEFAULT_MAX_PAYLOAD_BYTES,
             peer_queue_capacity: DEFAULT_PEER_QUEUE_CAPACITY,
             tls: None,
+            random: SystemRandom::new(),
         }
     }
 }
@@ -756,7 +762,9 @@ async fn serve_replica_stream<S: AsyncRead + AsyncWrite + Unpin>(
         .await?;
         connector_nonce = Some(ConnectionNonce(nonce));
     }
-    let nonce = ConnectionNonce::generate();
+    let nonce = ConnectionNonce::generate(&config.random).map_err(|_| LinkError::NoRandomness {
+        peer: peer_name.clone(),
+    })?;
     let mut reply = [0u8; HANDSHAKE_REPLY_BYTES];
     reply[..PREAMBLE_BYTES].copy_from_slice(&version.preamble());
     reply[PREAMBLE_BYTES..].copy_from_slice(&nonce.0);
@@ -947,9 +955,14 @@ pub async fn connect_version(
     };
     // v3 sends its own nonce with the preamble, in one write: an acceptor of an
     // older build closes the connection after the preamble either way.
-    let connector_nonce = version
-        .has_connector_nonce()
-        .then(ConnectionNonce::generate);
+    let connector_nonce = match version.has_connector_nonce() {
+        true => Some(ConnectionNonce::generate(&config.random).map_err(|_| {
+            LinkError::NoRandomness {
+                peer: remote.to_string(),
+            }
+        })?),
+        false => None,
+    };
     let mut opening = version.preamble().to_vec();
     if let Some(nonce) = &connector_nonce {
         opening.extend_from_slice(&nonce.0);

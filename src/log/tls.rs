@@ -667,5 +667,7 @@ impl AsyncWrite for PeerWriteHalf {
 }
 
 // The tests generate their certificates with the local runtime's CA.
-#[cfg(all(test, feature = "operator"))]
+#[cfg(test)]
+mod test_certs;
+#[cfg(test)]
 mod tests;

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, ValueEnum};
 
+use crate::log::quorum::{max_members, quorums_intersect};
+
 /// The only registry Mesos (and we) support: the Paxos replicated log.
 pub const REGISTRY_REPLICATED_LOG: &str = "replicated_log";
 
@@ -619,12 +621,11 @@ fn check_quorum_against_whitelist(quorum: usize, members: usize) -> Result<(), C
     if quorum > members {
         return Err(ConfigError::QuorumLargerThanEnsemble { quorum, members });
     }
-    let max_members = 2 * quorum - 1;
-    if members > max_members {
+    if !quorums_intersect(quorum, members) {
         return Err(ConfigError::QuorumsMayNotIntersect {
             quorum,
             members,
-            max_members,
+            max_members: max_members(quorum),
         });
     }
     Ok(())

@@ -842,7 +842,8 @@ mod tests {
     use crate::master::api::ReplicaStatus;
     use crate::master::http::{router_with_registry, MasterState};
     use crate::master::metrics::Metrics;
-    use crate::master::registrar::{memory_registrar, RegistrarConfig};
+    use crate::master::registrar::test_support::memory_registrar;
+    use crate::master::registrar::RegistrarConfig;
 
     const SELF: &str = "127.0.0.1:5050";
     const OTHER: &str = "127.0.0.2:5050";

@@ -446,7 +446,7 @@ pub fn check_configs(
     let in_use: BTreeSet<&MemberConfig> = configs.values().flatten().collect();
     let members = members.max(configs.len());
     for first in &in_use {
-        if first.whitelist.len() > 2 * first.quorum as usize - 1 {
+        if !crate::log::quorum::quorums_intersect(first.quorum as usize, first.whitelist.len()) {
             return Err(SafetyViolation::WhitelistTooLong {
                 whitelist_len: first.whitelist.len(),
                 quorum: first.quorum,

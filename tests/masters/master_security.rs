@@ -34,7 +34,8 @@ fn handshake(target: SocketAddr) -> (TcpStream, ConnectionNonces) {
     stream
         .set_write_timeout(Some(CLOSE_TIMEOUT))
         .expect("timeout");
-    let connector = ConnectionNonce::generate();
+    let connector =
+        ConnectionNonce::generate(&ring::rand::SystemRandom::new()).expect("randomness");
     stream
         .write_all(&[&PREAMBLE_V3[..], &connector.0[..]].concat())
         .expect("preamble");

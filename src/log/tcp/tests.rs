@@ -246,7 +246,7 @@ async fn a_member_of_another_log_is_refused_but_an_uninitialized_one_is_heard() 
 /// (sending a connector nonce in v3).
 async fn raw_handshake(address: &str, version: WireVersion) -> (TcpStream, ConnectionNonces) {
     let mut stream = TcpStream::connect(address).await.unwrap();
-    let connector = ConnectionNonce::generate();
+    let connector = random_nonce();
     let mut opening = version.preamble().to_vec();
     if version.has_connector_nonce() {
         opening.extend_from_slice(&connector.0);
@@ -520,7 +520,7 @@ pub(crate) async fn serve_as_older_build<S: AsyncRead + AsyncWrite + Unpin>(
             return;
         }
     };
-    let nonce = ConnectionNonce::generate();
+    let nonce = random_nonce();
     let mut reply = version.preamble().to_vec();
     reply.extend_from_slice(&nonce.0);
     if stream.write_all(&reply).await.is_err() {
@@ -865,8 +865,12 @@ fn reader_of<R: AsyncRead + Unpin>(
     FramedReader::new(stream, decoder, "peer".into())
 }
 
+fn random_nonce() -> ConnectionNonce {
+    ConnectionNonce::generate(&SystemRandom::new()).unwrap()
+}
+
 fn fresh_nonces() -> ConnectionNonces {
-    ConnectionNonces::new(ConnectionNonce::generate(), ConnectionNonce::generate())
+    ConnectionNonces::new(random_nonce(), random_nonce())
 }
 
 fn patterned(len: usize, seed: u8) -> Vec<u8> {

@@ -1,9 +1,9 @@
+use super::test_certs::{write_member_files, CertAuthority, IssuedCert};
 use super::*;
 use crate::log::frame::{FrameKey, PREAMBLE_V1, PREAMBLE_V2};
 use crate::log::tcp::{
     connect as link, serve_replica, sniff, InboundFrame, LinkConfig, LinkError, PeerSender, Sniffed,
 };
-use crate::operator::local::certs::{write_member_files, CertAuthority, IssuedCert};
 use std::collections::BTreeSet;
 use std::future::Future;
 use tokio::net::TcpListener;
@@ -36,11 +36,11 @@ fn load(counter: &std::sync::atomic::AtomicU64) -> u64 {
 }
 
 fn ip_cert(ca: &CertAuthority) -> IssuedCert {
-    ca.issue(&["127.0.0.1".to_string()]).unwrap()
+    ca.issue(&["127.0.0.1".to_string()])
 }
 
 fn files_in(dir: &Path, cert: &IssuedCert, ca_bundle: &str) -> TlsFiles {
-    write_member_files(dir, cert, ca_bundle).unwrap()
+    write_member_files(dir, cert, ca_bundle)
 }
 
 fn peer_tls(files: TlsFiles) -> Arc<PeerTls> {
@@ -125,7 +125,7 @@ fn the_tls_preamble_is_told_from_the_plaintext_one_and_from_http() {
 #[test]
 fn bad_files_are_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = CertAuthority::generate("test CA").unwrap();
+    let ca = CertAuthority::generate("test CA");
     let files = files_in(dir.path(), &ip_cert(&ca), &ca.cert_pem());
 
     let missing = TlsFiles {
@@ -164,14 +164,12 @@ fn bad_files_are_refused_with_the_reason() {
         "{message}"
     );
 
-    let expired = ca
-        .issue_between(&["127.0.0.1".into()], Some(((2020, 1, 1), (2021, 1, 1))))
-        .unwrap();
+    let expired = ca.issue_between(&["127.0.0.1".into()], Some(((2020, 1, 1), (2021, 1, 1))));
     let expired_dir = dir.path().join("expired");
     let message = refusal(files_in(&expired_dir, &expired, &ca.cert_pem()));
     assert!(message.contains("the certificate has expired"), "{message}");
 
-    let stranger = CertAuthority::generate("another CA").unwrap();
+    let stranger = CertAuthority::generate("another CA");
     let stranger_dir = dir.path().join("stranger");
     let message = refusal(files_in(&stranger_dir, &ip_cert(&stranger), &ca.cert_pem()));
     assert!(
@@ -184,8 +182,8 @@ fn bad_files_are_refused_with_the_reason() {
 fn a_bundle_of_two_cas_accepts_certificates_of_either() {
     let dir = tempfile::tempdir().unwrap();
     let (old, new) = (
-        CertAuthority::generate("old CA").unwrap(),
-        CertAuthority::generate("new CA").unwrap(),
+        CertAuthority::generate("old CA"),
+        CertAuthority::generate("new CA"),
     );
     let bundle = format!("{}{}", old.cert_pem(), new.cert_pem());
     let loaded = peer_tls(files_in(&dir.path().join("a"), &ip_cert(&old), &bundle));
@@ -196,7 +194,7 @@ fn a_bundle_of_two_cas_accepts_certificates_of_either() {
 #[test]
 fn changed_files_are_loaded_once_and_bad_ones_keep_the_old_material() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = CertAuthority::generate("test CA").unwrap();
+    let ca = CertAuthority::generate("test CA");
     let tls = peer_tls(files_in(dir.path(), &ip_cert(&ca), &ca.cert_pem()));
     assert!(!tls.reload_if_changed().unwrap(), "nothing changed yet");
     let before = tls.current();
@@ -218,7 +216,7 @@ fn changed_files_are_loaded_once_and_bad_ones_keep_the_old_material() {
 #[test]
 fn the_expected_name_is_the_whitelisted_ip_unless_mapped() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = CertAuthority::generate("test CA").unwrap();
+    let ca = CertAuthority::generate("test CA");
     let names = BTreeMap::from([(
         "10.0.0.1:5050".to_string(),
         "m-0-0.m-members.ns.svc".to_string(),
@@ -239,7 +237,7 @@ fn the_expected_name_is_the_whitelisted_ip_unless_mapped() {
 async fn members_exchange_frames_over_mutual_tls() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let ca = CertAuthority::generate("test CA").unwrap();
+        let ca = CertAuthority::generate("test CA");
         let tls_a = peer_tls(files_in(
             &dir.path().join("a"),
             &ip_cert(&ca),
@@ -277,8 +275,8 @@ async fn members_exchange_frames_over_mutual_tls() {
 async fn mismatched_transports_and_unknown_cas_are_refused_and_counted() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let ca = CertAuthority::generate("test CA").unwrap();
-        let stranger = CertAuthority::generate("stranger CA").unwrap();
+        let ca = CertAuthority::generate("test CA");
+        let stranger = CertAuthority::generate("stranger CA");
         let tls_b = peer_tls(files_in(
             &dir.path().join("b"),
             &ip_cert(&ca),
@@ -364,9 +362,9 @@ async fn mismatched_transports_and_unknown_cas_are_refused_and_counted() {
 async fn a_certificate_without_the_members_name_is_refused_by_the_connector() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let ca = CertAuthority::generate("test CA").unwrap();
+        let ca = CertAuthority::generate("test CA");
         // The acceptor's certificate names another address than the one dialled.
-        let elsewhere = ca.issue(&["127.0.0.9".to_string()]).unwrap();
+        let elsewhere = ca.issue(&["127.0.0.9".to_string()]);
         let tls_b = peer_tls(files_in(&dir.path().join("b"), &elsewhere, &ca.cert_pem()));
         let tls_a = peer_tls(files_in(
             &dir.path().join("a"),
@@ -401,7 +399,7 @@ async fn tls_links_fall_back_to_v1_with_the_previous_build_both_ways() {
     use std::sync::atomic::AtomicU64;
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let ca = CertAuthority::generate("test CA").unwrap();
+        let ca = CertAuthority::generate("test CA");
         let tls_old = peer_tls(files_in(
             &dir.path().join("old"),
             &ip_cert(&ca),

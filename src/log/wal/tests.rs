@@ -1,5 +1,9 @@
+use super::format::{scan_record, Scan};
 use super::*;
 use proptest::prelude::*;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
