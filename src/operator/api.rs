@@ -110,7 +110,7 @@ pub struct MesosMasterClusterSpec {
     #[serde(default)]
     pub paused: bool,
 
-    /// Scheduled registry backups onto a volume (see `api::backup`).
+    /// Scheduled registry backups onto a volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<crate::operator::api::backup::BackupSpec>,
 
@@ -432,7 +432,7 @@ pub struct MesosMasterClusterStatus {
     pub members: Vec<MemberStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transition: Option<TransitionStatus>,
-    /// What the planner must remember across operator restarts (see `planner::PlannerMemory`).
+    /// What the planner must remember across operator restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub planner_memory: Option<crate::operator::api::PlannerMemory>,
     /// `Available`, `Progressing`, `Degraded`, `QuorumSafe`.

@@ -40,7 +40,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::Resource;
 
 use crate::operator::api::backup::{
-    self, BackupStatus, LastBackup, RestoreFrom, RestoreState, RestoreStatus,
+    parse_schedule, BackupStatus, LastBackup, RestoreFrom, RestoreState, RestoreStatus,
 };
 use crate::operator::api::{
     MesosMasterCluster, MesosMasterClusterStatus, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME,
@@ -238,7 +238,7 @@ pub fn backup_cron_job(
         .backup
         .as_ref()
         .ok_or("spec.backup is not set")?;
-    let cron = backup::parse_schedule(&backup.schedule)?.cron()?;
+    let cron = parse_schedule(&backup.schedule)?.cron()?;
     let owner = owner(cluster).map_err(|error| error.to_string())?;
     let args = vec![
         "backup".into(),
