@@ -648,6 +648,31 @@ pub(crate) mod fixtures {
         }
     }
 
+    /// prod settled at 3 members, quorum 2, led by prod-0; `ready` per member.
+    pub(crate) fn steady(ready: [bool; 3]) -> MesosMasterClusterStatus {
+        MesosMasterClusterStatus {
+            phase: Some(Phase::Running),
+            replicas: 3,
+            ready_replicas: ready.iter().filter(|ready| **ready).count() as i32,
+            quorum: Some(2),
+            target_quorum: Some(2),
+            leader: Some("prod-0".into()),
+            members: ready
+                .iter()
+                .enumerate()
+                .map(|(ordinal, ready)| MemberStatus {
+                    name: format!("prod-{ordinal}"),
+                    address: None,
+                    quorum: Some(2),
+                    replica_status: Some("Voting".into()),
+                    log_end_position: Some(10),
+                    ready: *ready,
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
     /// prod in the middle of 3 -> 5: prod-0 restarted with quorum 3, prod-1 catching up.
     pub(crate) fn transitioning() -> MesosMasterClusterStatus {
         MesosMasterClusterStatus {

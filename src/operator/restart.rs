@@ -117,31 +117,7 @@ pub fn check_restart(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operator::api::MemberStatus;
-
-    fn steady(ready: [bool; 3]) -> MesosMasterClusterStatus {
-        MesosMasterClusterStatus {
-            phase: Some(Phase::Running),
-            replicas: 3,
-            ready_replicas: ready.iter().filter(|ready| **ready).count() as i32,
-            quorum: Some(2),
-            target_quorum: Some(2),
-            leader: Some("prod-0".into()),
-            members: ready
-                .iter()
-                .enumerate()
-                .map(|(ordinal, ready)| MemberStatus {
-                    name: format!("prod-{ordinal}"),
-                    address: None,
-                    quorum: Some(2),
-                    replica_status: Some("Voting".into()),
-                    log_end_position: Some(10),
-                    ready: *ready,
-                })
-                .collect(),
-            ..Default::default()
-        }
-    }
+    use crate::operator::api::fixtures::steady;
 
     #[test]
     fn a_healthy_three_member_ensemble_may_restart_any_one_member() {

@@ -343,32 +343,12 @@ async fn patch_annotations(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operator::api::{MemberStatus, Phase};
+    use crate::operator::api::fixtures::steady;
 
     fn names() -> Names {
         Names {
             cluster: "prod".into(),
             namespace: "db".into(),
-        }
-    }
-
-    fn status(ready: [bool; 3]) -> MesosMasterClusterStatus {
-        MesosMasterClusterStatus {
-            phase: Some(Phase::Running),
-            quorum: Some(2),
-            members: ready
-                .iter()
-                .enumerate()
-                .map(|(ordinal, ready)| MemberStatus {
-                    name: format!("prod-{ordinal}"),
-                    address: None,
-                    quorum: Some(2),
-                    replica_status: Some("Voting".into()),
-                    log_end_position: Some(100),
-                    ready: *ready,
-                })
-                .collect(),
-            ..Default::default()
         }
     }
 
@@ -394,7 +374,7 @@ mod tests {
                 &names(),
                 Some("prod-1"),
                 None,
-                &status([true; 3]),
+                &steady([true; 3]),
                 &Step::Done,
                 &pods(["a", "b", "c"])
             ),
@@ -413,7 +393,7 @@ mod tests {
                 &names(),
                 Some("prod-1"),
                 Some("b"),
-                &status(ready),
+                &steady(ready),
                 &Step::Done,
                 &pods(uids),
             )
@@ -440,7 +420,7 @@ mod tests {
             &names(),
             Some("prod-0"),
             None,
-            &status([true, false, true]),
+            &steady([true, false, true]),
             &Step::Done,
             &pods(["a", "b", "c"]),
         );
@@ -456,7 +436,7 @@ mod tests {
                 &names(),
                 Some("prod-0"),
                 None,
-                &status([true; 3]),
+                &steady([true; 3]),
                 &waiting,
                 &pods(["a", "b", "c"])
             ),
@@ -467,7 +447,7 @@ mod tests {
                 &names(),
                 Some("prod-7"),
                 None,
-                &status([true; 3]),
+                &steady([true; 3]),
                 &Step::Done,
                 &pods(["a", "b", "c"])
             ),
@@ -482,7 +462,7 @@ mod tests {
                 &names(),
                 None,
                 uid,
-                &status([true; 3]),
+                &steady([true; 3]),
                 &Step::Done,
                 &pods(["a", "b", "c"]),
             )
