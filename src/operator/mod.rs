@@ -4,10 +4,12 @@
 //! 1. [`api`]: every type, condition, label and annotation written into
 //!    Kubernetes objects (the `MesosMasterCluster` CRD and its status).
 //! 2. Pure decisions, no client and no clock: [`planner`] (the next step of a
-//!    quorum procedure), [`restart`] (may a member be restarted now),
-//!    [`recovery`] (quorum loss: what survives, which request to take).
+//!    quorum procedure), [`status`] (the status both runtimes write), [`restart`]
+//!    (may a member be restarted now), [`recovery`] (quorum loss: what survives,
+//!    which request to take).
 //! 3. The one client of a master's HTTP API, [`master_client`], and the
-//!    procedures over it and files: [`backup`] (registry backups and restores).
+//!    procedures over it and files: [`backup`] (registry backups and restores),
+//!    [`atomic_file`] (the one way a file is replaced).
 //! 4. Front ends that observe, ask layer 2, apply one step and record:
 //!    [`kubernetes`] (the reconcile loop), [`local`] (`mesos-operator local`),
 //!    [`cli`] (the `kubectl mmc` plugin).
