@@ -121,17 +121,27 @@ fn edges(
             .collect();
         // `super::x` in a file names a sibling of that file's module; each
         // further `super` goes one level up (a chain is read once, from its start).
-        for path in paths_after(text, "super::") {
-            let ups = 1 + path
-                .iter()
-                .take_while(|segment| *segment == "super")
-                .count();
-            if ups > module.len() {
-                continue;
+        // Inside the file's inline `mod tests { .. }` (by convention its last
+        // item) the module is one level deeper: there `super::` is the file itself.
+        let (body, tests) = match text.find("\nmod tests {") {
+            Some(at) => text.split_at(at),
+            None => (text.as_str(), ""),
+        };
+        let mut tests_module = module.clone();
+        tests_module.push("tests".to_owned());
+        for (scope, part) in [(module, body), (&tests_module, tests)] {
+            for path in paths_after(part, "super::") {
+                let ups = 1 + path
+                    .iter()
+                    .take_while(|segment| *segment == "super")
+                    .count();
+                if ups > scope.len() {
+                    continue;
+                }
+                let mut full = scope[..scope.len() - ups].to_vec();
+                full.extend(path.into_iter().skip(ups - 1));
+                targets.push(full);
             }
-            let mut full = module[..module.len() - ups].to_vec();
-            full.extend(path.into_iter().skip(ups - 1));
-            targets.push(full);
         }
         for target in targets {
             if target.len() >= depth
@@ -238,12 +248,25 @@ fn the_cycle_check_sees_a_planted_cycle() {
         module("operator::c::y"),
         "crate::operator::c::x::f()".to_owned(),
     );
+    // A file's test module reaching a sibling file through `super::super`.
+    tree.insert(
+        module("operator::d::p"),
+        "fn f() {}\n#[cfg(test)]\nmod tests {\n    use super::*;\n    use super::super::q::g;\n}\n"
+            .to_owned(),
+    );
+    tree.insert(
+        module("operator::d::q"),
+        "use crate::operator::d::p::f;".to_owned(),
+    );
     assert_eq!(
         cycles(&edges(&tree, 2)),
         vec!["operator::a <-> operator::b"]
     );
     assert_eq!(
         cycles(&edges(&tree, 3)),
-        vec!["operator::c::x <-> operator::c::y"]
+        vec![
+            "operator::c::x <-> operator::c::y",
+            "operator::d::p <-> operator::d::q"
+        ]
     );
 }
